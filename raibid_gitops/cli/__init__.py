@@ -1,0 +1,72 @@
+"""The `raibid` command line: thin; each command parses options and calls one library function.
+
+Start-up must stay fast (`raibid --help` imports no heavy library): subcommand modules only
+build argparse parsers at import time; their handlers import the libraries they need.
+Data goes to stdout, progress to stderr, colour only on a TTY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from raibid_gitops import __version__
+
+#: Subcommand groups, each a module in this package exposing ``register(subparsers)``.
+GROUPS = ("gitops", "queue", "tui")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raibid",
+        description="raibid-ci GitOps: change the CI agent pool by commits, reconcile with Flux, watch it run.",
+    )
+    parser.add_argument("--version", action="version", version=f"raibid-gitops {__version__}")
+    sub = parser.add_subparsers(dest="group", metavar="{gitops,queue,tui}")
+    import importlib
+
+    for name in GROUPS:
+        try:
+            module = importlib.import_module(f"raibid_gitops.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"raibid_gitops.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def use_color(stream=None) -> bool:
+    stream = stream or sys.stderr
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def fail(message: str, code: int = 2) -> int:
+    prefix = "\033[31merror:\033[0m " if use_color() else "error: "
+    print(prefix + message, file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    from raibid_gitops.errors import RaibidError
+
+    try:
+        return int(handler(args) or 0)
+    except RaibidError as exc:
+        return fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""init, render, verify, get, schema."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from raibid_gitops.cli.output import add_output_flag
+
+
+def register(cmds: argparse._SubParsersAction) -> None:
+    p = cmds.add_parser("init", help="write a new config repository from the templates",
+                        description="Write a config repository (base/, overlays/dgx-spark/, clusters/dgx-spark/) "
+                                    "from the shipped templates and settings, git init it and commit.")
+    p.add_argument("dir", type=Path, help="target directory (new or empty)")
+    p.add_argument("--remote", metavar="URL", help="add this URL as remote 'origin' (no credentials in it)")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set agents.maxReplicas=6 (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty directory")
+    p.set_defaults(handler=cmd_init)
+
+    p = cmds.add_parser("render", help="print the built overlay (kustomize build)")
+    p.add_argument("dir", nargs="?", type=Path, help="config repository (default: the current one)")
+    p.add_argument("--flux", action="store_true", help="render clusters/dgx-spark (the Flux objects) instead")
+    p.set_defaults(handler=cmd_render)
+
+    p = cmds.add_parser("verify", help="check settings, marked fields, kustomize build and schemas",
+                        description="Exit 0 when the config repository is consistent; 1 with every problem "
+                                    "listed as file:line: field: message (expected, found).")
+    p.add_argument("dir", nargs="?", type=Path, help="config repository (default: the current one)")
+    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    p.add_argument("--commit-status", action="store_true",
+                   help="also report the result as Gitea commit status raibid/verify on HEAD")
+    p.set_defaults(handler=cmd_verify)
+
+    p = cmds.add_parser("get", help="print one setting, or all")
+    p.add_argument("key", nargs="?", help="dotted key, e.g. agents.maxReplicas")
+    p.add_argument("-C", "--dir", type=Path, dest="dir", help="config repository (default: the current one)")
+    add_output_flag(p)
+    p.set_defaults(handler=cmd_get)
+
+    p = cmds.add_parser("schema", help="print the JSON Schema of settings.yaml")
+    p.set_defaults(handler=cmd_schema)
+
+
+def _root(d: Path | None) -> Path:
+    from raibid_gitops.gitops.layout import find_repo_root
+
+    return find_repo_root(d)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops.generate import init
+
+    res = init(args.dir, assignments=args.assignments, remote=args.remote, force=args.force)
+    print(f"initialised {res.path} at {res.commit[:12]} (settings {res.settings_hash})", file=sys.stderr)
+    if not res.kustomize_checked:
+        print("warning: kustomize not found; the overlay was not built (install kustomize, then run "
+              "`raibid gitops verify`)", file=sys.stderr)
+    print(res.path)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops import kustomize, layout
+
+    root = _root(args.dir)
+    sys.stdout.write(kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops.verify import verify
+
+    root = _root(args.dir)
+    report = verify(root)
+    if args.output == "text":
+        for p in report.problems:
+            print(p.format())
+        summary = (f"ok: {report.checked_fields} marked fields, {len(report.objects)} objects valid"
+                   if report.ok else f"{len(report.problems)} problem(s)")
+        print(summary, file=sys.stderr)
+    else:
+        from raibid_gitops.cli.output import emit
+
+        emit(report.to_dict(), args.output)
+    if args.commit_status:
+        from raibid_gitops.gitops.status_report import report_commit_status
+
+        report_commit_status(root, report)
+    return 0 if report.ok else 1
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from raibid_gitops.cli.output import emit
+    from raibid_gitops.gitops.layout import SETTINGS_PATH
+    from raibid_gitops.settings import load_path
+
+    settings = load_path(_root(args.dir) / SETTINGS_PATH)
+    if args.key:
+        value = settings.get(args.key)
+        if args.output == "yaml" and not isinstance(value, (dict, list)):
+            print("true" if value is True else "false" if value is False else value)
+        else:
+            emit(value, args.output)
+    else:
+        emit(settings.data(), args.output)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops.generated import schema_json
+
+    sys.stdout.write(schema_json())
+    return 0

@@ -1,0 +1,193 @@
+"""git through GitPython, with our errors and no credential ever in a URL or a message.
+
+Authentication to Gitea uses an ``http.extraHeader`` passed per command (``-c``), so the
+token is never stored in ``.git/config`` and never appears in a remote URL that git or we
+might print. ``GIT_TERMINAL_PROMPT=0``: a missing credential fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from raibid_gitops.errors import GitError, PushRejected
+
+DEFAULT_AUTHOR = ("raibid-gitops", "raibid-gitops@localhost")
+_SECRETISH = re.compile(r"(Authorization: (?:token|Basic|Bearer) )\S+|(://[^/\s:@]+:)[^@\s/]+@", re.I)
+
+
+def redact(text: str) -> str:
+    """Remove credentials from text that came from git (URLs with passwords, auth headers)."""
+    return _SECRETISH.sub(lambda m: (m.group(1) or m.group(2)) + "***" + ("@" if m.group(2) else ""), text)
+
+
+def _env() -> dict[str, str]:
+    return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true" if os.name != "nt" else ""}
+
+
+@dataclass(frozen=True)
+class Auth:
+    """HTTP credentials for one remote; repr never shows the token."""
+
+    token: str
+    username: str = "raibid"
+
+    def __repr__(self) -> str:
+        return f"Auth(username={self.username!r}, token=***)"
+
+    def config_args(self) -> list[str]:
+        basic = base64.b64encode(f"{self.username}:{self.token}".encode()).decode()
+        return ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
+
+
+def auth_from_env() -> Auth | None:
+    token = os.environ.get("RAIBID_GITEA_TOKEN")
+    if not token:
+        path = os.environ.get("RAIBID_GITEA_TOKEN_FILE")
+        if path and Path(path).is_file():
+            token = Path(path).read_text().strip()
+    if not token:
+        return None
+    return Auth(token=token, username=os.environ.get("RAIBID_GITEA_USER", "raibid"))
+
+
+@contextmanager
+def _errors(what: str) -> Iterator[None]:
+    import git
+
+    try:
+        yield
+    except git.GitCommandError as exc:
+        detail = redact((exc.stderr or exc.stdout or str(exc)).strip())
+        detail = re.sub(r"^\s*stderr:\s*", "", detail)
+        raise GitError(f"{what} failed: {detail.strip(chr(39)).strip()}") from None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise GitError(f"{what} failed: not a git repository") from None
+
+
+class Repo:
+    """A local clone of the config repository."""
+
+    def __init__(self, path: Path, auth: Auth | None = None):
+        import git
+
+        self.path = Path(path)
+        self.auth = auth
+        try:
+            self._repo = git.Repo(self.path)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise GitError(f"{self.path} is not a git repository",
+                           hint="run `raibid gitops init DIR`, or clone the config repository") from None
+
+    # -- creation ----------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: Path, branch: str = "main") -> "Repo":
+        import git
+
+        with _errors(f"git init {path}"):
+            git.Repo.init(path, initial_branch=branch)
+        return cls(path)
+
+    @classmethod
+    def clone(cls, url: str, path: Path, auth: Auth | None = None, branch: str | None = None) -> "Repo":
+        import git
+
+        args = [*(auth.config_args() if auth else []), "clone", "--quiet"]
+        if branch:
+            args += ["--branch", branch]
+        with _errors(f"git clone {redact(url)}"):
+            git.Git().execute(["git", *args, url, str(path)], env=_env())
+        return cls(path, auth)
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def git(self, *args: str, auth: bool = False) -> str:
+        pre = self.auth.config_args() if (auth and self.auth) else []
+        with _errors(f"git {args[0]}"):
+            return self._repo.git.execute(["git", *pre, *args], env=_env())
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD").strip()
+
+    def branch(self) -> str:
+        return self.git("rev-parse", "--abbrev-ref", "HEAD").strip()
+
+    def is_dirty(self) -> bool:
+        return bool(self.git("status", "--porcelain", "--untracked-files=normal").strip())
+
+    def status_lines(self) -> list[str]:
+        return self.git("status", "--porcelain").splitlines()
+
+    def remote_url(self, name: str = "origin") -> str | None:
+        try:
+            return self.git("remote", "get-url", name).strip()
+        except GitError:
+            return None
+
+    def add_remote(self, url: str, name: str = "origin") -> None:
+        self.git("remote", "add", name, url)
+
+    def show(self, rev: str, path: str) -> str:
+        return self.git("show", f"{rev}:{path}")
+
+    def commit_all(self, message: str, author: tuple[str, str] | None = None, paths: list[str] | None = None) -> str:
+        name, email = author or author_from_config(self) or DEFAULT_AUTHOR
+        self.git("add", "--all", *(["--", *paths] if paths else []))
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".msg", delete=False) as fh:
+            fh.write(message)
+        try:
+            with _errors("git commit"):
+                self._repo.git.execute(
+                    ["git", "-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "--quiet",
+                     "--no-verify", "--cleanup=verbatim", "-F", fh.name],
+                    env=_env(),
+                )
+        finally:
+            os.unlink(fh.name)
+        return self.head()
+
+    def fetch(self, remote: str = "origin", ref: str | None = None) -> None:
+        self.git("fetch", "--quiet", remote, *([ref] if ref else []), auth=True)
+
+    def push(self, remote: str, refspec: str) -> None:
+        """Push and check the result: a rejected ref raises PushRejected (git exits non-zero,
+        and we also read the porcelain status, since GitPython alone does not raise)."""
+        pre = self.auth.config_args() if self.auth else []
+        import git
+
+        try:
+            out = self._repo.git.execute(
+                ["git", *pre, "push", "--porcelain", remote, refspec], env=_env(), with_extended_output=True,
+            )
+            status, stdout, stderr = out
+        except git.GitCommandError as exc:
+            stdout, stderr = exc.stdout or "", exc.stderr or ""
+            status = exc.status
+        text = redact(f"{stdout}\n{stderr}")
+        rejected = [ln for ln in text.splitlines() if ln.startswith("!")]
+        if status != 0 or rejected:
+            non_ff = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info"))
+            detail = " ".join(ln.strip() for ln in (rejected or text.strip().splitlines()[-3:]))
+            raise PushRejected(
+                f"push of {refspec} to {remote} was refused: {detail.strip()}",
+                non_fast_forward=non_ff and "protected" not in text.lower(),
+            )
+
+
+def author_from_config(repo: Repo) -> tuple[str, str] | None:
+    name = os.environ.get("RAIBID_AUTHOR_NAME")
+    email = os.environ.get("RAIBID_AUTHOR_EMAIL")
+    if name and email:
+        return name, email
+    try:
+        return repo.git("config", "user.name").strip(), repo.git("config", "user.email").strip()
+    except GitError:
+        return None

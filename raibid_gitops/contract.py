@@ -1,0 +1,73 @@
+"""The queue contract: every Redis key, stream field and Kubernetes name the runtime uses.
+
+The original raibid-ci failed because each component spelled these differently. Here the
+stream, group and dead-letter names come from settings (``queue.*``); the key layout and
+message fields below are the rest of the contract, and the agent, the producer, the TUI
+and the manifests all import them from here. ``tests/test_contract.py`` renders the overlay
+and checks that the ScaledJob trigger and the ConfigMap agree with this module.
+"""
+
+from __future__ import annotations
+
+#: The ConfigMap Flux syncs from overlays/dgx-spark/settings.yaml, and its data key.
+SETTINGS_CONFIGMAP = "raibid-settings"
+SETTINGS_KEY = "settings.yaml"
+
+#: The Secret holding Redis's password (created out of band, never committed) and its key.
+REDIS_SECRET = "raibid-redis"
+REDIS_SECRET_KEY = "password"
+
+#: The Secret holding the agents' Gitea token (clone access) and its key.
+GITEA_SECRET = "raibid-gitea"
+GITEA_SECRET_KEY = "token"
+
+#: Labels shared by every object raibid-gitops renders.
+PART_OF_LABEL = ("app.kubernetes.io/part-of", "raibid-ci")
+AGENT_NAME = "raibid-agent"
+REDIS_NAME = "raibid-redis"
+
+#: Key prefix of everything raibid-ci keeps in Redis other than the streams.
+KEY_PREFIX = "raibid"
+
+
+def job_key(job_id: str) -> str:
+    """Hash with a job's status record (state, timestamps, exit code, settings hash...)."""
+    return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def job_logs_key(job_id: str) -> str:
+    """Stream with a job's log lines (bounded by ``MAXLEN ~``)."""
+    return f"{KEY_PREFIX}:job:{job_id}:logs"
+
+
+def agent_key(agent_id: str) -> str:
+    """Heartbeat hash of one agent, with a TTL so a dead agent disappears by itself."""
+    return f"{KEY_PREFIX}:agent:{agent_id}"
+
+
+#: Index of all job ids, newest last (a sorted set scored by submit time).
+JOBS_INDEX = f"{KEY_PREFIX}:jobs:index"
+#: Pattern to find live agents with SCAN.
+AGENT_PATTERN = f"{KEY_PREFIX}:agent:*"
+
+#: Fields of a job-stream entry. The entry carries the job id only as a reference; the
+#: status record is the truth, so a retried entry never carries stale state.
+FIELD_JOB_ID = "job_id"
+FIELD_REPO = "repo"
+FIELD_REF = "ref"
+FIELD_COMMIT = "commit"
+FIELD_SUBMITTED_AT = "submitted_at"
+#: Fields a dead-letter entry adds.
+FIELD_REASON = "reason"
+FIELD_ORIGINAL_ID = "original_id"
+FIELD_DELIVERIES = "deliveries"
+
+#: Job states. Final ones are never left again.
+STATE_QUEUED = "queued"
+STATE_RUNNING = "running"
+STATE_SUCCEEDED = "succeeded"
+STATE_FAILED = "failed"
+STATE_TIMED_OUT = "timed_out"
+STATE_CANCELLED = "cancelled"
+STATE_DEAD = "dead"
+FINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_TIMED_OUT, STATE_CANCELLED, STATE_DEAD})

@@ -1,0 +1,134 @@
+"""The exception tree of raibid-gitops.
+
+Every failure a user can see is one of these; a library's exception (requests, kubernetes,
+redis, git, pydantic) is translated at the boundary where it is raised, so none reaches the
+user raw. Each carries a message that says what failed, on which object, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class RaibidError(Exception):
+    """Base class of every error raibid-gitops reports to a user."""
+
+    #: Process exit code used by the CLI for this family.
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+
+# --- settings and config repository ------------------------------------------------------
+
+
+class SettingsError(RaibidError):
+    """settings.yaml (or a KEY=VALUE) does not parse or does not validate."""
+
+    def __init__(self, message: str, *, problems: list["Problem"] | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
+
+
+class ConfigRepoError(RaibidError):
+    """The config repository is missing, malformed, or in a state the command cannot act on."""
+
+
+class VerifyFailed(RaibidError):
+    """``verify`` found problems; each is listed as file, line, field, expected, found."""
+
+    exit_code = 1
+
+    def __init__(self, problems: list["Problem"]):
+        super().__init__(f"verify found {len(problems)} problem(s)")
+        self.problems = problems
+
+
+class KustomizeError(RaibidError):
+    """kustomize is missing or the overlay does not build."""
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+class ClientError(RaibidError):
+    """A backend (git, Gitea, Kubernetes, Redis) failed or refused a request."""
+
+
+class GitError(ClientError):
+    """A git operation failed."""
+
+
+class PushRejected(GitError):
+    """The remote refused a push (moved branch, protection rule, permissions)."""
+
+    def __init__(self, message: str, *, non_fast_forward: bool = False, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.non_fast_forward = non_fast_forward
+
+
+class GiteaError(ClientError):
+    """The Gitea API answered with an error or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class GiteaNotFound(GiteaError):
+    """A Gitea object (repository, pull request, branch) does not exist."""
+
+
+class GiteaConflict(GiteaError):
+    """Gitea refused a change because of the object's state (e.g. PR not mergeable)."""
+
+
+class KubeError(ClientError):
+    """The Kubernetes API answered with an error or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class KubeNotFound(KubeError):
+    """A Kubernetes object does not exist."""
+
+
+class KubeConflict(KubeError):
+    """The object changed meanwhile (HTTP 409)."""
+
+
+class RedisUnavailable(ClientError):
+    """Redis could not be reached or refused the command."""
+
+
+# --- changes and reconciling -------------------------------------------------------------
+
+
+class ChangeConflict(RaibidError):
+    """The same setting was changed meanwhile to another value; nothing was overwritten."""
+
+
+class SyncFailed(RaibidError):
+    """Flux reported a failure while applying the commit."""
+
+    exit_code = 1
+
+
+class SyncTimeout(RaibidError):
+    """The commit was not applied within --timeout."""
+
+    exit_code = 3
+
+
+class Suspended(RaibidError):
+    """The Flux object is suspended; sync will not wait for it."""
+
+
+# Imported late to avoid a cycle; Problem is a plain dataclass.
+from raibid_gitops.problems import Problem  # noqa: E402

@@ -1,0 +1,1 @@
+"""The config repository: generate, set, verify, render and reconcile it."""

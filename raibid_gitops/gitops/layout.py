@@ -1,0 +1,37 @@
+"""Where things are in a config repository, and where the shipped templates are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+OVERLAY_DIR = "overlays/dgx-spark"
+CLUSTER_DIR = "clusters/dgx-spark"
+SETTINGS_PATH = f"{OVERLAY_DIR}/settings.yaml"
+SCHEMA_PATH = f"{OVERLAY_DIR}/settings.schema.json"
+GPU_PATCH_PATH = f"{OVERLAY_DIR}/agent-gpu-patch.yaml"
+#: Top-level folders a config repository consists of (copied from the templates).
+TEMPLATE_DIRS = ("base", "overlays", "clusters")
+#: Flux object names in clusters/dgx-spark (the config repo's GitRepository and Kustomization).
+FLUX_NAMESPACE = "flux-system"
+FLUX_OBJECT_NAME = "raibid-config"
+FLUX_AUTH_SECRET = "raibid-config-auth"
+
+
+def templates_dir() -> Path:
+    """The shipped templates: the project's own base/, overlays/ and clusters/, packaged
+    under raibid_gitops/templates (symlinks in a source checkout)."""
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def find_repo_root(start: Path | None = None) -> Path:
+    """The config repository containing ``start`` (default: the current directory)."""
+    from raibid_gitops.errors import ConfigRepoError
+
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / SETTINGS_PATH).is_file():
+            return candidate
+    raise ConfigRepoError(
+        f"{here} is not inside a raibid config repository (no {SETTINGS_PATH} found)",
+        hint="pass the repository directory, or create one with `raibid gitops init DIR`",
+    )

@@ -1,0 +1,186 @@
+"""Marked fields: manifest values that must equal a setting.
+
+KEDA and Flux fields cannot read a ConfigMap, so values such as ``maxReplicaCount`` are
+written in the manifests too, each followed by a marker comment naming its setting (the idea
+of kpt setters and of Flux image automation's ``# {"$imagepolicy": ...}``)::
+
+    value: 8 # {"$raibid": "agents.maxReplicas"}
+    url: http://... # {"$raibid": "{gitea.url}/{gitea.owner}/{gitea.repo}.git"}
+
+A marker names a setting, or a template of settings in braces. Setting and checking work on
+the marked *line* only, so every other byte of the file stays as the author wrote it, and
+the value keeps its quoting: ``"1"`` stays a string (KEDA metadata), ``8`` stays a number.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from raibid_gitops.settings import Settings
+
+MARKER = re.compile(r'#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\}\s*$')
+_LINE = re.compile(
+    r'^(?P<prefix>\s*(?:-\s+)?(?P<key>[^\s#:"\'][^:#]*?):[ \t]+)(?P<value>\S.*?)(?P<gap>[ \t]+)'
+    r'(?P<marker>#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\})\s*$'
+)
+_TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+
+#: Files of the config repository that may carry markers.
+MARKED_GLOBS = ("overlays/*/*.yaml", "clusters/*/*.yaml", "base/*.yaml")
+
+
+@dataclass(frozen=True)
+class MarkedField:
+    file: str  # relative to the repository root
+    line: int  # 1-based
+    key: str  # the YAML key on that line
+    field: str  # a readable location: the JSON-patch path, or the dotted YAML path
+    expr: str  # the setting or template named by the marker
+    text: str  # the value as written
+
+    def settings_named(self) -> list[str]:
+        return _TEMPLATE_FIELD.findall(self.expr) if "{" in self.expr else [self.expr]
+
+
+def evaluate(expr: str, settings: Settings) -> Any:
+    """The value a marker's expression stands for."""
+    if "{" in expr:
+        return _TEMPLATE_FIELD.sub(lambda m: str(settings.get(m.group(1))), expr)
+    return settings.get(expr)
+
+
+def _parse_scalar(text: str) -> Any:
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    return y.load(text)
+
+
+def render_value(value: Any, old_text: str) -> str:
+    """The text of ``value`` for a marked line whose current value text is ``old_text``:
+    quoted the same way, and quoted whenever a YAML-1.1 reader would misread it."""
+    from raibid_gitops.yamlio import YAML11_TRAPS
+
+    quote = old_text[:1] if old_text[:1] in ("'", '"') else ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    if quote == "'":
+        return "'" + text.replace("'", "''") + "'"
+    if quote == '"':
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (bool, int, float)):
+        return text
+    needs = (
+        text.lower() in YAML11_TRAPS
+        or re.match(r"^[-+]?[0-9.]", text) is not None and _looks_numeric(text)
+        or text[:1] in "!&*{}[],#|>@`%?-"
+        or ": " in text or " #" in text or text != text.strip() or text == ""
+    )
+    if needs:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text.replace("_", ""))
+        return True
+    except ValueError:
+        return bool(re.match(r"^[0-9]+(:[0-9]+)+$", text))  # YAML 1.1 sexagesimal
+
+
+def _field_paths(text: str) -> dict[int, str]:
+    """Line number -> readable field path of the value on that line."""
+    from raibid_gitops.yamlio import load_all_rt
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    out: dict[int, str] = {}
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, CommentedMap):
+            patch_path = node.get("path") if "op" in node and "path" in node else None
+            for k in node:
+                try:
+                    line = node.lc.key(k)[0] + 1
+                except (KeyError, TypeError):
+                    line = None
+                sub = f"{path}.{k}" if path else str(k)
+                if line is not None and line not in out:
+                    out[line] = f"{patch_path}" if patch_path and k == "value" else sub
+                walk(node[k], sub)
+        elif isinstance(node, CommentedSeq):
+            for i, v in enumerate(node):
+                walk(v, f"{path}[{i}]")
+
+    try:
+        for doc in load_all_rt(text, "<marked>"):
+            walk(doc, "")
+    except Exception:  # noqa: BLE001 - a malformed file is reported by verify's own parse
+        pass
+    return out
+
+
+def scan_text(rel: str, text: str) -> Iterator[MarkedField]:
+    paths: dict[int, str] | None = None
+    for i, line in enumerate(text.splitlines(), start=1):
+        if '"$raibid"' not in line:
+            continue
+        m = _LINE.match(line)
+        if not m:
+            continue
+        if paths is None:
+            paths = _field_paths(text)
+        yield MarkedField(
+            file=rel, line=i, key=m.group("key").strip(), field=paths.get(i, m.group("key").strip()),
+            expr=m.group("expr"), text=m.group("value"),
+        )
+
+
+def malformed_markers(rel: str, text: str) -> list[tuple[int, str]]:
+    """Lines that carry a marker the setter cannot handle (e.g. a marker on a block value)."""
+    bad = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if MARKER.search(line) and not _LINE.match(line):
+            bad.append((i, line.strip()))
+    return bad
+
+
+def marked_files(root: Path) -> list[Path]:
+    files: set[Path] = set()
+    for pattern in MARKED_GLOBS:
+        files.update(p for p in root.glob(pattern) if p.is_file())
+    return sorted(files)
+
+
+def scan(root: Path) -> list[MarkedField]:
+    out: list[MarkedField] = []
+    for path in marked_files(root):
+        out.extend(scan_text(path.relative_to(root).as_posix(), path.read_text(encoding="utf-8")))
+    return out
+
+
+def apply_text(text: str, settings: Settings) -> str:
+    """Return ``text`` with every marked value set from ``settings``; other bytes untouched."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if '"$raibid"' not in line:
+            continue
+        body = line.rstrip("\r\n")
+        ending = line[len(body):]
+        m = _LINE.match(body)
+        if not m:
+            continue
+        new_value = render_value(evaluate(m.group("expr"), settings), m.group("value"))
+        if new_value != m.group("value"):
+            lines[i] = m.group("prefix") + new_value + m.group("gap") + m.group("marker") + ending
+    return "".join(lines)
+
+
+def expected_text(field: MarkedField, settings: Settings) -> str:
+    return render_value(evaluate(field.expr, settings), field.text)

@@ -1,0 +1,122 @@
+"""`raibid gitops verify`: everything that must hold before a commit may reach the cluster.
+
+- settings.yaml parses (no YAML-1.1 traps) and validates against the settings model;
+- every marked manifest field equals its setting; generated files are current;
+- kustomize builds the overlay and the Flux objects;
+- every rendered object validates against its schema;
+- the rendered ConfigMap carries exactly settings.yaml.
+The same check runs on a hand edit pushed with git or made in Gitea's web editor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raibid_gitops import contract
+from raibid_gitops.errors import KustomizeError, SettingsError
+from raibid_gitops.gitops import generated, kustomize, layout, schemas, setters
+from raibid_gitops.problems import Problem
+from raibid_gitops.settings import Settings, load_path
+
+
+@dataclass
+class Report:
+    root: Path
+    problems: list[Problem] = field(default_factory=list)
+    settings: Settings | None = None
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    checked_fields: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "repository": str(self.root),
+            "markedFields": self.checked_fields,
+            "objects": len(self.objects),
+            "settingsHash": self.settings.hash() if self.settings else None,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def check_marked_fields(root: Path, settings: Settings) -> tuple[list[Problem], int]:
+    problems: list[Problem] = []
+    fields = setters.scan(root)
+    for path in setters.marked_files(root):
+        rel = path.relative_to(root).as_posix()
+        for line, text in setters.malformed_markers(rel, path.read_text(encoding="utf-8")):
+            problems.append(Problem(file=rel, line=line, field="(marker)",
+                                    message=f"marker on a line the setter cannot edit: {text}"))
+    for f in fields:
+        try:
+            expected = setters.expected_text(f, settings)
+        except SettingsError as exc:
+            problems.append(Problem(file=f.file, line=f.line, field=f.field,
+                                    message=f"marker names an unknown setting: {exc.message}"))
+            continue
+        if expected != f.text:
+            problems.append(Problem(file=f.file, line=f.line, field=f.field,
+                                    message=f"differs from {', '.join(f.settings_named())} in {layout.SETTINGS_PATH}",
+                                    expected=expected, found=f.text))
+    return problems, len(fields)
+
+
+def check_generated(root: Path, settings: Settings) -> list[Problem]:
+    problems = []
+    for rel, content in generated.generated_files(settings).items():
+        path = root / rel
+        found = path.read_text(encoding="utf-8") if path.exists() else None
+        if found != content:
+            problems.append(Problem(
+                file=rel, field="(generated file)",
+                message="missing" if found is None else "out of date with settings.yaml; "
+                "`raibid gitops set` regenerates it (or restore it from the last commit)",
+            ))
+    return problems
+
+
+def check_render(root: Path, settings: Settings, report: Report) -> None:
+    for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
+        try:
+            objs = kustomize.build_objects(root / rel)
+        except KustomizeError as exc:
+            report.problems.append(Problem(file=rel, field="(kustomize build)", message=exc.message))
+            continue
+        for obj in objs:
+            report.problems.extend(schemas.validate_object(obj, rel))
+        report.objects.extend(objs)
+    settings_text = (root / layout.SETTINGS_PATH).read_text(encoding="utf-8")
+    cms = [o for o in report.objects if o.get("kind") == "ConfigMap"
+           and (o.get("metadata") or {}).get("name") == contract.SETTINGS_CONFIGMAP]
+    if report.objects and not cms:
+        report.problems.append(Problem(file=layout.OVERLAY_DIR, field="configMapGenerator",
+                                       message=f"the overlay renders no ConfigMap {contract.SETTINGS_CONFIGMAP} "
+                                               "(or it has a name hash; keep disableNameSuffixHash: true)"))
+    for cm in cms:
+        data = (cm.get("data") or {}).get(contract.SETTINGS_KEY)
+        if data != settings_text:
+            report.problems.append(Problem(file=layout.OVERLAY_DIR, field=f"ConfigMap {contract.SETTINGS_CONFIGMAP}",
+                                           message=f"data.{contract.SETTINGS_KEY} is not {layout.SETTINGS_PATH}"))
+
+
+def verify(root: Path, *, render: bool = True) -> Report:
+    """Check the config repository at ``root``; problems are collected, never raised."""
+    report = Report(root=root)
+    try:
+        settings = load_path(root / layout.SETTINGS_PATH)
+    except SettingsError as exc:
+        report.problems.extend(exc.problems or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
+        return report
+    report.settings = settings
+    marked, n = check_marked_fields(root, settings)
+    report.problems.extend(marked)
+    report.checked_fields = n
+    report.problems.extend(check_generated(root, settings))
+    if render:
+        check_render(root, settings, report)
+    return report

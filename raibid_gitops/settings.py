@@ -1,0 +1,407 @@
+"""The settings contract: the typed model of ``settings.yaml``.
+
+One model is the single source of every name and number the manifests, the agent, the queue
+producer and the TUI use. Keys are camelCase, as they are spelled in settings.yaml and on the
+command line (``raibid gitops set agents.maxReplicas=12``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from raibid_gitops import contract
+from raibid_gitops.errors import SettingsError
+from raibid_gitops.problems import Problem
+from raibid_gitops.quantities import format_bytes, format_cpu, parse_quantity
+
+#: The file name inside the overlay and the ConfigMap's key: one spelling.
+SETTINGS_FILE = contract.SETTINGS_KEY
+SCHEMA_FILE = "settings.schema.json"
+
+#: claimIdleSeconds must exceed this many heartbeats, so a live agent that misses a
+#: couple of heartbeats (GC pause, slow Redis) is not mistaken for a dead one.
+CLAIM_HEARTBEAT_FACTOR = 3
+
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_STREAM = r"^[A-Za-z0-9:_.\-{}]+$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True,
+        validate_default=True,
+    )
+
+
+def _quantity(kind: str):
+    def check(v: Any) -> str:
+        if isinstance(v, bool):
+            raise ValueError(f"{kind} must be a quantity like 2 or 4Gi, not a boolean")
+        s = str(v)
+        parse_quantity(s)
+        return s
+
+    return check
+
+
+class Capacity(_Model):
+    """What raibid-ci may use of the node: the agents' total must fit."""
+
+    cpu: str = Field("20", description="CPU cores available to agents (DGX Spark: 20 Arm cores).")
+    memory: str = Field("128Gi", description="Memory available to agents (DGX Spark: 128 GiB unified).")
+
+    _cpu = field_validator("cpu", mode="before")(_quantity("cluster.capacity.cpu"))
+    _memory = field_validator("memory", mode="before")(_quantity("cluster.capacity.memory"))
+
+
+class Cluster(_Model):
+    namespace: str = Field("raibid-ci", pattern=_K8S_NAME, max_length=63,
+                           description="Namespace of the raibid-ci stack.")
+    capacity: Capacity = Capacity()
+
+
+class Queue(_Model):
+    redis_address: str = Field(
+        "raibid-redis.raibid-ci.svc.cluster.local:6379", pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$",
+        description="host:port of Redis, as seen from the agents and KEDA.",
+    )
+    stream: str = Field("raibid:jobs", pattern=_STREAM, description="The job stream.")
+    consumer_group: str = Field("raibid-agents", pattern=_STREAM,
+                                description="Consumer group of the agents; KEDA measures its lag.")
+    dead_letter_stream: str = Field("raibid:jobs:dead", pattern=_STREAM,
+                                    description="Where entries go after maxDeliveries failed deliveries.")
+    max_len: int = Field(10000, ge=100, le=10_000_000,
+                         description="Approximate cap of the job stream (XADD MAXLEN ~).")
+    max_deliveries: int = Field(3, ge=1, le=100,
+                                description="Deliveries of one entry before it is dead-lettered.")
+    claim_idle_seconds: int = Field(300, ge=5, le=86400,
+                                    description="Idle time after which another agent takes over an entry.")
+    heartbeat_seconds: int = Field(15, ge=1, le=3600,
+                                   description="How often an agent refreshes its heartbeat and its entry's idle time.")
+
+    @model_validator(mode="after")
+    def _names_distinct(self) -> "Queue":
+        if self.stream == self.dead_letter_stream:
+            raise ValueError("queue.deadLetterStream must differ from queue.stream")
+        if self.claim_idle_seconds < CLAIM_HEARTBEAT_FACTOR * self.heartbeat_seconds:
+            raise ValueError(
+                f"queue.claimIdleSeconds ({self.claim_idle_seconds}) must be at least "
+                f"{CLAIM_HEARTBEAT_FACTOR} x queue.heartbeatSeconds ({self.heartbeat_seconds}) = "
+                f"{CLAIM_HEARTBEAT_FACTOR * self.heartbeat_seconds}, or live agents' jobs get taken over"
+            )
+        return self
+
+
+class Step(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\- ]{1,64}$")
+    run: str = Field(min_length=1)
+    timeout_seconds: int = Field(1800, ge=1, le=86400)
+
+
+class Agents(_Model):
+    image: str = Field("gitea.raibid-ci.svc.cluster.local:3000/raibid/agent:0.1.0", min_length=1,
+                       pattern=r"^[^\s]+$", description="Agent image (arm64), built from agent/Containerfile.")
+    min_replicas: int = Field(0, ge=0, le=64, description="Agents kept even with an empty queue (0: scale from zero).")
+    max_replicas: int = Field(8, ge=1, le=64, description="Most agents (Jobs) at once.")
+    cpu: str = Field("2", description="CPU request and limit of one agent.")
+    memory: str = Field("4Gi", description="Memory request and limit of one agent.")
+    gpus: int = Field(0, ge=0, le=8, description="nvidia.com/gpu per agent; >0 also sets runtimeClassName nvidia.")
+    job_timeout_seconds: int = Field(3600, ge=60, le=7 * 86400,
+                                     description="Hard limit of one CI job (the Job's activeDeadlineSeconds).")
+    ttl_seconds_after_finished: int = Field(600, ge=0, le=7 * 86400,
+                                            description="How long a finished agent Job is kept.")
+    idle_timeout_seconds: int = Field(60, ge=1, le=3600,
+                                      description="A --once agent exits 0 when no job comes within this.")
+    log_max_len: int = Field(10000, ge=100, le=1_000_000, description="Log lines kept per job (MAXLEN ~).")
+    default_pipeline: tuple[Step, ...] = Field(
+        (Step(name="test", run="make test", timeout_seconds=1800),),
+        description="Steps run when a repository has no .raibid.yml.",
+    )
+
+    _cpu = field_validator("cpu", mode="before")(_quantity("agents.cpu"))
+    _memory = field_validator("memory", mode="before")(_quantity("agents.memory"))
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> "Agents":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"agents.minReplicas ({self.min_replicas}) must not exceed agents.maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
+class Scaling(_Model):
+    polling_interval: int = Field(10, ge=1, le=3600, description="Seconds between KEDA's checks of the stream.")
+    lag_count: int = Field(1, ge=1, le=10000, description="Queued entries per agent (KEDA lagCount).")
+    activation_lag_count: int = Field(0, ge=0, le=10000,
+                                      description="Lag above which the pool wakes from zero; 0 = one job wakes it.")
+    scaling_strategy: Literal["default", "custom", "accurate", "eager"] = Field(
+        "accurate", description="KEDA ScaledJob scalingStrategy.strategy.")
+    successful_jobs_history_limit: int = Field(5, ge=0, le=100)
+    failed_jobs_history_limit: int = Field(10, ge=0, le=100)
+
+
+class Gitea(_Model):
+    url: str = Field("http://gitea.raibid-ci.svc.cluster.local:3000", pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+                     description="Base URL of Gitea as the cluster reaches it.")
+    owner: str = Field("raibid", pattern=r"^[A-Za-z0-9_.\-]+$")
+    repo: str = Field("raibid-config", pattern=r"^[A-Za-z0-9_.\-]+$")
+    branch: str = Field("main", pattern=r"^[A-Za-z0-9_./\-]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _no_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @property
+    def clone_url(self) -> str:
+        return f"{self.url}/{self.owner}/{self.repo}.git"
+
+
+class Flux(_Model):
+    interval: str = Field("1m", pattern=_DURATION, description="How often Flux fetches and applies.")
+    path: str = Field("./overlays/dgx-spark", pattern=r"^\./[A-Za-z0-9_./\-]*$")
+    prune: StrictBool = Field(True, description="Delete objects removed from the repository.")
+    timeout: str = Field("5m", pattern=_DURATION)
+    wait: StrictBool = Field(True, description="Wait for applied objects to become ready (health checks).")
+
+
+class Settings(_Model):
+    """settings.yaml: the one file a person edits."""
+
+    cluster: Cluster = Cluster()
+    queue: Queue = Queue()
+    agents: Agents = Agents()
+    scaling: Scaling = Scaling()
+    gitea: Gitea = Gitea()
+    flux: Flux = Flux()
+
+    @model_validator(mode="after")
+    def _redis_in_namespace(self) -> "Settings":
+        # An in-cluster address names its namespace; a mismatch means KEDA and the agents
+        # look for Redis where it is not.
+        host = self.queue.redis_address.rsplit(":", 1)[0]
+        parts = host.split(".")
+        if len(parts) >= 3 and parts[2] == "svc" and parts[1] != self.cluster.namespace:
+            raise ValueError(
+                f"queue.redisAddress ({self.queue.redis_address}) points at namespace {parts[1]!r} "
+                f"but cluster.namespace is {self.cluster.namespace!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_capacity(self) -> "Settings":
+        n = self.agents.max_replicas
+        cap = self.cluster.capacity
+        need_cpu = parse_quantity(self.agents.cpu) * n
+        if need_cpu > parse_quantity(cap.cpu):
+            raise ValueError(
+                f"agents.maxReplicas ({n}) x agents.cpu ({self.agents.cpu}) = {format_cpu(need_cpu)} CPU "
+                f"exceeds cluster.capacity.cpu ({cap.cpu})"
+            )
+        need_mem = parse_quantity(self.agents.memory) * n
+        if need_mem > parse_quantity(cap.memory):
+            raise ValueError(
+                f"agents.maxReplicas ({n}) x agents.memory ({self.agents.memory}) = {format_bytes(need_mem)} "
+                f"exceeds cluster.capacity.memory ({cap.memory})"
+            )
+        return self
+
+    # -- views ------------------------------------------------------------------------------
+
+    def data(self) -> dict[str, Any]:
+        """The settings as plain data with camelCase keys (what settings.yaml holds)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def hash(self) -> str:
+        """A stable hash of the values (not the comments): what agents report they run."""
+        canonical = json.dumps(self.data(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def get(self, key: str) -> Any:
+        node: Any = self.data()
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise SettingsError(f"unknown setting {key!r}", hint=did_you_mean(key))
+            node = node[part]
+        return node
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def all_keys() -> list[str]:
+    """Every settable leaf key, dotted and camelCase (``agents.maxReplicas``)."""
+    out: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = prefix + (field.alias or name)
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(ann, key + ".")
+            else:
+                out.append(key)
+
+    walk(Settings, "")
+    return out
+
+
+def did_you_mean(key: str) -> str:
+    import difflib
+
+    keys = all_keys()
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    if not close:
+        # Match on the last segment too: "maxReplica" -> agents.maxReplicas
+        tail = key.rsplit(".", 1)[-1].lower()
+        close = [k for k in keys if tail and tail in k.lower()][:3]
+    if close:
+        return "did you mean " + " or ".join(close) + "?"
+    return "run `raibid gitops get` to list the settings"
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation with readable, located messages
+
+
+def _loc_to_key(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not (isinstance(p, str) and p.startswith("function-"))]
+    return ".".join(parts)
+
+
+_NAMED_KEY = re.compile(r"\b(?:cluster|queue|agents|scaling|gitea|flux)\.[A-Za-z]+(?:\.[A-Za-z]+)?")
+
+
+def problems_from_validation(exc: ValidationError, file: str, lines: dict[str, int] | None = None) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors():
+        key = _loc_to_key(err["loc"])
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            # A cross-field rule is reported on the first setting its message names.
+            named = _NAMED_KEY.search(msg)
+            if named:
+                key = named.group(0)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting; " + did_you_mean(key)
+        found = err.get("input")
+        found_s = None if isinstance(found, dict) or err["type"] == "extra_forbidden" else json.dumps(found, default=str)
+        line = None
+        if lines:
+            probe = key
+            while probe and probe not in lines:
+                probe = probe.rpartition(".")[0]
+            line = lines.get(probe)
+        problems.append(Problem(file=file, field=key or "(root)", message=msg, line=line, found=found_s))
+    return problems
+
+
+def validate_data(data: Any, file: str = SETTINGS_FILE, lines: dict[str, int] | None = None) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{file}: the top level must be a mapping of sections (cluster, queue, agents, ...)")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = problems_from_validation(exc, file, lines)
+        raise SettingsError(
+            f"{file} is not valid:\n" + "\n".join("  " + p.format() for p in problems),
+            problems=problems,
+            hint="fix the fields listed above; `raibid gitops schema` prints the full schema",
+        ) from None
+
+
+def load_text(text: str, file: str = SETTINGS_FILE) -> Settings:
+    """Parse and validate settings.yaml text; every failure names the file, line and field."""
+    from raibid_gitops import yamlio
+
+    doc = yamlio.load_settings_doc(text, file)
+    return validate_data(yamlio.to_plain(doc), file, yamlio.key_lines(doc))
+
+
+def load_path(path: Path) -> Settings:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{path} does not exist", hint="run `raibid gitops init DIR` to create a config repository") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read {path}: {exc}") from None
+    return load_text(text, str(path))
+
+
+def defaults() -> Settings:
+    return Settings()
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Settings.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://raibid-ci.dev/schemas/settings.schema.json"
+    schema["title"] = "raibid-ci settings.yaml"
+    return schema
+
+
+# ---------------------------------------------------------------------------------------------
+# KEY=VALUE parsing for `init --set` and `set`
+
+_INT_RE = re.compile(r"^-?[0-9]+$")
+
+
+def coerce_value(key: str, raw: str) -> Any:
+    """Turn the text of KEY=VALUE into the type the key wants, before model validation.
+
+    YAML-1.1 spellings (yes/no/on/off) are refused for booleans: Kubernetes tools read them
+    as booleans while a YAML-1.2 reader reads strings, which is how config drifts silently.
+    """
+    current = Settings().get(key)  # raises with a hint for unknown keys
+    if isinstance(current, bool):
+        low = raw.strip().lower()
+        if low in ("true", "false"):
+            return low == "true"
+        raise SettingsError(f"{key} must be true or false, not {raw!r}")
+    if isinstance(current, int):
+        if not _INT_RE.match(raw.strip()):
+            raise SettingsError(f"{key} must be an integer, not {raw!r}")
+        return int(raw)
+    if isinstance(current, (list, tuple)):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            raise SettingsError(f"{key} takes a JSON list, e.g. '[{{\"name\":\"test\",\"run\":\"make test\"}}]'") from None
+    return raw
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SettingsError(f"{item!r} is not KEY=VALUE", hint="e.g. agents.maxReplicas=6")
+        if key in out:
+            raise SettingsError(f"{key} is given twice")
+        out[key] = coerce_value(key, value)
+    return out
+
+
+def apply_assignments(settings: Settings, changes: dict[str, Any], file: str = SETTINGS_FILE) -> Settings:
+    data = settings.data()
+    for key, value in changes.items():
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = value
+    return validate_data(data, file)

@@ -1,0 +1,9 @@
+"""Shared pytest setup. Fixtures live in plugin modules, one per backend, so that each can be
+read (and owned) on its own:
+
+- ``fixtures_redis``  real redis-server on a free loopback port
+- ``fixtures_stack``  etcd + kube-apiserver, Flux controllers, Gitea (the real local stack)
+- ``fixtures_gitops`` config repositories made by `raibid gitops init`
+"""
+
+pytest_plugins = ["fixtures_redis", "fixtures_stack", "fixtures_gitops"]
