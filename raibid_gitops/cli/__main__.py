@@ -1,0 +1,5 @@
+import sys
+
+from raibid_gitops.cli import main
+
+sys.exit(main())
