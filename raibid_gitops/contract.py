@@ -71,3 +71,57 @@ STATE_TIMED_OUT = "timed_out"
 STATE_CANCELLED = "cancelled"
 STATE_DEAD = "dead"
 FINAL_STATES = frozenset({STATE_SUCCEEDED, STATE_FAILED, STATE_TIMED_OUT, STATE_CANCELLED, STATE_DEAD})
+
+# --- added for the agent and queue runtime (issue 6) -------------------------------------
+
+#: How a job gets its working tree. "git" clones repo at commit/ref from Gitea; "none" runs
+#: the pipeline in an empty directory (smoke tests and benchmarks: `raibid queue submit
+#: --no-checkout`). Explicit in the entry and the status record, never inferred.
+FIELD_CHECKOUT = "checkout"
+CHECKOUT_GIT = "git"
+CHECKOUT_NONE = "none"
+
+#: Fields of the job status hash (``job_key``). The stream entry only references the job;
+#: these are the truth.
+REC_STATE = "state"
+REC_REPO = "repo"
+REC_REF = "ref"
+REC_COMMIT = "commit"
+REC_CHECKOUT = "checkout"
+REC_SUBMITTED_AT = "submitted_at"
+REC_STARTED_AT = "started_at"
+REC_FINISHED_AT = "finished_at"
+REC_UPDATED_AT = "updated_at"
+REC_EXIT_CODE = "exit_code"
+REC_REASON = "reason"
+REC_AGENT = "agent"
+#: Incremented each time an agent starts the job; a finish from an older attempt is refused.
+REC_ATTEMPT = "attempt"
+REC_ENTRY_ID = "entry_id"
+REC_SETTINGS_HASH = "settings_hash"
+#: Set by `raibid queue cancel` on a running job; the agent polls it and kills the step.
+REC_CANCEL_REQUESTED = "cancel_requested"
+
+#: Fields of a log-stream entry.
+LOG_TIME = "t"
+LOG_SOURCE = "src"  # "out" (step output) or "sys" (the agent's own lines)
+LOG_LINE = "line"
+LOG_SOURCE_OUTPUT = "out"
+LOG_SOURCE_SYSTEM = "sys"
+#: Prefix of the one system log line written atomically with a job's final status.
+LOG_FINISHED_PREFIX = "finished:"
+
+#: Fields of the agent heartbeat hash (``agent_key``).
+AGENT_STATE = "state"  # idle | running | draining
+AGENT_JOB = "job"
+AGENT_SETTINGS_HASH = "settings_hash"
+AGENT_SETTINGS_GENERATION = "settings_generation"
+AGENT_SETTINGS_ERROR = "settings_error"
+AGENT_UPDATED_AT = "updated_at"
+AGENT_STARTED_AT = "started_at"
+AGENT_STATE_IDLE = "idle"
+AGENT_STATE_RUNNING = "running"
+AGENT_STATE_DRAINING = "draining"
+
+#: The repository file that overrides the default pipeline.
+PIPELINE_FILE = ".raibid.yml"

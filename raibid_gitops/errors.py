@@ -71,6 +71,10 @@ class PushRejected(GitError):
         self.non_fast_forward = non_fast_forward
 
 
+class BranchDiverged(GitError):
+    """The local branch and the remote one both have commits the other lacks; nothing was pushed."""
+
+
 class GiteaError(ClientError):
     """The Gitea API answered with an error or could not be reached."""
 
@@ -132,3 +136,28 @@ class Suspended(RaibidError):
 
 # Imported late to avoid a cycle; Problem is a plain dataclass.
 from raibid_gitops.problems import Problem  # noqa: E402
+
+
+# --- queue and agent (issue 6) -------------------------------------------------------------
+
+
+class QueueError(RaibidError):
+    """A queue request cannot be carried out (unknown job, job in the wrong state)."""
+
+
+class JobNotFound(QueueError):
+    """No status record exists for the job id."""
+
+    exit_code = 1
+
+
+class WebhookRejected(QueueError):
+    """A webhook delivery was refused (unsigned, bad signature, malformed body)."""
+
+    def __init__(self, message: str, *, status: int = 400, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class AgentError(RaibidError):
+    """The agent cannot start or run (no valid settings, unreadable secret)."""

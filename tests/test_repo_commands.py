@@ -186,3 +186,10 @@ class TestGetAndSchema:
                 " if m in sys.modules]; print(heavy)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_project_templates_verify(project_root: Path):
+    """The shipped templates are themselves a valid config repository with default settings,
+    including a current settings.schema.json and GPU patch."""
+    r = raibid("gitops", "verify", str(project_root))
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -21,6 +21,12 @@ DEFAULT_AUTHOR = ("raibid-gitops", "raibid-gitops@localhost")
 _SECRETISH = re.compile(r"(Authorization: (?:token|Basic|Bearer) )\S+|(://[^/\s:@]+:)[^@\s/]+@", re.I)
 
 
+_UNREACHABLE = re.compile(
+    r"Could not resolve host[^\n]*|Failed to connect[^\n]*|Connection refused[^\n]*"
+    r"|Couldn't connect to server[^\n]*|Operation timed out[^\n]*"
+)
+
+
 def redact(text: str) -> str:
     """Remove credentials from text that came from git (URLs with passwords, auth headers)."""
     return _SECRETISH.sub(lambda m: (m.group(1) or m.group(2)) + "***" + ("@" if m.group(2) else ""), text)
@@ -173,8 +179,17 @@ class Repo:
             status = exc.status
         text = redact(f"{stdout}\n{stderr}")
         rejected = [ln for ln in text.splitlines() if ln.startswith("!")]
+        if status != 0 and not rejected and _UNREACHABLE.search(text):
+            # Not a refusal: the remote was never asked. Callers must not read it as "moved".
+            detail = _UNREACHABLE.search(text).group(0)  # type: ignore[union-attr]
+            raise GitError(f"push of {refspec} to {remote} failed: cannot reach the remote ({detail.strip().rstrip(chr(39))})",
+                           hint="check that Gitea is running and the remote URL (`git remote -v`)")
         if status != 0 or rejected:
-            non_ff = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info"))
+            # "failed to update ref"/"cannot lock ref": another push updated the branch while
+            # ours was being received (Gitea under concurrent writers). Same meaning as a
+            # non-fast-forward: the branch moved, nothing of ours landed; fetch and retry.
+            non_ff = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info",
+                                             "failed to update ref", "cannot lock ref", "incorrect old value"))
             detail = " ".join(ln.strip() for ln in (rejected or text.strip().splitlines()[-3:]))
             raise PushRejected(
                 f"push of {refspec} to {remote} was refused: {detail.strip()}",
@@ -191,3 +206,59 @@ def author_from_config(repo: Repo) -> tuple[str, str] | None:
         return repo.git("config", "user.name").strip(), repo.git("config", "user.email").strip()
     except GitError:
         return None
+
+
+# --- used by `raibid gitops set` (working detached on a base, restoring on failure) ---------
+
+
+def rev_parse(repo: Repo, rev: str) -> str | None:
+    """The commit ``rev`` names, or None if it names nothing."""
+    try:
+        return repo.git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").strip() or None
+    except GitError:
+        return None
+
+
+def is_ancestor(repo: Repo, ancestor: str, descendant: str) -> bool:
+    import git
+
+    try:
+        repo._repo.git.execute(["git", "merge-base", "--is-ancestor", ancestor, descendant], env=_env())
+        return True
+    except git.GitCommandError as exc:
+        if exc.status == 1:  # the documented "no" answer; anything else is a real failure
+            return False
+        raise GitError(f"git merge-base {ancestor[:12]} {descendant[:12]} failed: {redact(str(exc.stderr).strip())}") from None
+
+
+def fetch_branch(repo: Repo, remote: str, branch: str) -> str:
+    """Fetch one branch and return its commit (also updates ``refs/remotes/<remote>/<branch>``)."""
+    repo.git("fetch", "--quiet", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", auth=True)
+    sha = rev_parse(repo, f"refs/remotes/{remote}/{branch}")
+    if sha is None:
+        raise GitError(f"{remote} has no branch {branch}")
+    return sha
+
+
+def credential_token(url: str) -> Auth | None:
+    """Ask git's credential helpers for ``url`` (never prompting): the password is used as
+    the Gitea token, as Gitea accepts a token in place of a password."""
+    import subprocess
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    query = f"protocol={parts.scheme}\nhost={host}\npath={parts.path.lstrip('/')}\n\n"
+    try:
+        proc = subprocess.run(["git", "credential", "fill"], input=query, capture_output=True, text=True,
+                              timeout=10, env={**os.environ, **_env()})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    fields = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    if not fields.get("password"):
+        return None
+    return Auth(token=fields["password"], username=fields.get("username") or "raibid")

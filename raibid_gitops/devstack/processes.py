@@ -16,7 +16,6 @@ import ctypes
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import ssl
@@ -89,7 +88,7 @@ def binary(name: str) -> Path:
     if not path.exists():
         raise StackNotBuilt(
             f"stack not built: {name} is missing from {versions.bin_dir()}",
-            hint="run `raibid-devstack build` (takes 30-60 min cold on 2 cores)",
+            hint="run `raibid-devstack build` (about 15 min cold on 2 cores)",
         )
     return path
 
@@ -403,6 +402,8 @@ def start_flux(kube: KubeStack, workdir: Path, *, timeout: float = DEFAULT_TIMEO
     started: list[Process] = []
     with _stop_on_failure(started):
         storage_port = free_port()
+        # source-controller refuses a storage path that does not exist yet.
+        (workdir / "artifacts").mkdir(exist_ok=True)
         storage = f"127.0.0.1:{storage_port}"
         health: list[tuple[Process, str]] = []
         for name, exe, extra in (
@@ -463,11 +464,22 @@ class GiteaServer:
             raise StackError(f"Gitea {method} {path} answered {status}: {raw[:500]!r}")
         return json.loads(raw) if raw.strip() else None
 
-    def git_auth_args(self) -> list[str]:
-        """`git -c ...` arguments that authenticate as the admin without putting the token in
-        a URL (URLs end up in logs and in .git/config)."""
+    def git_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for `git` that authenticates HTTP requests to this Gitea as the admin.
+
+        The header goes in through GIT_CONFIG_* variables: not in a URL (URLs end up in logs
+        and .git/config) and not in argv (visible in `ps`). Scoped to this Gitea's URL.
+        """
         basic = base64.b64encode(f"{self.admin_user}:{self.token}".encode()).decode()
-        return ["-c", f"http.{self.url}/.extraHeader=Authorization: Basic {basic}"]
+        env = dict(os.environ if base is None else base)
+        n = int(env.get("GIT_CONFIG_COUNT", "0"))
+        env.update({
+            "GIT_CONFIG_COUNT": str(n + 1),
+            f"GIT_CONFIG_KEY_{n}": f"http.{self.url}/.extraHeader",
+            f"GIT_CONFIG_VALUE_{n}": f"Authorization: Basic {basic}",
+            "GIT_TERMINAL_PROMPT": "0",
+        })
+        return env
 
     def stop(self) -> None:
         stop_all(self.processes)

@@ -1,0 +1,279 @@
+"""Running one job: check out the commit, run the pipeline steps, stream the output.
+
+- Checkout: ``git fetch --depth 1`` of the commit (else the ref) from Gitea into an empty
+  directory. The token (a mounted Secret file) goes to git through GIT_CONFIG_* environment
+  variables as an ``http.extraHeader``: never in a URL, an argv or a log line.
+- Steps come from the repository's ``.raibid.yml`` if present, else ``agents.defaultPipeline``
+  of the job's settings snapshot. Each step runs in its own process group (a new session), so
+  a timeout or a cancel kills the whole tree the step started, not just its shell.
+- Per-step timeout (``timeoutSeconds``) and a total timeout (``agents.jobTimeoutSeconds``),
+  whichever comes first; SIGTERM to the group, then SIGKILL after a grace period.
+- ``checkout: none`` (``raibid queue submit --no-checkout``) skips the clone and runs the
+  pipeline in an empty directory: for smoke tests and benchmarks, recorded in the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raibid_gitops import contract as c
+from raibid_gitops.settings import Step
+
+from raibid_agent.logsink import LogSink
+
+log = logging.getLogger("raibid.agent.runner")
+
+#: After SIGTERM a step's group gets this long to exit before SIGKILL (build tools flush
+#: caches and remove lock files on SIGTERM; a few seconds is enough for that).
+KILL_GRACE_SECONDS = 5.0
+#: How often a running step is checked for timeout and cancel: bounds cancel latency.
+POLL_SECONDS = 0.1
+#: Longest clone/fetch; a Gitea on the same node answers in seconds.
+GIT_TIMEOUT_SECONDS = 600
+#: Environment variables never passed to a job's steps: the job runs untrusted code.
+SECRET_ENV = ("RAIBID_REDIS_PASSWORD", "RAIBID_WEBHOOK_SECRET", "RAIBID_GITEA_TOKEN")
+
+
+class Pipeline(BaseModel):
+    """``.raibid.yml``: the steps a repository asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: tuple[Step, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the worker asks the runner to do (from the stream entry and the settings snapshot)."""
+
+    job_id: str
+    repo: str
+    ref: str
+    commit: str
+    checkout: str
+    default_pipeline: tuple[Step, ...]
+    job_timeout_seconds: float
+    gitea_url: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # one of contract.FINAL_STATES, or LOST
+    exit_code: int
+    reason: str = ""
+
+
+#: Not a job state: the agent no longer owns the job (another agent took it over); the worker
+#: records nothing and does not ack.
+LOST = "lost"
+
+
+class CancelSignal:
+    """Why a running job must stop: a user's cancel, or the entry lost to another agent."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.why = ""
+
+    def set(self, why: str) -> None:
+        if not self._event.is_set():
+            self.why = why
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class CheckoutFailed(Exception):
+    pass
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+class Runner:
+    def __init__(self, *, token_file: str | None = None, git_base_url: str | None = None,
+                 workroot: str | None = None) -> None:
+        self.token_file = token_file
+        self.git_base_url = git_base_url
+        self.workroot = workroot
+
+    # -- checkout --------------------------------------------------------------------------
+
+    def _git(self, args: Sequence[str], cwd: Path, token: str | None, deadline: float) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        if token:
+            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                        "GIT_CONFIG_VALUE_0": f"Authorization: token {token}"})
+        timeout = max(1.0, min(GIT_TIMEOUT_SECONDS, deadline - time.monotonic()))
+        try:
+            return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckoutFailed(f"git {args[0]} took longer than {timeout:.0f}s") from None
+
+    def checkout(self, job: JobSpec, workdir: Path, sink: LogSink, deadline: float) -> None:
+        base = (self.git_base_url or job.gitea_url).rstrip("/")
+        url = f"{base}/{job.repo}.git"
+        token = read_token(self.token_file)
+        sink.system(f"checking out {job.repo} {job.ref} {job.commit or ''} from {base}".rstrip())
+        steps: list[list[str]] = [["init", "-q", "."], ["remote", "add", "origin", url]]
+        for args in steps:
+            r = self._git(args, workdir, token, deadline)
+            if r.returncode != 0:
+                raise CheckoutFailed(_redact(r.stderr.strip(), token))
+        # Fetch the exact commit when known (Gitea serves reachable commits by id over
+        # protocol v2); fall back to the ref, then check out the commit from its history.
+        wants = [job.commit, job.ref] if job.commit else [job.ref]
+        err = ""
+        for want in wants:
+            r = self._git(["fetch", "-q", "--depth", "50" if want == job.ref and job.commit else "1", "origin", want],
+                          workdir, token, deadline)
+            if r.returncode == 0:
+                target = job.commit or "FETCH_HEAD"
+                co = self._git(["checkout", "-q", "--detach", target], workdir, token, deadline)
+                if co.returncode == 0:
+                    return
+                err = co.stderr
+            else:
+                err = r.stderr
+        raise CheckoutFailed(_redact(err.strip(), token) or "git fetch failed")
+
+    # -- pipeline --------------------------------------------------------------------------
+
+    def pipeline(self, job: JobSpec, workdir: Path, sink: LogSink) -> tuple[Step, ...]:
+        path = workdir / c.PIPELINE_FILE
+        if not path.is_file():
+            return job.default_pipeline
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        try:
+            data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+            steps = Pipeline.model_validate(data).steps
+        except (YAMLError, ValidationError, UnicodeDecodeError) as exc:
+            raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {str(exc).splitlines()[0]}") from None
+        sink.system(f"pipeline from {c.PIPELINE_FILE}: {', '.join(s.name for s in steps)}")
+        return steps
+
+    def _step_env(self, job: JobSpec) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        env.update({"RAIBID_JOB_ID": job.job_id, "RAIBID_REPO": job.repo, "RAIBID_REF": job.ref,
+                    "RAIBID_COMMIT": job.commit, "CI": "true"})
+        return env
+
+    def run_step(self, step: Step, job: JobSpec, workdir: Path, sink: LogSink, job_deadline: float,
+                 cancel: CancelSignal) -> Outcome | None:
+        """Run one step; None if it succeeded, else the job's outcome."""
+        sink.system(f"step {step.name}: {step.run}")
+        step_deadline = min(time.monotonic() + step.timeout_seconds, job_deadline)
+        proc = subprocess.Popen(["/bin/sh", "-c", step.run], cwd=workdir, env=self._step_env(job),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        reader = threading.Thread(target=_pump, args=(proc, sink), daemon=True)
+        reader.start()
+        stopped: Outcome | None = None
+        while proc.poll() is None:
+            now = time.monotonic()
+            if cancel.is_set():
+                stopped = Outcome(LOST if cancel.why == LOST else c.STATE_CANCELLED, -1,
+                                  cancel.why if cancel.why != LOST else "taken over by another agent")
+            elif now >= step_deadline:
+                total = now >= job_deadline
+                stopped = Outcome(c.STATE_TIMED_OUT, -1,
+                                  f"job exceeded agents.jobTimeoutSeconds ({job.job_timeout_seconds:.0f}s)" if total
+                                  else f"step {step.name} exceeded its timeout ({step.timeout_seconds}s)")
+            if stopped:
+                _kill_group(proc)
+                break
+            try:
+                proc.wait(POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        reader.join(KILL_GRACE_SECONDS)
+        if stopped:
+            return Outcome(stopped.state, proc.returncode if proc.returncode is not None else -1, stopped.reason)
+        if proc.returncode != 0:
+            return Outcome(c.STATE_FAILED, proc.returncode, f"step {step.name} exited with {proc.returncode}")
+        return None
+
+    def run(self, job: JobSpec, sink: LogSink, cancel: CancelSignal) -> Outcome:
+        job_deadline = time.monotonic() + job.job_timeout_seconds
+        workdir = Path(tempfile.mkdtemp(prefix=f"raibid-{job.job_id}-", dir=self.workroot))
+        try:
+            if job.checkout == c.CHECKOUT_GIT:
+                try:
+                    self.checkout(job, workdir, sink, job_deadline)
+                except CheckoutFailed as exc:
+                    sink.system(f"checkout failed: {exc}")
+                    return Outcome(c.STATE_FAILED, -1, f"checkout failed: {str(exc).splitlines()[-1] if str(exc) else ''}")
+            else:
+                sink.system("no checkout (checkout: none): running in an empty directory")
+            try:
+                steps = self.pipeline(job, workdir, sink)
+            except PipelineInvalid as exc:
+                sink.system(str(exc))
+                return Outcome(c.STATE_FAILED, -1, str(exc))
+            last = 0
+            for step in steps:
+                if cancel.is_set():
+                    return Outcome(LOST if cancel.why == LOST else c.STATE_CANCELLED, -1, cancel.why)
+                if time.monotonic() >= job_deadline:
+                    return Outcome(c.STATE_TIMED_OUT, -1,
+                                   f"job exceeded agents.jobTimeoutSeconds ({job.job_timeout_seconds:.0f}s)")
+                result = self.run_step(step, job, workdir, sink, job_deadline, cancel)
+                if result is not None:
+                    return result
+            return Outcome(c.STATE_SUCCEEDED, last)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+class PipelineInvalid(Exception):
+    pass
+
+
+def _pump(proc: subprocess.Popen[bytes], sink: LogSink) -> None:
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        sink.output(raw.decode("utf-8", "replace").rstrip("\n"))
+    proc.stdout.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the step's process group, then SIGKILL what is left after the grace period."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        # The shell may be gone while its children linger in the group: kill the group anyway.
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

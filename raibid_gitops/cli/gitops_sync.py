@@ -1,0 +1,154 @@
+"""sync, status, diff, suspend, resume: reconciling with Flux.
+
+Kubernetes options follow the Flux CLI: ``--kubeconfig``, ``--context``, ``-n/--namespace``
+(default flux-system), ``KUBECONFIG``; ``--timeout 5m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from raibid_gitops.cli.output import add_output_flag
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str) -> float:
+    """``5m``, ``90s``, ``1m30s``, ``300`` (seconds) -> seconds."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1m30s)")
+    return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def _kube_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kubernetes")
+    g.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    g.add_argument("--context", help="kubeconfig context (default: the current one)")
+    g.add_argument("-n", "--namespace", default="flux-system", help="namespace of the Flux objects (default flux-system)")
+
+
+def _dir_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-C", "--dir", type=Path, dest="dir", help="config repository (default: the current one)")
+
+
+def register(cmds: argparse._SubParsersAction) -> None:
+    p = cmds.add_parser(
+        "sync", help="push, ask Flux to reconcile, and wait until this commit is applied",
+        description="Push unpushed commits (refusing a diverged branch), annotate the GitRepository and "
+                    "Kustomization with reconcile.fluxcd.io/requestedAt, and watch until the Kustomization "
+                    "has applied this commit (or a newer one containing it) and is Ready. Exit 0 when applied, "
+                    "1 when Flux reports a failure, 3 on timeout, 2 on other errors.")
+    _dir_flag(p)
+    p.add_argument("--kustomization", "--ks", default="raibid-config", metavar="NAME",
+                   help="the Flux Kustomization to wait for (default raibid-config)")
+    p.add_argument("--no-push", action="store_true", help="do not push; wait for what the remote has")
+    p.add_argument("--timeout", type=duration, default=300.0, help="give up after this long (default 5m)")
+    p.add_argument("--wait-agents", action="store_true",
+                   help="then wait until running agents report the new settings hash")
+    p.add_argument("--redis-url", help="Redis for --wait-agents (default: queue.redisAddress of the settings)")
+    p.add_argument("--redis-password-file", help="file holding Redis's password (or RAIBID_REDIS_PASSWORD)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    _kube_flags(p)
+    p.set_defaults(handler=cmd_sync)
+
+    p = cmds.add_parser("status", help="Flux's view: sources and kustomizations, and whether HEAD is applied")
+    _dir_flag(p)
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="Flux objects of every namespace")
+    p.add_argument("--watch", "-w", action="store_true", help="keep printing as the objects change")
+    add_output_flag(p, ("table", "json", "yaml"), default="table")
+    _kube_flags(p)
+    p.set_defaults(handler=cmd_status)
+
+    p = cmds.add_parser(
+        "diff", help="the overlay against the live cluster (server-side dry-run)",
+        description="Render the overlay from the working tree (or --ref) and compare it with the live objects by "
+                    "server-side dry-run apply as kustomize-controller. Exit 0: no change; 1: changes; >1: error.")
+    _dir_flag(p)
+    p.add_argument("--ref", help="render this commit instead of the working tree (e.g. HEAD, origin/main)")
+    p.add_argument("--kustomization", "--ks", default="raibid-config", metavar="NAME",
+                   help="the Flux Kustomization owning the objects (default raibid-config)")
+    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    _kube_flags(p)
+    p.set_defaults(handler=cmd_diff)
+
+    for verb in ("suspend", "resume"):
+        p = cmds.add_parser(verb, help=f"{verb} Flux reconciliation of a kustomization or source")
+        p.add_argument("kind", nargs="?", choices=["kustomization", "ks", "source", "gitrepository"],
+                       default="kustomization", help="what to %s (default kustomization)" % verb)
+        p.add_argument("name", nargs="?", default="raibid-config", help="its name (default raibid-config)")
+        _kube_flags(p)
+        p.set_defaults(handler=cmd_suspend if verb == "suspend" else cmd_resume)
+
+
+def _kube(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from raibid_gitops.clients.kube import connect
+
+    return connect(args.kubeconfig, args.context)
+
+
+def _root(d: Path | None) -> Path:
+    from raibid_gitops.gitops.layout import find_repo_root
+
+    return find_repo_root(d)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from raibid_gitops.clients.redis import read_password
+    from raibid_gitops.gitops.sync import Progress, SyncOptions, sync
+
+    root = _root(args.dir)
+    opts = SyncOptions(
+        kustomization=args.kustomization, namespace=args.namespace, timeout=args.timeout, push=not args.no_push,
+        wait_agents=args.wait_agents, redis_url=args.redis_url,
+        redis_password=read_password(args.redis_password_file) if args.wait_agents else None,
+    )
+    result = sync(root, _kube(args), opts, Progress(quiet=args.quiet))
+    if args.output == "text":
+        revs = ", ".join(f"{k} at {v}" for k, v in result.kustomizations.items())
+        print(f"applied {result.commit[:12]} in {result.elapsed:.1f}s: {revs}")
+    else:
+        from raibid_gitops.cli.output import emit
+
+        emit(result.to_dict(), args.output)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops.status import run_status
+
+    return run_status(_kube(args), namespace=None if args.all_namespaces else args.namespace,
+                      repo_dir=args.dir, output=args.output, watch=args.watch)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops.drift import run_diff
+
+    return run_diff(_kube(args), _root(args.dir), ref=args.ref, kustomization=args.kustomization,
+                    namespace=args.namespace, output=args.output)
+
+
+def _suspend(args: argparse.Namespace, suspend: bool) -> int:
+    from raibid_gitops.gitops import flux
+    from raibid_gitops.gitops.sync import set_suspended
+
+    kind = flux.KUSTOMIZATION if args.kind in ("kustomization", "ks") else flux.GIT_REPOSITORY
+    set_suspended(_kube(args), kind, args.name, args.namespace, suspend)
+    print(f"{kind} {args.namespace}/{args.name} {'suspended' if suspend else 'resumed'}", file=sys.stderr)
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    return _suspend(args, True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _suspend(args, False)

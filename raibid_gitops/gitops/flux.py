@@ -1,0 +1,252 @@
+"""Flux objects as data: conditions, revisions, readiness, suspend and reconcile requests.
+
+Pure functions over the dicts the API returns, so they are unit-tested without a cluster;
+:mod:`raibid_gitops.gitops.sync` and :mod:`raibid_gitops.gitops.status` build on them.
+
+Revisions: Flux v2 (source-controller >= v1.0) writes ``<ref>@<algo>:<digest>``, e.g.
+``main@sha1:4b82...``; older controllers wrote ``main/4b82...``; a GitRepository on a bare
+commit writes ``sha1:4b82...``. :func:`parse_revision` reads all three.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from raibid_gitops.gitops.layout import FLUX_NAMESPACE
+
+SOURCE_API = "source.toolkit.fluxcd.io/v1"
+KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
+GIT_REPOSITORY = "GitRepository"
+KUSTOMIZATION = "Kustomization"
+
+#: The annotation Flux controllers watch: a new value asks for an immediate reconcile.
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+#: Labels kustomize-controller puts on every object it applies (ownership, pruning).
+OWNER_NAME_LABEL = "kustomize.toolkit.fluxcd.io/name"
+OWNER_NAMESPACE_LABEL = "kustomize.toolkit.fluxcd.io/namespace"
+#: kustomize-controller's server-side apply field manager.
+KUSTOMIZE_FIELD_MANAGER = "kustomize-controller"
+
+#: Ready=False reasons that mean "not yet", not "failed": keep waiting.
+TRANSIENT_REASONS = frozenset({
+    "Progressing", "ProgressingWithRetry", "DependencyNotReady", "ReconciliationInProgress", "NewRevision",
+})
+
+_REVISION = re.compile(r"^(?:(?P<ref>.+?)@)?(?P<algo>sha1|sha256):(?P<digest>[0-9a-f]+)$")
+_LEGACY = re.compile(r"^(?P<ref>.+)/(?P<digest>[0-9a-f]{40}|[0-9a-f]{64})$")
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A parsed Flux revision. ``digest`` is the commit SHA for a GitRepository."""
+
+    ref: str | None
+    algo: str
+    digest: str
+
+    @property
+    def short(self) -> str:
+        return self.digest[:12]
+
+    def __str__(self) -> str:
+        return f"{self.ref}@{self.algo}:{self.digest}" if self.ref else f"{self.algo}:{self.digest}"
+
+
+def parse_revision(text: str | None) -> Revision | None:
+    """``main@sha1:<sha>`` (or the legacy ``main/<sha>``, or ``sha1:<sha>``) -> Revision;
+    None for an empty or unreadable value."""
+    if not text:
+        return None
+    text = text.strip()
+    m = _REVISION.match(text)
+    if m:
+        return Revision(m.group("ref"), m.group("algo"), m.group("digest"))
+    m = _LEGACY.match(text)
+    if m:
+        digest = m.group("digest")
+        return Revision(m.group("ref"), "sha1" if len(digest) == 40 else "sha256", digest)
+    if re.fullmatch(r"[0-9a-f]{40}", text):
+        return Revision(None, "sha1", text)
+    return None
+
+
+def format_revision(text: str | None, width: int = 12) -> str:
+    """A revision shortened for a table: ``main@sha1:4b825dc642cb``."""
+    rev = parse_revision(text)
+    if rev is None:
+        return text or ""
+    return f"{rev.ref}@{rev.algo}:{rev.digest[:width]}" if rev.ref else f"{rev.algo}:{rev.digest[:width]}"
+
+
+# --- conditions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+    observed_generation: int | None = None
+    last_transition: str | None = None
+
+    @property
+    def true(self) -> bool:
+        return self.status == "True"
+
+    @property
+    def false(self) -> bool:
+        return self.status == "False"
+
+
+def conditions(obj: Mapping[str, Any]) -> dict[str, Condition]:
+    out: dict[str, Condition] = {}
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        out[str(c.get("type"))] = Condition(
+            type=str(c.get("type")), status=str(c.get("status", "Unknown")), reason=str(c.get("reason", "")),
+            message=str(c.get("message", "")), observed_generation=c.get("observedGeneration"),
+            last_transition=c.get("lastTransitionTime"),
+        )
+    return out
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> Condition | None:
+    return conditions(obj).get(type_)
+
+
+# --- object state ----------------------------------------------------------------------------
+
+
+def name_of(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def describe(obj: Mapping[str, Any]) -> str:
+    """``Kustomization flux-system/raibid-config``: how messages name a Flux object."""
+    return f"{obj.get('kind', 'object')} {name_of(obj)}"
+
+
+def generation_current(obj: Mapping[str, Any]) -> bool:
+    """The controller has seen the latest spec (status.observedGeneration == generation)."""
+    gen = (obj.get("metadata") or {}).get("generation")
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return gen is not None and observed is not None and int(observed) >= int(gen)
+
+
+def is_suspended(obj: Mapping[str, Any]) -> bool:
+    return bool((obj.get("spec") or {}).get("suspend"))
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    c = condition(obj, "Ready")
+    return bool(c and c.true and generation_current(obj))
+
+
+def is_reconciling(obj: Mapping[str, Any]) -> bool:
+    c = condition(obj, "Reconciling")
+    return bool(c and c.true)
+
+
+def is_stalled(obj: Mapping[str, Any]) -> bool:
+    c = condition(obj, "Stalled")
+    return bool(c and c.true)
+
+
+def failure(obj: Mapping[str, Any]) -> Condition | None:
+    """The condition that says the last attempt failed: Stalled=True, or Ready=False with a
+    reason that is not merely "in progress"; None otherwise."""
+    conds = conditions(obj)
+    stalled = conds.get("Stalled")
+    if stalled and stalled.true:
+        return stalled
+    ready = conds.get("Ready")
+    if ready and ready.false and ready.reason not in TRANSIENT_REASONS:
+        return ready
+    return None
+
+
+def artifact_revision(source: Mapping[str, Any]) -> str | None:
+    """The revision of the artifact a source last produced (what Kustomizations consume)."""
+    art = (source.get("status") or {}).get("artifact") or {}
+    return art.get("revision")
+
+
+def applied_revision(ks: Mapping[str, Any]) -> str | None:
+    return (ks.get("status") or {}).get("lastAppliedRevision")
+
+
+def attempted_revision(ks: Mapping[str, Any]) -> str | None:
+    return (ks.get("status") or {}).get("lastAttemptedRevision")
+
+
+def revision(obj: Mapping[str, Any]) -> str | None:
+    """The revision a status table shows: artifact for sources, applied for Kustomizations."""
+    if obj.get("kind") == KUSTOMIZATION:
+        return applied_revision(obj)
+    return artifact_revision(obj)
+
+
+def last_handled(obj: Mapping[str, Any]) -> str | None:
+    """The requestedAt value the controller has handled (status.lastHandledReconcileAt)."""
+    return (obj.get("status") or {}).get("lastHandledReconcileAt")
+
+
+def source_ref(ks: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(kind, namespace, name) of a Kustomization's source; namespace defaults to its own."""
+    ref = (ks.get("spec") or {}).get("sourceRef") or {}
+    ns = ref.get("namespace") or (ks.get("metadata") or {}).get("namespace") or FLUX_NAMESPACE
+    return str(ref.get("kind", GIT_REPOSITORY)), str(ns), str(ref.get("name", ""))
+
+
+def depends_on(ks: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(namespace, name) of the Kustomizations this one waits for (spec.dependsOn)."""
+    own_ns = (ks.get("metadata") or {}).get("namespace") or FLUX_NAMESPACE
+    return [(str(d.get("namespace") or own_ns), str(d["name"])) for d in (ks.get("spec") or {}).get("dependsOn") or []]
+
+
+# --- writes as patches -------------------------------------------------------------------------
+
+
+def request_token(now: datetime | None = None) -> str:
+    """A requestedAt value. Flux compares it as an opaque string; RFC 3339 with nanoseconds,
+    as ``flux reconcile`` writes, keeps two requests within a second distinct."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"
+
+
+def reconcile_patch(token: str) -> dict[str, Any]:
+    return {"metadata": {"annotations": {REQUESTED_AT: token}}}
+
+
+def suspend_patch(suspend: bool) -> dict[str, Any]:
+    # resume removes the field (null in a merge patch), as `flux resume` does.
+    return {"spec": {"suspend": True if suspend else None}}
+
+
+# --- building objects (bootstrap, tests, the benchmark) ----------------------------------------
+
+
+def git_repository(name: str, namespace: str, *, url: str, branch: str = "main", interval: str = "1m",
+                   secret: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"interval": interval, "url": url, "ref": {"branch": branch}}
+    if secret:
+        spec["secretRef"] = {"name": secret}
+    return {"apiVersion": SOURCE_API, "kind": GIT_REPOSITORY,
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def kustomization(name: str, namespace: str, *, source: str, path: str = "./overlays/dgx-spark",
+                  interval: str = "1m", prune: bool = True, wait: bool = False, timeout: str = "5m",
+                  depends: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "interval": interval, "path": path, "prune": prune, "wait": wait, "timeout": timeout,
+        "sourceRef": {"kind": GIT_REPOSITORY, "name": source},
+    }
+    if depends:
+        spec["dependsOn"] = [{"name": d} for d in depends]
+    return {"apiVersion": KUSTOMIZE_API, "kind": KUSTOMIZATION,
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}

@@ -1,0 +1,258 @@
+"""`raibid gitops status`: Flux's view of the config repository, and whether HEAD is applied.
+
+One row per GitRepository and Kustomization: NAME, REVISION, SUSPENDED, READY, REASON,
+MESSAGE, and HEAD — whether the local config repository's HEAD is applied there:
+
+- ``applied``  the applied revision is HEAD or a newer commit containing it;
+- ``pending``  not applied yet (pushed or not);
+- ``FAILED``   Flux attempted a commit containing HEAD and it failed: the cluster still runs
+  the previous one. Such rows also get a line under the table (and red on a terminal);
+- ``-``        the object follows another repository (its revision is not in this clone).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from queue import Queue
+from typing import TYPE_CHECKING, Any, Iterable
+
+from raibid_gitops.errors import ConfigRepoError, GitError, RaibidError
+from raibid_gitops.gitops import flux
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.clients.git import Repo
+    from raibid_gitops.clients.kube import Kube
+
+HEADERS = ("NAME", "REVISION", "SUSPENDED", "READY", "REASON", "MESSAGE", "HEAD")
+#: A table cell longer than this is cut (the full text is in -o yaml/json).
+MESSAGE_WIDTH = 80
+KINDS = ((flux.SOURCE_API, flux.GIT_REPOSITORY), (flux.KUSTOMIZE_API, flux.KUSTOMIZATION))
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    namespace: str
+    name: str
+    revision: str
+    suspended: bool
+    ready: str
+    reason: str
+    message: str
+    last_attempted: str | None
+    last_applied: str | None
+    head: str  # applied | pending | FAILED | - (another repository) | "" (no repository)
+
+    @property
+    def failing_new_commit(self) -> bool:
+        return (self.kind == flux.KUSTOMIZATION and self.ready == "False"
+                and bool(self.last_attempted) and self.last_attempted != self.last_applied)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lastAttemptedRevision"] = d.pop("last_attempted")
+        d["lastAppliedRevision"] = d.pop("last_applied")
+        d["failingNewCommit"] = self.failing_new_commit
+        return d
+
+
+class HeadCheck:
+    """Is HEAD contained in a revision Flux reports? Answers from the local clone only (no
+    fetch: status must be quick and work offline)."""
+
+    def __init__(self, repo: Repo):
+        self.repo = repo
+        self.head = repo.head()
+        self._cache: dict[str, bool | None] = {}
+
+    def contains_head(self, revision: str | None) -> bool | None:
+        """True/False, or None when the revision is not a commit of this repository."""
+        rev = flux.parse_revision(revision)
+        if rev is None:
+            return None
+        sha = rev.digest
+        if sha not in self._cache:
+            try:
+                self.repo.git("cat-file", "-e", f"{sha}^{{commit}}")
+            except GitError:
+                self._cache[sha] = None
+            else:
+                try:
+                    self.repo.git("merge-base", "--is-ancestor", self.head, sha)
+                    self._cache[sha] = True
+                except GitError:
+                    self._cache[sha] = False
+        return self._cache[sha]
+
+
+def row_of(obj: dict[str, Any], head: HeadCheck | None) -> Row:
+    meta = obj.get("metadata") or {}
+    ready = flux.condition(obj, "Ready")
+    kind = str(obj.get("kind"))
+    attempted = flux.attempted_revision(obj) if kind == flux.KUSTOMIZATION else None
+    applied = flux.applied_revision(obj) if kind == flux.KUSTOMIZATION else flux.artifact_revision(obj)
+    head_state = ""
+    if head is not None:
+        state = head.contains_head(applied)
+        if state is None and applied is None:
+            state = head.contains_head(attempted)
+            state = False if state is not None else None
+        if state is None:
+            head_state = "-"
+        elif state:
+            head_state = "applied"
+        else:
+            failed = flux.failure(obj)
+            head_state = "FAILED" if (failed and head.contains_head(attempted)) else "pending"
+    reconciling = flux.is_reconciling(obj)
+    ready_text = ready.status if ready else "Unknown"
+    if ready and ready.true and not flux.generation_current(obj):
+        ready_text = "Unknown"
+    return Row(
+        kind=kind, namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
+        revision=flux.revision(obj) or "", suspended=flux.is_suspended(obj), ready=ready_text,
+        reason=(ready.reason if ready else ("Progressing" if reconciling else "")),
+        message=(ready.message if ready else ""), last_attempted=attempted, last_applied=applied,
+        head=head_state,
+    )
+
+
+def collect(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    for api, kind in KINDS:
+        data = kube.list(api, kind, namespace)
+        for item in data.get("items") or []:
+            item.setdefault("apiVersion", api)
+            item.setdefault("kind", kind)
+            objs.append(item)
+    return objs
+
+
+def rows(objs: Iterable[dict[str, Any]], head: HeadCheck | None) -> list[Row]:
+    out = [row_of(o, head) for o in objs]
+    order = {flux.GIT_REPOSITORY: 0, flux.KUSTOMIZATION: 1}
+    return sorted(out, key=lambda r: (order.get(r.kind, 2), r.namespace, r.name))
+
+
+def _cut(text: str, width: int = MESSAGE_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def render_table(rs: list[Row], *, all_namespaces: bool, color: bool, head_sha: str | None,
+                 stream: Any = None) -> None:
+    from raibid_gitops.cli.output import table
+
+    stream = stream or sys.stdout
+    prefix = {flux.GIT_REPOSITORY: "gitrepository/", flux.KUSTOMIZATION: "kustomization/"}
+    headers = (("NAMESPACE",) if all_namespaces else ()) + HEADERS
+    body = []
+    for r in rs:
+        cells = ([r.namespace] if all_namespaces else []) + [
+            prefix.get(r.kind, "") + r.name, flux.format_revision(r.revision), str(r.suspended), r.ready,
+            r.reason, _cut(r.message), r.head or "",
+        ]
+        body.append(cells)
+    if head_sha is None:
+        headers = headers[:-1]
+        body = [b[:-1] for b in body]
+    if not color:
+        table(headers, body, stream)
+    else:
+        import io
+
+        buf = io.StringIO()
+        table(headers, body, buf)
+        lines = buf.getvalue().splitlines()
+        stream.write(lines[0] + "\n")
+        for r, line in zip(rs, lines[1:]):
+            if r.failing_new_commit or r.head == "FAILED":
+                line = f"\033[31m{line}\033[0m"
+            elif r.ready == "False" or r.suspended:
+                line = f"\033[33m{line}\033[0m"
+            stream.write(line + "\n")
+    for r in rs:
+        if r.failing_new_commit:
+            stream.write(f"! {r.kind} {r.namespace}/{r.name}: {flux.format_revision(r.last_attempted)} failed "
+                         f"({r.reason}); the cluster still runs {flux.format_revision(r.last_applied) or 'nothing'}\n")
+    if head_sha is not None:
+        stream.write(f"HEAD {head_sha[:12]} of the config repository\n")
+
+
+def _head(repo_dir: Path | None) -> HeadCheck | None:
+    """The HeadCheck of the config repository at ``repo_dir`` (or the current one), or None
+    when status runs outside any config repository."""
+    from raibid_gitops.clients.git import Repo
+    from raibid_gitops.gitops.layout import find_repo_root
+
+    try:
+        root = find_repo_root(repo_dir)
+        return HeadCheck(Repo(root))
+    except (ConfigRepoError, GitError):
+        if repo_dir is not None:
+            raise
+        return None
+
+
+def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, output: str = "table",
+               watch: bool = False) -> int:
+    from raibid_gitops.cli import use_color
+    from raibid_gitops.cli.output import emit
+
+    head = _head(repo_dir)
+
+    def show(objs: list[dict[str, Any]]) -> None:
+        rs = rows(objs, head)
+        if output == "table":
+            render_table(rs, all_namespaces=namespace is None, color=use_color(sys.stdout),
+                         head_sha=head.head if head else None)
+            if not rs:
+                where = "any namespace" if namespace is None else f"namespace {namespace}"
+                print(f"no Flux GitRepository or Kustomization in {where}", file=sys.stderr)
+        else:
+            emit({"head": head.head if head else None, "objects": [r.to_dict() for r in rs]}, output)
+        sys.stdout.flush()
+
+    if not watch:
+        show(collect(kube, namespace))
+        return 0
+    return _watch(kube, namespace, show)
+
+
+def _watch(kube: Kube, namespace: str | None, show: Any) -> int:
+    """Reprint on every change of either kind; one watch thread per kind feeds a queue."""
+    updates: Queue[tuple[str, Any]] = Queue()
+    stop = threading.Event()
+
+    def pump(api: str, kind: str) -> None:
+        try:
+            for snapshot in kube.watch_list(api, kind, namespace):
+                if stop.is_set():
+                    return
+                updates.put((kind, snapshot))
+        except RaibidError as exc:
+            updates.put(("error", exc))
+
+    for api, kind in KINDS:
+        threading.Thread(target=pump, args=(api, kind), daemon=True, name=f"watch-{kind}").start()
+    state: dict[str, dict[str, Any]] = {}
+    last_rows: list[Row] | None = None
+    try:
+        while True:
+            kind, data = updates.get()
+            if kind == "error":
+                raise data
+            state[kind] = data
+            if len(state) < len(KINDS):
+                continue
+            objs = [o for snap in state.values() for o in snap.values()]
+            now = rows(objs, None)
+            if now != last_rows:
+                last_rows = now
+                show(objs)
+                print(file=sys.stdout, flush=True)
+    finally:
+        stop.set()

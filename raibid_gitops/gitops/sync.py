@@ -1,0 +1,608 @@
+"""`raibid gitops sync`: push, ask Flux to reconcile, and wait until *that commit* is applied.
+
+``flux reconcile`` waits for Ready but never checks which commit became ready
+(fluxcd/flux2#479). Here the stages are:
+
+1. **push** — unpushed commits are pushed; a diverged branch is refused (never force-pushed).
+2. **request** — the GitRepository and every Kustomization involved get a new
+   ``reconcile.fluxcd.io/requestedAt`` annotation (merge patch, retried on conflict).
+3. **source** — watch the GitRepository until ``status.artifact.revision`` is the pushed commit
+   or a newer one that contains it (Flux skips intermediate commits; ancestry is checked with
+   ``git merge-base --is-ancestor`` after a fetch).
+4. **apply** — watch each Kustomization (dependencies first, following ``dependsOn``) until
+   ``lastAppliedRevision`` covers the commit, ``Ready=True`` and ``observedGeneration`` is current.
+   A failed attempt at the commit (``BuildFailed``, ``HealthCheckFailed``, ...) stops with the
+   condition's reason and message.
+5. **agents** (``--wait-agents``) — wait until every live agent's heartbeat reports the settings
+   hash of the applied commit.
+
+All waiting is on Kubernetes watches (and, for agents, on Redis keyspace reads paced by the
+heartbeat interval); the only clock is the overall ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO
+
+from raibid_gitops.errors import (
+    BranchDiverged, ConfigRepoError, GitError, KubeNotFound, PushRejected, SettingsError, Suspended, SyncFailed,
+    SyncTimeout,
+)
+from raibid_gitops.gitops import flux
+from raibid_gitops.gitops.layout import FLUX_NAMESPACE, FLUX_OBJECT_NAME, SETTINGS_PATH
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.clients.git import Repo
+    from raibid_gitops.clients.kube import Kube, ObjectRef
+
+DEFAULT_TIMEOUT = 300.0
+REMOTE = "origin"
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+class Progress:
+    """Live progress on stderr: ``[  3.1s] apply  flux-system/raibid-config  main@sha1:4b82..``.
+
+    On a terminal the current line is rewritten in place; otherwise a line is printed only when
+    the state changes, so logs stay short.
+    """
+
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, clock: Callable[[], float] = time.monotonic):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.clock = clock
+        self.start = clock()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = ""
+        self._open_line = False
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def update(self, stage: str, text: str) -> None:
+        if self.quiet:
+            return
+        line = f"{stage:<7} {text}"
+        if line == self._last and not self.tty:
+            return
+        self._last = line
+        stamp = f"[{self.elapsed():6.1f}s] "
+        if self.tty:
+            self.stream.write("\r\033[K" + stamp + line)
+            self._open_line = True
+        else:
+            self.stream.write(stamp + line + "\n")
+        self.stream.flush()
+
+    def done(self, stage: str, text: str) -> None:
+        """A stage finished: always its own line."""
+        if self.quiet:
+            return
+        stamp = f"[{self.elapsed():6.1f}s] "
+        prefix = "\r\033[K" if self.tty and self._open_line else ""
+        self.stream.write(f"{prefix}{stamp}{stage:<7} {text}\n")
+        self.stream.flush()
+        self._open_line = False
+        self._last = ""
+
+    def note(self, text: str) -> None:
+        self.done("note", text)
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    commit: str
+    pushed: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentsOutcome:
+    settings_hash: str
+    agents: dict[str, str]
+    note: str | None = None
+
+
+@dataclass
+class SyncResult:
+    commit: str
+    pushed: bool
+    source: str
+    kustomizations: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+    agents: AgentsOutcome | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit, "pushed": self.pushed, "source": self.source,
+            "kustomizations": self.kustomizations, "stages": {k: round(v, 3) for k, v in self.stages.items()},
+            "elapsed": round(self.elapsed, 3),
+            "agents": None if self.agents is None else {
+                "settingsHash": self.agents.settings_hash, "agents": self.agents.agents, "note": self.agents.note,
+            },
+        }
+
+
+# --- git --------------------------------------------------------------------------------------
+
+
+class Ancestry:
+    """Answers "does revision X contain our commit?" with the local clone, fetching once when
+    Flux reports a commit we do not have yet."""
+
+    def __init__(self, repo: Repo, target: str, branch: str):
+        self.repo = repo
+        self.target = target
+        self.branch = branch
+        self._known: dict[str, bool] = {target: True}
+        self._fetched = False
+
+    def _has(self, sha: str) -> bool:
+        try:
+            self.repo.git("cat-file", "-e", f"{sha}^{{commit}}")
+            return True
+        except GitError:
+            return False
+
+    def covers(self, revision: str | None) -> bool:
+        rev = flux.parse_revision(revision)
+        if rev is None:
+            return False
+        sha = rev.digest
+        if sha in self._known:
+            return self._known[sha]
+        if not self._has(sha) and not self._fetched:
+            self._fetched = True
+            try:
+                self.repo.fetch(REMOTE, self.branch)
+            except GitError:
+                pass  # judged below with what we have
+        if not self._has(sha):
+            # Unknown even after a fetch: a commit from another branch or history; not ours.
+            return False
+        try:
+            self.repo.git("merge-base", "--is-ancestor", self.target, sha)
+            result = True
+        except GitError:
+            result = False
+        self._known[sha] = result
+        return result
+
+
+def _rev(repo: Repo, ref: str) -> str | None:
+    try:
+        return repo.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip() or None
+    except GitError:
+        return None
+
+
+def _is_ancestor(repo: Repo, a: str, b: str) -> bool:
+    try:
+        repo.git("merge-base", "--is-ancestor", a, b)
+        return True
+    except GitError:
+        return False
+
+
+def _count(repo: Repo, spec: str) -> int:
+    return int(repo.git("rev-list", "--count", spec).strip() or 0)
+
+
+def push_if_needed(repo: Repo, branch: str, *, push: bool = True) -> PushOutcome:
+    """Bring origin/<branch> up to HEAD; returns the commit to wait for.
+
+    - in step: nothing to do;
+    - ahead: push (or, with ``push=False``, wait for what origin has and say so);
+    - behind: HEAD is already in origin's newer history: wait for HEAD;
+    - diverged: refuse; sync never force-pushes.
+
+    With ``push`` the push is tried first and the remote is fetched only when it refuses: the
+    common case (new local commits) then costs one round trip to Gitea, not two.
+    """
+    if repo.remote_url(REMOTE) is None:
+        raise ConfigRepoError(f"{repo.path} has no remote {REMOTE!r}",
+                              hint="add the Gitea repository: git remote add origin URL")
+    head = repo.head()
+    tracking = f"refs/remotes/{REMOTE}/{branch}"
+    if push:
+        known = _rev(repo, tracking)
+        try:
+            repo.push(REMOTE, f"HEAD:refs/heads/{branch}")
+        except PushRejected as exc:
+            if not exc.non_fast_forward:
+                raise
+        else:
+            if known == head:
+                return PushOutcome(head, pushed=False)
+            ahead = _count(repo, f"{known}..{head}") if known and _is_ancestor(repo, known, head) else None
+            # git push updates the tracking ref; keep it right even if the config says otherwise.
+            repo.git("update-ref", tracking, head)
+            return PushOutcome(head, pushed=True,
+                               note=f"pushed {ahead if ahead is not None else 'new'} commit(s) to {REMOTE}/{branch}")
+    repo.fetch(REMOTE, f"+refs/heads/{branch}:{tracking}")
+    remote = _rev(repo, tracking)
+    if remote == head:
+        return PushOutcome(head, pushed=False)
+    if remote is None or _is_ancestor(repo, remote, head):
+        if remote is None:
+            raise ConfigRepoError(f"{REMOTE}/{branch} does not exist and --no-push was given",
+                                  hint="drop --no-push to push it")
+        ahead = _count(repo, f"{remote}..{head}")
+        return PushOutcome(remote, pushed=False,
+                           note=f"{ahead} local commit(s) not pushed (--no-push): waiting for {REMOTE}/{branch} "
+                                f"at {remote[:12]} instead of HEAD")
+    if _is_ancestor(repo, head, remote):
+        behind = _count(repo, f"{head}..{remote}")
+        return PushOutcome(head, pushed=False,
+                           note=f"local {branch} is {behind} commit(s) behind {REMOTE}/{branch}; "
+                                f"waiting for HEAD {head[:12]} (a newer commit containing it also counts)")
+    ahead, behind = _count(repo, f"{remote}..{head}"), _count(repo, f"{head}..{remote}")
+    raise BranchDiverged(
+        f"local {branch} and {REMOTE}/{branch} have diverged ({ahead} local and {behind} remote commit(s) "
+        f"not in the other); sync does not force-push",
+        hint=f"integrate the remote changes first: git pull --rebase {REMOTE} {branch}, then run sync again",
+    )
+
+
+def settings_hash_at(repo: Repo, commit: str) -> str:
+    """The settings hash of ``overlays/dgx-spark/settings.yaml`` at ``commit``: what agents
+    running that commit's settings report."""
+    from raibid_gitops.settings import load_text
+
+    try:
+        text = repo.show(commit, SETTINGS_PATH)
+    except GitError as exc:
+        raise ConfigRepoError(f"cannot read {SETTINGS_PATH} at {commit[:12]}: {exc.message}") from None
+    return load_text(text, file=f"{commit[:12]}:{SETTINGS_PATH}").hash()
+
+
+# --- Flux objects ----------------------------------------------------------------------------
+
+
+def ks_ref(name: str, namespace: str) -> ObjectRef:
+    from raibid_gitops.clients.kube import ObjectRef
+
+    return ObjectRef(flux.KUSTOMIZE_API, flux.KUSTOMIZATION, name, namespace)
+
+
+def source_ref_of(ks: dict[str, Any]) -> ObjectRef:
+    from raibid_gitops.clients.kube import ObjectRef
+
+    kind, ns, name = flux.source_ref(ks)
+    if kind != flux.GIT_REPOSITORY:
+        raise SyncFailed(f"{flux.describe(ks)} takes its source from a {kind}; sync follows GitRepository sources only")
+    return ObjectRef(flux.SOURCE_API, kind, name, ns)
+
+
+def collect_kustomizations(kube: Kube, name: str, namespace: str) -> list[dict[str, Any]]:
+    """The Kustomization and, before it, everything it depends on (depth-first, each once)."""
+    ordered: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+
+    def visit(ns: str, n: str, chain: tuple[tuple[str, str], ...]) -> None:
+        if (ns, n) in chain:
+            raise SyncFailed(f"Kustomization {ns}/{n} depends on itself: {' -> '.join(f'{a}/{b}' for a, b in (*chain, (ns, n)))}")
+        if (ns, n) in seen:
+            return
+        try:
+            obj = kube.get(ks_ref(n, ns))
+        except KubeNotFound:
+            if chain:
+                raise KubeNotFound(f"Kustomization {ns}/{n} not found (a dependency of {chain[-1][0]}/{chain[-1][1]})",
+                                   status=404) from None
+            raise KubeNotFound(
+                f"Kustomization {ns}/{n} not found",
+                hint="apply the Flux objects (kubectl apply -k clusters/dgx-spark), or pass --kustomization/-n",
+                status=404,
+            ) from None
+        for dep_ns, dep in flux.depends_on(obj):
+            visit(dep_ns, dep, (*chain, (ns, n)))
+        seen.add((ns, n))
+        ordered.append(obj)
+
+    visit(namespace, name, ())
+    return ordered
+
+
+def refuse_suspended(objs: list[dict[str, Any]]) -> None:
+    for obj in objs:
+        if flux.is_suspended(obj):
+            meta = obj.get("metadata") or {}
+            kind = "source" if obj.get("kind") == flux.GIT_REPOSITORY else "kustomization"
+            raise Suspended(
+                f"{flux.describe(obj)} is suspended: Flux will not apply anything until it is resumed",
+                hint=f"raibid gitops resume {kind} {meta.get('name')} -n {meta.get('namespace')}",
+            )
+
+
+def _cond_text(obj: dict[str, Any]) -> str:
+    ready = flux.condition(obj, "Ready")
+    if ready is None:
+        return "no Ready condition yet"
+    return f"Ready={ready.status} {ready.reason}: {ready.message}".strip()
+
+
+# --- the watches ------------------------------------------------------------------------------
+
+
+def _watch(kube: Kube, ref: ObjectRef, deadline: float) -> Iterator[dict[str, Any] | None]:
+    for obj in kube.watch_object(ref, deadline=deadline):
+        yield obj
+        if time.monotonic() >= deadline:
+            return
+
+
+def wait_source(kube: Kube, ref: ObjectRef, ancestry: Ancestry, token: str, deadline: float,
+                progress: Progress, timeout_text: str) -> dict[str, Any]:
+    """Until the GitRepository's artifact contains the commit; failures of a fetch that
+    handled our request stop the wait."""
+    target = ancestry.target
+    last: dict[str, Any] | None = None
+    for obj in _watch(kube, ref, deadline):
+        if obj is None:
+            if last is not None:
+                progress.update("source", f"{ref.namespace}/{ref.name} at {flux.format_revision(flux.artifact_revision(last))}, "
+                                          f"waiting for {target[:12]}")
+            continue
+        last = obj
+        art = flux.artifact_revision(obj)
+        if ancestry.covers(art) and flux.generation_current(obj):
+            progress.done("source", f"{ref} has {flux.format_revision(art)}"
+                                    + ("" if flux.parse_revision(art) and flux.parse_revision(art).digest == target  # type: ignore[union-attr]
+                                       else f" (contains {target[:12]})"))
+            return obj
+        failed = flux.failure(obj)
+        if failed and flux.last_handled(obj) == token and flux.generation_current(obj):
+            raise SyncFailed(
+                f"{ref} could not fetch {target[:12]}: {failed.reason}: {failed.message}",
+                hint="check the GitRepository's URL, branch and the raibid-config-auth Secret",
+            )
+        progress.update("source", f"{ref.namespace}/{ref.name} at {flux.format_revision(art) or '(no artifact)'}, "
+                                  f"waiting for {target[:12]}")
+    state = f"it is at {flux.format_revision(flux.artifact_revision(last)) or '(no artifact)'}; {_cond_text(last)}" if last else ""
+    raise SyncTimeout(f"timed out after {timeout_text} waiting for {ref} to fetch {target[:12]}; {state}",
+                      hint="is the commit pushed to the branch Flux watches? `raibid gitops status` shows Flux's view")
+
+
+def wait_kustomization(kube: Kube, ks: dict[str, Any], ancestry: Ancestry | None, token: str, deadline: float,
+                       progress: Progress, timeout_text: str) -> dict[str, Any]:
+    """Until the Kustomization has applied the commit (or, for a dependency with another
+    source, has handled our request and is Ready). A failed attempt at the commit stops."""
+    from raibid_gitops.clients.kube import ObjectRef
+
+    ref = ObjectRef.of(ks)
+    target = ancestry.target if ancestry else None
+    last: dict[str, Any] | None = None
+    for obj in _watch(kube, ref, deadline):
+        if obj is None:
+            if last is not None:
+                progress.update("apply", _apply_state(ref, last, target))
+            continue
+        last = obj
+        if flux.is_suspended(obj):
+            refuse_suspended([obj])
+        applied, attempted = flux.applied_revision(obj), flux.attempted_revision(obj)
+        if ancestry is not None:
+            reached = ancestry.covers(applied)
+            tried = ancestry.covers(attempted)
+        else:
+            reached = tried = flux.last_handled(obj) == token
+        if reached and flux.is_ready(obj):
+            progress.done("apply", f"{ref} applied {flux.format_revision(applied)}, Ready")
+            return obj
+        failed = flux.failure(obj)
+        # Only a failure of an attempt made after our request counts: an old failure at the
+        # same commit may have been transient (a health check, an API hiccup) and is retried.
+        if failed and tried and flux.last_handled(obj) == token and flux.generation_current(obj):
+            raise SyncFailed(_failure_message(ref, obj, failed, target))
+        progress.update("apply", _apply_state(ref, obj, target))
+    state = _apply_state(ref, last, target) if last else ""
+    extra = ""
+    if last is not None and flux.attempted_revision(last) != flux.applied_revision(last):
+        extra = (f"; lastAttemptedRevision {flux.format_revision(flux.attempted_revision(last))} "
+                 f"!= lastAppliedRevision {flux.format_revision(flux.applied_revision(last))}")
+    raise SyncTimeout(f"timed out after {timeout_text} waiting for {ref} to apply "
+                      f"{target[:12] if target else 'the request'}: {state}{extra}")
+
+
+def _apply_state(ref: ObjectRef, obj: dict[str, Any], target: str | None) -> str:
+    applied = flux.format_revision(flux.applied_revision(obj)) or "(nothing applied)"
+    want = f", waiting for {target[:12]}" if target else ""
+    ready = flux.condition(obj, "Ready")
+    cond = f" [{ready.reason}]" if ready and ready.reason else ""
+    return f"{ref.namespace}/{ref.name} at {applied}{cond}{want}"
+
+
+def _failure_message(ref: ObjectRef, obj: dict[str, Any], cond: flux.Condition, target: str | None) -> str:
+    attempted, applied = flux.attempted_revision(obj), flux.applied_revision(obj)
+    lines = [f"{ref} failed to apply {flux.format_revision(attempted) or (target or '')[:12]}: {cond.reason}",
+             f"  {cond.message.strip()}"]
+    if attempted != applied:
+        lines.append(f"  lastAttemptedRevision {flux.format_revision(attempted)} != lastAppliedRevision "
+                     f"{flux.format_revision(applied) or '(none)'}: the cluster still runs the previous commit")
+    return "\n".join(lines)
+
+
+# --- agents -----------------------------------------------------------------------------------
+
+
+def live_agents(client: Any) -> dict[str, dict[str, str]]:
+    """Heartbeat hashes of live agents, by id (a dead agent's key expires by its TTL)."""
+    from raibid_gitops import contract
+
+    prefix = contract.agent_key("")
+    out: dict[str, dict[str, str]] = {}
+    for key in client.scan_iter(match=contract.AGENT_PATTERN, count=200):
+        data = client.hgetall(key)
+        if data:
+            out[key[len(prefix):]] = data
+    return out
+
+
+def wait_agents(client: Any, settings_hash: str, deadline: float, progress: Progress, timeout_text: str,
+                poll: float = 1.0) -> AgentsOutcome:
+    """Until every live, non-draining agent reports ``settings_hash``.
+
+    Agents publish through a heartbeat hash, not a stream, so there is nothing to block on: we
+    read at most once per ``poll`` seconds (agents heartbeat every queue.heartbeatSeconds).
+    """
+    from raibid_gitops import contract
+    from raibid_gitops.clients.redis import redis_errors
+
+    while True:
+        with redis_errors(client, "reading agent heartbeats"):
+            agents = live_agents(client)
+        active = {a: d for a, d in agents.items() if d.get(contract.AGENT_STATE) != contract.AGENT_STATE_DRAINING}
+        hashes = {a: d.get(contract.AGENT_SETTINGS_HASH, "") for a, d in active.items()}
+        if not active:
+            note = "no agent is running: the new settings take effect when the next agent starts"
+            progress.done("agents", note)
+            return AgentsOutcome(settings_hash, {}, note=note)
+        refused = {a: d[contract.AGENT_SETTINGS_ERROR] for a, d in active.items()
+                   if d.get(contract.AGENT_SETTINGS_ERROR) and hashes[a] != settings_hash}
+        if refused:
+            a, err = next(iter(refused.items()))
+            raise SyncFailed(f"agent {a} refused the new settings ({settings_hash}) and keeps "
+                             f"{hashes[a] or 'its previous ones'}: {err}")
+        behind = sorted(a for a, h in hashes.items() if h != settings_hash)
+        if not behind:
+            progress.done("agents", f"{len(active)} agent(s) run settings {settings_hash}")
+            return AgentsOutcome(settings_hash, hashes)
+        progress.update("agents", f"{len(active) - len(behind)}/{len(active)} agent(s) on {settings_hash}; "
+                                  f"waiting for {', '.join(behind[:3])}{' ...' if len(behind) > 3 else ''}")
+        if time.monotonic() >= deadline:
+            raise SyncTimeout(f"timed out after {timeout_text} waiting for agents to report settings {settings_hash}; "
+                              f"still on other settings: " + ", ".join(f"{a} ({hashes[a] or '?'})" for a in behind))
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+# --- the whole flow -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    kustomization: str = FLUX_OBJECT_NAME
+    namespace: str = FLUX_NAMESPACE
+    timeout: float = DEFAULT_TIMEOUT
+    push: bool = True
+    wait_agents: bool = False
+    redis_url: str | None = None
+    redis_password: str | None = None
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{int(seconds // 60)}m"
+    return f"{seconds:g}s"
+
+
+def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | None = None,
+         *, repo: Repo | None = None) -> SyncResult:
+    from raibid_gitops.clients.git import Repo as GitRepo
+    from raibid_gitops.clients.git import auth_from_env
+
+    progress = progress or Progress()
+    t0 = time.monotonic()
+    deadline = t0 + options.timeout
+    timeout_text = format_duration(options.timeout)
+    stages: dict[str, float] = {}
+    repo = repo or GitRepo(repo_dir, auth=auth_from_env())
+    branch = repo.branch()
+    if branch == "HEAD":
+        raise ConfigRepoError(f"{repo.path} is on a detached HEAD", hint="check out the branch Flux watches (main)")
+
+    # Look at Flux first: refuse a suspended object before pushing anything.
+    kss = collect_kustomizations(kube, options.kustomization, options.namespace)
+    target_ks = kss[-1]
+    src_ref = source_ref_of(target_ks)
+    try:
+        source = kube.get(src_ref)
+    except KubeNotFound:
+        raise KubeNotFound(f"{src_ref} not found (the source of {flux.describe(target_ks)})", status=404) from None
+    refuse_suspended([source, *kss])
+    flux_branch = ((source.get("spec") or {}).get("ref") or {}).get("branch")
+    if flux_branch and flux_branch != branch:
+        raise ConfigRepoError(f"{src_ref} follows branch {flux_branch!r} but {repo.path} is on {branch!r}",
+                              hint=f"git checkout {flux_branch}")
+    if repo.is_dirty():
+        progress.note("uncommitted changes are not synced (commit them first)")
+
+    outcome = push_if_needed(repo, branch, push=options.push)
+    if outcome.note:
+        progress.note(outcome.note)
+    stages["push"] = time.monotonic() - t0
+    target = outcome.commit
+    ancestry = Ancestry(repo, target, branch)
+
+    token = flux.request_token()
+    t = time.monotonic()
+    kube.annotate(src_ref, {flux.REQUESTED_AT: token})
+    for ks in kss:
+        from raibid_gitops.clients.kube import ObjectRef
+
+        kube.annotate(ObjectRef.of(ks), {flux.REQUESTED_AT: token})
+    progress.done("request", f"asked Flux to reconcile {src_ref} and {len(kss)} Kustomization(s) "
+                             f"for {branch}@{target[:12]}")
+    stages["request"] = time.monotonic() - t
+
+    t = time.monotonic()
+    wait_source(kube, src_ref, ancestry, token, deadline, progress, timeout_text)
+    stages["source"] = time.monotonic() - t
+
+    t = time.monotonic()
+    applied: dict[str, str] = {}
+    final: dict[str, Any] = target_ks
+    for ks in kss:
+        same_source = source_ref_of(ks) == src_ref
+        final = wait_kustomization(kube, ks, ancestry if same_source else None, token, deadline, progress, timeout_text)
+        applied[flux.name_of(final)] = flux.applied_revision(final) or ""
+    stages["apply"] = time.monotonic() - t
+
+    agents: AgentsOutcome | None = None
+    if options.wait_agents:
+        from raibid_gitops.clients.redis import connect
+
+        applied_rev = flux.parse_revision(flux.applied_revision(final))
+        commit_for_hash = applied_rev.digest if applied_rev else target
+        try:
+            want = settings_hash_at(repo, commit_for_hash)
+        except SettingsError as exc:
+            raise SyncFailed(f"the settings at {commit_for_hash[:12]} do not validate: {exc.message}") from None
+        url = options.redis_url
+        if not url:
+            from raibid_gitops.clients.redis import url_for
+            from raibid_gitops.settings import load_text
+
+            url = url_for(load_text(repo.show(commit_for_hash, SETTINGS_PATH)))
+        t = time.monotonic()
+        client = connect(url, password=options.redis_password)
+        agents = wait_agents(client, want, deadline, progress, timeout_text)
+        stages["agents"] = time.monotonic() - t
+
+    return SyncResult(commit=target, pushed=outcome.pushed, source=str(src_ref), kustomizations=applied,
+                      stages=stages, elapsed=time.monotonic() - t0, agents=agents)
+
+
+# --- suspend / resume -------------------------------------------------------------------------
+
+
+def set_suspended(kube: Kube, kind: str, name: str, namespace: str, suspend: bool) -> dict[str, Any]:
+    """Suspend or resume a Flux object; resume also requests a reconcile, as `flux resume` does."""
+    from raibid_gitops.clients.kube import ObjectRef
+
+    api = flux.SOURCE_API if kind == flux.GIT_REPOSITORY else flux.KUSTOMIZE_API
+    ref = ObjectRef(api, kind, name, namespace)
+    patch: dict[str, Any] = flux.suspend_patch(suspend)
+    if not suspend:
+        patch.update(flux.reconcile_patch(flux.request_token()))
+    return kube.patch(ref, patch, verb="suspend" if suspend else "resume")

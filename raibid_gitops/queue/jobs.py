@@ -1,0 +1,249 @@
+"""Jobs: submit, look up, list, cancel, read logs. The producer side of the queue.
+
+A job is a stream entry (a reference: job id, repo, ref, commit) plus its status record
+``raibid:job:{id}`` (the truth), written together by one script (see ``scripts.py``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator
+
+from raibid_gitops import contract as c
+from raibid_gitops.clients.redis import redis_errors
+from raibid_gitops.errors import JobNotFound, QueueError
+from raibid_gitops.queue.scripts import scripts_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    import redis
+
+    from raibid_gitops.settings import Settings
+
+_REPO = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+#: A ref as git allows it, minus what would let it act as an option or escape the command.
+_REF = re.compile(r"^(?!-)[A-Za-z0-9_./\-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job's status record, as stored."""
+
+    id: str
+    state: str
+    repo: str = ""
+    ref: str = ""
+    commit: str = ""
+    checkout: str = c.CHECKOUT_GIT
+    submitted_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""
+    agent: str = ""
+    attempt: int = 0
+    entry_id: str = ""
+    settings_hash: str = ""
+    cancel_requested: bool = False
+
+    @property
+    def final(self) -> bool:
+        return self.state in c.FINAL_STATES
+
+    @classmethod
+    def from_record(cls, job_id: str, rec: dict[str, str]) -> Job:
+        def num(key: str) -> float | None:
+            v = rec.get(key)
+            return float(v) if v not in (None, "") else None
+
+        code = rec.get(c.REC_EXIT_CODE)
+        return cls(
+            id=job_id, state=rec.get(c.REC_STATE, ""), repo=rec.get(c.REC_REPO, ""), ref=rec.get(c.REC_REF, ""),
+            commit=rec.get(c.REC_COMMIT, ""), checkout=rec.get(c.REC_CHECKOUT, c.CHECKOUT_GIT),
+            submitted_at=num(c.REC_SUBMITTED_AT), started_at=num(c.REC_STARTED_AT),
+            finished_at=num(c.REC_FINISHED_AT),
+            exit_code=int(code) if code not in (None, "") else None,
+            reason=rec.get(c.REC_REASON, ""), agent=rec.get(c.REC_AGENT, ""),
+            attempt=int(rec.get(c.REC_ATTEMPT, "0") or 0), entry_id=rec.get(c.REC_ENTRY_ID, ""),
+            settings_hash=rec.get(c.REC_SETTINGS_HASH, ""),
+            cancel_requested=rec.get(c.REC_CANCEL_REQUESTED) == "1",
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job runs: validated before anything is written."""
+
+    repo: str
+    ref: str
+    commit: str = ""
+    checkout: str = c.CHECKOUT_GIT
+
+    def __post_init__(self) -> None:
+        if self.checkout not in (c.CHECKOUT_GIT, c.CHECKOUT_NONE):
+            raise QueueError(f"checkout must be {c.CHECKOUT_GIT!r} or {c.CHECKOUT_NONE!r}, not {self.checkout!r}")
+        if not _REPO.match(self.repo):
+            raise QueueError(f"repository {self.repo!r} is not OWNER/NAME", hint="e.g. --repo raibid/hello")
+        if not _REF.match(self.ref) or ".." in self.ref:
+            raise QueueError(f"ref {self.ref!r} is not a valid git ref", hint="e.g. --ref main or --ref refs/heads/main")
+        if self.commit and not _SHA.match(self.commit):
+            raise QueueError(f"commit {self.commit!r} is not a hexadecimal commit id")
+
+    def entry_fields(self, job_id: str, now: float) -> dict[str, str]:
+        return {c.FIELD_JOB_ID: job_id, c.FIELD_REPO: self.repo, c.FIELD_REF: self.ref,
+                c.FIELD_COMMIT: self.commit, c.FIELD_CHECKOUT: self.checkout, c.FIELD_SUBMITTED_AT: f"{now:.6f}"}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    entry_id: str
+
+
+def new_job_id() -> str:
+    # Time-ordered prefix (ms, hex) so ids sort roughly by submission; random tail for uniqueness
+    # across producers without coordination.
+    return f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
+
+
+def _flat(d: dict[str, str]) -> list[str]:
+    out: list[str] = []
+    for k, v in d.items():
+        out += [k, v]
+    return out
+
+
+def ensure_group(client: redis.Redis, settings: Settings) -> bool:
+    """Create the consumer group (and the stream) if missing; True if it was created.
+
+    From id 0, so entries added before the group existed are delivered too. KEDA's trigger
+    needs the group before any agent exists, which is why the producer creates it.
+    """
+    import redis as _r
+
+    q = settings.queue
+    with redis_errors(client, f"creating consumer group {q.consumer_group} on {q.stream}"):
+        try:
+            client.xgroup_create(q.stream, q.consumer_group, id="0", mkstream=True)
+            return True
+        except _r.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+
+
+def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: str | None = None) -> Submitted:
+    """Queue one job: the stream entry, its status record and the index entry, atomically."""
+    job_id = job_id or new_job_id()
+    now = time.time()
+    entry = spec.entry_fields(job_id, now)
+    record = {c.REC_STATE: c.STATE_QUEUED, c.REC_REPO: spec.repo, c.REC_REF: spec.ref, c.REC_COMMIT: spec.commit,
+              c.REC_CHECKOUT: spec.checkout, c.REC_SUBMITTED_AT: f"{now:.6f}", c.REC_UPDATED_AT: f"{now:.6f}",
+              c.REC_ATTEMPT: "0"}
+    q = settings.queue
+    import redis as _r
+
+    with redis_errors(client, f"submitting a job to {q.stream}"):
+        try:
+            entry_id = scripts_for(client).submit(
+                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id)],
+                args=[q.consumer_group, q.max_len, job_id, f"{now:.6f}", len(entry) * 2, *_flat(entry), *_flat(record)],
+            )
+        except _r.ResponseError as exc:
+            if "JOBEXISTS" in str(exc):
+                raise QueueError(f"job {job_id} already exists") from None
+            raise
+    return Submitted(job_id=job_id, entry_id=str(entry_id))
+
+
+def get_job(client: redis.Redis, job_id: str) -> Job:
+    with redis_errors(client, f"reading job {job_id}"):
+        rec = client.hgetall(c.job_key(job_id))
+    if not rec:
+        raise JobNotFound(f"job {job_id} not found", hint="`raibid queue list` shows the known jobs")
+    return Job.from_record(job_id, rec)
+
+
+def list_jobs(client: redis.Redis, *, limit: int = 50, state: str | None = None) -> list[Job]:
+    """Newest first; ``state`` filters (the filter is applied to the newest ``limit * 4`` ids)."""
+    with redis_errors(client, "listing jobs"):
+        scan = limit * 4 if state else limit
+        ids = client.zrevrange(c.JOBS_INDEX, 0, scan - 1)
+        pipe = client.pipeline(transaction=False)
+        for jid in ids:
+            pipe.hgetall(c.job_key(jid))
+        recs = pipe.execute()
+    jobs = [Job.from_record(jid, rec) for jid, rec in zip(ids, recs) if rec]
+    if state:
+        jobs = [j for j in jobs if j.state == state]
+    return jobs[:limit]
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    job_id: str
+    outcome: str  # cancelled | requested | final
+    state: str = ""
+
+    def message(self) -> str:
+        if self.outcome == "cancelled":
+            return f"job {self.job_id} cancelled (it had not started)"
+        if self.outcome == "requested":
+            return f"job {self.job_id} is running; cancel requested, the agent stops it within a few seconds"
+        return f"job {self.job_id} already finished ({self.state}); nothing to cancel"
+
+
+def cancel(client: redis.Redis, settings: Settings, job_id: str) -> CancelResult:
+    with redis_errors(client, f"cancelling job {job_id}"):
+        status, detail = scripts_for(client).cancel(
+            keys=[c.job_key(job_id), c.job_logs_key(job_id)],
+            args=[f"{time.time():.6f}", settings.agents.log_max_len],
+        )
+    if status == "missing":
+        raise JobNotFound(f"job {job_id} not found", hint="`raibid queue list` shows the known jobs")
+    return CancelResult(job_id, "final" if status == "final" else status, detail)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    id: str
+    time: float
+    source: str
+    line: str
+
+    def format(self) -> str:
+        return self.line if self.source == c.LOG_SOURCE_OUTPUT else f"[raibid] {self.line}"
+
+
+def _log_lines(entries: list[tuple[str, dict[str, str]]]) -> list[LogLine]:
+    return [LogLine(eid, float(f.get(c.LOG_TIME, "0") or 0), f.get(c.LOG_SOURCE, c.LOG_SOURCE_OUTPUT),
+                    f.get(c.LOG_LINE, "")) for eid, f in entries]
+
+
+def read_logs(client: redis.Redis, job_id: str) -> list[LogLine]:
+    get_job(client, job_id)  # a clear "not found" rather than an empty log
+    with redis_errors(client, f"reading logs of job {job_id}"):
+        return _log_lines(client.xrange(c.job_logs_key(job_id)))
+
+
+def follow_logs(client: redis.Redis, job_id: str, *, poll_ms: int = 1000) -> Iterator[LogLine]:
+    """Every line so far, then new ones as they come, until the job is final."""
+    get_job(client, job_id)
+    key = c.job_logs_key(job_id)
+    last = "0-0"
+    while True:
+        with redis_errors(client, f"following logs of job {job_id}"):
+            got = client.xread({key: last}, count=500, block=poll_ms)
+            state = client.hget(c.job_key(job_id), c.REC_STATE)
+        for _stream, entries in got or []:
+            for line in _log_lines(entries):
+                last = line.id
+                yield line
+        if not got and state in c.FINAL_STATES:
+            return

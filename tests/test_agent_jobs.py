@@ -1,0 +1,184 @@
+"""One agent running jobs (in process, for speed): outcomes, timeouts, cancel, checkout, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures_redis import wait_until
+from raibid_agent.runner import Runner
+from raibid_agent.settings_source import SettingsHolder
+from raibid_agent.worker import Worker
+from raibid_gitops import contract as c
+from raibid_gitops.queue import JobSpec, cancel, get_job, submit
+from raibid_gitops.queue.jobs import read_logs
+
+pytestmark = pytest.mark.redis
+
+
+def settings_text(*steps: dict, **agents) -> str:
+    data = {"queue": {"claimIdleSeconds": 5, "heartbeatSeconds": 1},
+            "agents": {"idleTimeoutSeconds": 2, "defaultPipeline": list(steps) or [{"name": "noop", "run": "true"}],
+                       **agents}}
+    return json.dumps(data)  # JSON is YAML: load_text takes it as settings.yaml
+
+
+def make_worker(client, text: str, runner: Runner | None = None, agent_id: str = "t-agent") -> Worker:
+    holder = SettingsHolder()
+    assert holder.offer(text, "test", "settings.yaml") is not None
+    return Worker(client, holder, agent_id, runner or Runner(token_file=None), once=True)
+
+
+def run_one(client, text: str, spec: JobSpec, runner: Runner | None = None):
+    w = make_worker(client, text, runner)
+    done = submit(client, w.holder.current().settings, spec)
+    assert w.run() == 0
+    return get_job(client, done.job_id), [line.format() for line in read_logs(client, done.job_id)]
+
+
+NOCHECKOUT = JobSpec("raibid/hello", "main", checkout=c.CHECKOUT_NONE)
+
+
+class TestOutcomes:
+    """Status transitions queued -> running -> final, with exit code, timestamps and logs."""
+
+    def test_succeeded(self, redis_client):
+        job, logs = run_one(redis_client, settings_text({"name": "hi", "run": "echo hello $RAIBID_JOB_ID"}), NOCHECKOUT)
+        assert job.state == c.STATE_SUCCEEDED and job.exit_code == 0 and job.attempt == 1
+        assert job.submitted_at <= job.started_at <= job.finished_at
+        assert f"hello {job.id}" in logs
+        assert logs[-1] == "[raibid] finished: succeeded (exit 0)"
+        pending = redis_client.xpending("raibid:jobs", "raibid-agents")
+        assert pending["pending"] == 0  # acked
+
+    def test_failed_step_stops_the_pipeline(self, redis_client):
+        job, logs = run_one(redis_client, settings_text({"name": "a", "run": "echo one; exit 3"},
+                                                        {"name": "b", "run": "echo never"}), NOCHECKOUT)
+        assert (job.state, job.exit_code) == (c.STATE_FAILED, 3)
+        assert "step a exited with 3" in job.reason
+        assert "one" in logs and "never" not in logs
+
+    def test_step_timeout_kills_the_group(self, redis_client, tmp_path):
+        pidfile = tmp_path / "child.pid"
+        job, _ = run_one(redis_client, settings_text(
+            {"name": "slow", "run": f"sleep 60 & echo $! > {pidfile}; wait", "timeoutSeconds": 1}), NOCHECKOUT)
+        assert job.state == c.STATE_TIMED_OUT and "exceeded its timeout (1s)" in job.reason
+        child = int(pidfile.read_text())
+        wait_until(lambda: not _alive(child), 10, what="the step's background child to be killed")
+
+    def test_secrets_not_passed_to_steps(self, redis_client, monkeypatch):
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", "pw-must-not-leak")
+        job, logs = run_one(redis_client, settings_text({"name": "env", "run": "env"}), NOCHECKOUT)
+        assert job.state == c.STATE_SUCCEEDED
+        assert not any("pw-must-not-leak" in line for line in logs)
+
+    def test_cancelled_job_in_queue_is_not_run(self, redis_client):
+        w = make_worker(redis_client, settings_text({"name": "x", "run": "echo ran"}))
+        done = submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+        cancel(redis_client, w.holder.current().settings, done.job_id)
+        w.run()
+        logs = [line.line for line in read_logs(redis_client, done.job_id)]
+        assert "ran" not in logs and get_job(redis_client, done.job_id).state == c.STATE_CANCELLED
+        assert redis_client.xpending("raibid:jobs", "raibid-agents")["pending"] == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+class TestCancelRunning:
+    def test_cancel_kills_the_step_group(self, redis_client, tmp_path):
+        pidfile = tmp_path / "child.pid"
+        w = make_worker(redis_client, settings_text({"name": "long", "run": f"sleep 120 & echo $! > {pidfile}; wait"}))
+        settings = w.holder.current().settings
+        done = submit(redis_client, settings, NOCHECKOUT)
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="the step to start")
+        started = time.monotonic()
+        assert cancel(redis_client, settings, done.job_id).outcome == "requested"
+        t.join(30)
+        assert not t.is_alive()
+        job = get_job(redis_client, done.job_id)
+        assert job.state == c.STATE_CANCELLED and "cancelled by request" in job.reason
+        assert time.monotonic() - started < 10
+        wait_until(lambda: not _alive(int(pidfile.read_text())), 10, what="the step's child to be killed")
+
+
+@pytest.fixture
+def git_repo(tmp_path):
+    """A bare repository served over file://, with two commits; the first has its own pipeline."""
+    base = tmp_path / "git"
+    bare = base / "raibid" / "hello.git"
+    work = tmp_path / "work"
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@x")
+
+    def git(*args, cwd=work):
+        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    bare.parent.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    work.mkdir()
+    git("init", "-q", "-b", "main")
+    (work / "marker.txt").write_text("first commit\n")
+    (work / ".raibid.yml").write_text("steps:\n  - name: show\n    run: cat marker.txt\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    first = git("rev-parse", "HEAD")
+    (work / "marker.txt").write_text("second commit\n")
+    git("commit", "-q", "-am", "two")
+    git("remote", "add", "origin", bare.as_uri())
+    git("push", "-q", "origin", "main")
+    return base, first
+
+
+class TestCheckout:
+    """Clone at the exact commit; .raibid.yml overrides the default pipeline; the token never shows."""
+
+    def test_clone_at_commit(self, redis_client, git_repo, tmp_path):
+        base, first = git_repo
+        token = tmp_path / "token"
+        token.write_text("tok-very-secret\n")
+        runner = Runner(token_file=str(token), git_base_url=base.as_uri())
+        job, logs = run_one(redis_client, settings_text({"name": "default", "run": "echo default"}),
+                            JobSpec("raibid/hello", "main", commit=first), runner)
+        assert job.state == c.STATE_SUCCEEDED, logs
+        assert "first commit" in logs and "default" not in logs
+        assert "[raibid] pipeline from .raibid.yml: show" in logs
+        assert not any("tok-very-secret" in line for line in logs)
+
+    def test_missing_repo_fails_clearly(self, redis_client, git_repo, tmp_path):
+        base, _ = git_repo
+        token = tmp_path / "token"
+        token.write_text("tok-very-secret\n")
+        runner = Runner(token_file=str(token), git_base_url=base.as_uri())
+        job, logs = run_one(redis_client, settings_text(), JobSpec("raibid/nope", "main"), runner)
+        assert job.state == c.STATE_FAILED and job.reason.startswith("checkout failed")
+        assert not any("tok-very-secret" in line for line in logs + [job.reason])
+
+    def test_invalid_pipeline_file(self, redis_client, git_repo):
+        base, _ = git_repo
+        work = base.parent / "work"
+        (work / ".raibid.yml").write_text("steps: []\n")
+        env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
+                   GIT_COMMITTER_EMAIL="t@x")
+        subprocess.run(["git", "commit", "-q", "-am", "bad"], cwd=work, env=env, check=True)
+        subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, env=env, check=True)
+        job, _ = run_one(redis_client, settings_text(), JobSpec("raibid/hello", "main"),
+                         Runner(git_base_url=base.as_uri()))
+        assert job.state == c.STATE_FAILED and ".raibid.yml is not valid" in job.reason

@@ -1,0 +1,145 @@
+"""The queue library and `raibid queue` against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from raibid_gitops import contract as c
+from raibid_gitops.cli import main as cli_main
+from raibid_gitops.errors import JobNotFound, QueueError, RedisUnavailable
+from raibid_gitops.queue import JobSpec, cancel, get_job, list_jobs, stats, submit
+from raibid_gitops.queue.jobs import read_logs
+from raibid_gitops.settings import Settings
+
+pytestmark = pytest.mark.redis
+
+SMALL = Settings.model_validate({"queue": {"maxLen": 100}})
+
+
+class TestSubmit:
+    """submit writes the entry, the status record and the index together, and creates the group."""
+
+    def test_entry_record_group(self, redis_client):
+        done = submit(redis_client, SMALL, JobSpec("raibid/hello", "main", commit="a" * 40))
+        rec = redis_client.hgetall(c.job_key(done.job_id))
+        assert rec[c.REC_STATE] == c.STATE_QUEUED
+        assert rec[c.REC_ENTRY_ID] == done.entry_id
+        (eid, fields), = redis_client.xrange(SMALL.queue.stream)
+        assert eid == done.entry_id
+        assert fields[c.FIELD_JOB_ID] == done.job_id and fields[c.FIELD_COMMIT] == "a" * 40
+        groups = redis_client.xinfo_groups(SMALL.queue.stream)
+        assert [g["name"] for g in groups] == [SMALL.queue.consumer_group]
+        assert groups[0]["lag"] == 1  # what KEDA's lagCount reads
+        assert redis_client.zscore(c.JOBS_INDEX, done.job_id) is not None
+
+    @pytest.mark.parametrize("spec,message", [
+        (dict(repo="nope", ref="main"), "is not OWNER/NAME"),
+        (dict(repo="a/b", ref="--upload-pack=x"), "is not a valid git ref"),
+        (dict(repo="a/b", ref="main", commit="xyz"), "not a hexadecimal commit"),
+        (dict(repo="a/b", ref="main", checkout="svn"), "checkout must be"),
+    ])
+    def test_invalid_spec_refused(self, spec, message):
+        with pytest.raises(QueueError, match=message):
+            JobSpec(**spec)
+
+    def test_trim_keeps_undelivered_and_pending(self, redis_client):
+        """MAXLEN ~ alone would cut a backlog longer than maxLen; the cut stops at the group."""
+        q = SMALL.queue
+        first = [submit(redis_client, SMALL, JobSpec("a/b", "main")) for _ in range(250)]
+        # Deliver 150, ack 120: 30 stay pending, 100 undelivered.
+        got = redis_client.xreadgroup(q.consumer_group, "c1", {q.stream: ">"}, count=150)[0][1]
+        redis_client.xack(q.stream, q.consumer_group, *[e[0] for e in got[:120]])
+        for _ in range(300):
+            submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        ids = {e[0] for e in redis_client.xrange(q.stream)}
+        oldest_pending = got[120][0]
+        assert oldest_pending in ids
+        assert all(s.entry_id in ids for s in first[120:])
+        # ... and the acknowledged ones did get trimmed (the stream is bounded).
+        assert first[0].entry_id not in ids
+
+    def test_redis_down_is_a_clear_error(self):
+        from raibid_gitops.clients.redis import connect
+
+        client = connect("redis://127.0.0.1:1/0")
+        with pytest.raises(RedisUnavailable, match="cannot reach Redis at 127.0.0.1:1"):
+            submit(client, SMALL, JobSpec("a/b", "main"))
+
+    def test_wrong_password_is_a_clear_error(self, redis_server):
+        from raibid_gitops.clients.redis import connect
+
+        client = connect(redis_server.url, password="wrong")
+        with pytest.raises(RedisUnavailable, match="refused the password|refused a command"):
+            stats(client, SMALL)
+
+
+class TestCancel:
+    """cancel finishes a queued job at once and flags a running one for its agent."""
+
+    def test_queued(self, redis_client):
+        done = submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        assert cancel(redis_client, SMALL, done.job_id).outcome == "cancelled"
+        job = get_job(redis_client, done.job_id)
+        assert job.state == c.STATE_CANCELLED and job.final
+        assert cancel(redis_client, SMALL, done.job_id).outcome == "final"
+        assert any(line.line.startswith(c.LOG_FINISHED_PREFIX) for line in read_logs(redis_client, done.job_id))
+
+    def test_running(self, redis_client):
+        done = submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        redis_client.hset(c.job_key(done.job_id), c.REC_STATE, c.STATE_RUNNING)
+        assert cancel(redis_client, SMALL, done.job_id).outcome == "requested"
+        assert get_job(redis_client, done.job_id).cancel_requested
+
+    def test_unknown(self, redis_client):
+        with pytest.raises(JobNotFound):
+            cancel(redis_client, SMALL, "nope")
+
+
+class TestStats:
+    def test_numbers(self, redis_client):
+        q = SMALL.queue
+        for _ in range(5):
+            submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        redis_client.xreadgroup(q.consumer_group, "c1", {q.stream: ">"}, count=2)
+        s = stats(redis_client, SMALL)
+        assert (s.length, s.lag, s.pending, s.consumers, s.dead_letters) == (5, 3, 2, 1, 0)
+        assert s.oldest_pending_age_seconds is not None and s.oldest_pending_age_seconds >= 0
+
+    def test_empty(self, redis_client):
+        s = stats(redis_client, SMALL)
+        assert not s.group_exists and s.length == 0 and s.lag is None
+
+
+class TestCli:
+    """`raibid queue` end to end through the CLI entry point."""
+
+    def _run(self, capsys, redis_server, *argv):
+        code = cli_main(["queue", *argv, "--redis-url", redis_server.url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def test_submit_status_list_stats(self, capsys, monkeypatch, redis_server, redis_client, tmp_path):
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        monkeypatch.chdir(tmp_path)  # not inside a config repository: defaults apply
+        code, out, _ = self._run(capsys, redis_server, "submit", "--repo", "raibid/hello", "--ref", "main")
+        assert code == 0
+        job_id = out.strip()
+        code, out, _ = self._run(capsys, redis_server, "status", job_id, "-o", "json")
+        assert code == 0 and json.loads(out)["state"] == "queued"
+        code, out, _ = self._run(capsys, redis_server, "list")
+        assert code == 0 and job_id in out and "STATE" in out
+        code, out, _ = self._run(capsys, redis_server, "stats", "-o", "json")
+        assert code == 0 and json.loads(out)["lag"] == 1
+        code, _, err = self._run(capsys, redis_server, "cancel", job_id)
+        assert code == 0 and "cancelled" in err
+        code, _, err = self._run(capsys, redis_server, "status", "missing-job")
+        assert code == 1 and "job missing-job not found" in err
+        assert len(list_jobs(redis_client)) == 1
+
+    def test_no_password_says_what_to_do(self, capsys, monkeypatch, redis_server, tmp_path):
+        monkeypatch.delenv("RAIBID_REDIS_PASSWORD", raising=False)
+        monkeypatch.chdir(tmp_path)
+        code, _, err = self._run(capsys, redis_server, "stats")
+        assert code == 2 and "RAIBID_REDIS_PASSWORD" in err

@@ -1,0 +1,259 @@
+"""Snapshot tests of each TUI tab from fixed rows (pytest-textual-snapshot).
+
+The app runs with ``live=False`` (no worker polls a backend) and a fixed clock; each test
+hands the panels fixed frozen rows, so a snapshot changes only when the screen does.
+Update after an intended change with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+pytest.importorskip("textual")
+
+from raibid_tui.app import RaibidApp  # noqa: E402
+from raibid_tui.sources import Sources  # noqa: E402
+from raibid_tui.sources.agents import AgentRow  # noqa: E402
+from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState  # noqa: E402
+from raibid_tui.sources.flux import Condition, EventRow, FluxRow  # noqa: E402
+from raibid_tui.sources.queue import QueueStats  # noqa: E402
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+SIZE = (150, 34)
+GOOD = "main@sha1:" + "4f2c9a1e" * 5
+NEW = "main@sha1:" + "9b7d03c4" * 5
+HASH_NEW = "sha256:1b2c3d4e5f607182"
+HASH_OLD = "sha256:a0a1a2a3a4a5a6a7"
+
+
+def _ready(message: str) -> tuple[Condition, ...]:
+    return (Condition("Ready", "True", "ReconciliationSucceeded", message, "2026-11-28T11:58:00Z"),)
+
+
+FLUX_ROWS = (
+    FluxRow(uid="u-gr", kind="GitRepository", namespace="flux-system", name="raibid-config", status="Ready",
+            reason="Succeeded", message="stored artifact for revision 'main@sha1:9b7d03c4'", revision=NEW,
+            subject="agents: maxReplicas 8 -> 12", source="http://gitea/raibid/raibid-config.git",
+            created=NOW - timedelta(days=3), generation=1, observed_generation=1,
+            conditions=_ready("stored artifact")),
+    FluxRow(uid="u-ks", kind="Kustomization", namespace="flux-system", name="raibid-config", status="Failed",
+            reason="BuildFailed", message="kustomize build failed: accumulating resources", revision=GOOD,
+            attempted=NEW, subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(days=3),
+            source="GitRepository/flux-system/raibid-config", generation=2, observed_generation=2,
+            conditions=(Condition("Ready", "False", "BuildFailed", "kustomize build failed: accumulating resources",
+                                  "2026-11-28T11:59:10Z"),)),
+    FluxRow(uid="u-ks2", kind="Kustomization", namespace="flux-system", name="raibid-infra", status="Ready",
+            reason="ReconciliationSucceeded", message=f"Applied revision: {GOOD}", revision=GOOD,
+            attempted=GOOD, subject="redis: appendonly yes", suspended=True, created=NOW - timedelta(hours=5),
+            generation=1, observed_generation=1, conditions=_ready("Applied revision")),
+    FluxRow(uid="u-ks3", kind="Kustomization", namespace="flux-system", name="raibid-monitoring",
+            status="Reconciling", reason="Progressing", message="Reconciliation in progress", revision=GOOD,
+            attempted=GOOD, created=NOW - timedelta(minutes=7), generation=3, observed_generation=2),
+)
+
+EVENTS = (
+    EventRow("2026-11-28 11:59:09", "Normal", "Progressing", "Reconciliation in progress", "kustomize-controller"),
+    EventRow("2026-11-28 11:59:10", "Warning", "BuildFailed", "kustomize build failed: accumulating resources",
+             "kustomize-controller"),
+)
+
+CHANGES = ChangesSnapshot(
+    settings=(
+        SettingsState("config repo HEAD", HASH_NEW, "9b7d03c4 agents: maxReplicas 8 -> 12"),
+        SettingsState("live ConfigMap", HASH_NEW, "raibid-ci/raibid-settings resourceVersion 4711"),
+        SettingsState("agents", HASH_NEW, "2 of 3 agent(s)"),
+        SettingsState("agents", HASH_OLD, "1 of 3 agent(s)"),
+    ),
+    pulls=(
+        PullRow(7, "scaling: lagCount 1 -> 2", "raibid/set-scaling-lagcount-1a2b", "alice", "aa" * 20,
+                "success", "verify passed"),
+        PullRow(8, "agents: memory 4Gi -> 64Gi", "raibid/set-agents-memory-3c4d", "bob", "bb" * 20,
+                "failure", "agents.maxReplicas x agents.memory exceeds capacity", mergeable=True),
+        PullRow(9, "queue: maxDeliveries 3 -> 5", "raibid/set-queue-maxdeliveries", "carol", "cc" * 20, "pending"),
+    ),
+)
+
+DIFF = """\
+diff --git a/overlays/dgx-spark/settings.yaml b/overlays/dgx-spark/settings.yaml
+--- a/overlays/dgx-spark/settings.yaml
++++ b/overlays/dgx-spark/settings.yaml
+@@ -30,7 +30,7 @@ scaling:
+   pollingInterval: 10
+-  lagCount: 1
++  lagCount: 2
+"""
+
+QUEUE = QueueStats(stream="raibid:jobs", group="raibid-agents", dead_letter_stream="raibid:jobs:dead", length=42,
+                   lag=17, pending=3, oldest_pending_age=754.0, dead_letters=2, consumers=3,
+                   throughput=(0, 1, 3, 2, 5, 8, 6, 4, 7, 9, 3, 2, 1, 0, 4, 6), interval=2.0)
+
+AGENTS = (
+    AgentRow("raibid-agent-7k2p9", "running", "job-20261128-0042", HASH_NEW, NOW - timedelta(seconds=4)),
+    AgentRow("raibid-agent-b8xq1", "idle", "", HASH_NEW, NOW - timedelta(seconds=11)),
+    AgentRow("raibid-agent-zz31m", "running", "job-20261128-0043", HASH_OLD, NOW - timedelta(seconds=2),
+             stale=True),
+)
+
+
+class FixedFlux:
+    """Answers the detail view's event query with fixed events."""
+
+    def events(self, row: FluxRow) -> tuple[EventRow, ...]:
+        return EVENTS
+
+    def stop(self) -> None:
+        pass
+
+
+class FixedChanges:
+    def diff(self, pr: PullRow) -> str:
+        return DIFF
+
+
+def make_app() -> RaibidApp:
+    sources = Sources(flux=FixedFlux(), changes=FixedChanges(), where="raibid-devstack · namespace flux-system")
+    return RaibidApp(sources, live=False, clock=lambda: NOW)
+
+
+async def fill(pilot) -> None:
+    app = pilot.app
+    app.expected_hash = HASH_NEW
+    app.query_one("#flux-panel").set_rows(FLUX_ROWS)
+    app.query_one("#changes-panel").show(CHANGES)
+    app.query_one("#queue-panel").show(QUEUE)
+    app.query_one("#agents-panel").show(AGENTS)
+    await pilot.pause()
+
+
+class TestFluxTab:
+    """The Flux tab: GitRepositories and Kustomizations, status colours, a failing newer commit
+    in ATTEMPTED, suspended objects; the detail modal; confirmations; the banner."""
+
+    def test_rows(self, snap_compare):
+        """Both kinds, GitRepositories first; the Kustomization whose new commit failed shows
+        ⚠ and the attempted revision; SUSPENDED 'yes' for the suspended one."""
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=fill)
+
+    def test_detail_view(self, snap_compare):
+        """enter on the failing Kustomization opens fields, conditions and recent events."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("down", "enter")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_confirm_reconcile(self, snap_compare):
+        """r asks before reconciling; the question names the object."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("down", "r")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_confirm_resume(self, snap_compare):
+        """s on a suspended object offers to resume it."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("down", "down", "s")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_banner_when_unreachable(self, snap_compare):
+        """A watch error shows a red banner above the (kept) rows."""
+        from raibid_gitops.errors import KubeError
+
+        async def run_before(pilot):
+            await fill(pilot)
+            pilot.app.query_one("#flux-panel").set_error(
+                "Kustomization", KubeError("watch kustomizations: cannot reach the Kubernetes API at "
+                                           "https://127.0.0.1:6443 (MaxRetryError)",
+                                           hint="check --kubeconfig/--context and that the cluster is up"))
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+class TestChangesTab:
+    """The Changes tab: settings by hash at HEAD / live / agents, open PRs with verify status."""
+
+    def test_settings_and_pulls(self, snap_compare):
+        """Hashes that differ from HEAD are marked; verify passed / failed / running."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("2")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_diff_view(self, snap_compare):
+        """enter on a PR shows its diff, with m to merge in the footer."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("2", "enter")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_confirm_merge(self, snap_compare):
+        """m on a PR whose verify failed asks, and the question says verify failed."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("2", "down", "m")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+class TestQueueTab:
+    """The Queue tab: length, lag, pending, oldest pending age, dead letters, sparkline."""
+
+    def test_numbers_and_sparkline(self, snap_compare):
+        """Dead letters stand out in red; the sparkline shows the throughput samples."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("3")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+class TestAgentsTab:
+    """The Agents tab: id, state, current job, settings hash, last heartbeat."""
+
+    def test_stale_agent_stands_out(self, snap_compare):
+        """The agent on other settings than the live ConfigMap is marked ⚠ stale; the summary counts it."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("4")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+class TestHelp:
+    """? shows every binding by tab."""
+
+    def test_help(self, snap_compare):
+        """The help modal over the Flux tab."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("question_mark")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)

@@ -1,0 +1,427 @@
+"""Pilot tests driving each TUI tab against the real local stack (kube-apiserver, Redis, Gitea),
+and the app started by `raibid tui` in tmux, in a real terminal.
+
+Flux objects are created directly in the API server with their status written through the
+status subresource (no Flux sync needed); the reconcile test plays the controllers' part by
+answering the requestedAt annotation, so the TUI's waiting logic runs against real watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("textual")
+
+from raibid_tui.app import RaibidApp  # noqa: E402
+from raibid_tui.screens.confirm import ConfirmScreen  # noqa: E402
+from raibid_tui.screens.diff import DiffScreen  # noqa: E402
+from raibid_tui.screens.flux_detail import FluxDetailScreen  # noqa: E402
+from raibid_tui.sources import build  # noqa: E402
+
+pytestmark = pytest.mark.stack
+
+SRC = ("source.toolkit.fluxcd.io", "v1", "gitrepositories")
+KS = ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations")
+REV1 = "main@sha1:" + "1111aaaa" * 5
+REV2 = "main@sha1:" + "2222bbbb" * 5
+CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
+SIZE = (170, 40)
+
+
+def _cond(status: str, reason: str, message: str) -> list[dict]:
+    return [{"type": "Ready", "status": status, "reason": reason, "message": message,
+             "lastTransitionTime": "2026-11-28T00:00:00Z", "observedGeneration": 1}]
+
+
+class FluxObjects:
+    """Create Flux objects in a namespace and write their status like the controllers do."""
+
+    def __init__(self, api_client, namespace: str) -> None:
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.ns = namespace
+
+    def get(self, kind: tuple[str, str, str], name: str) -> dict:
+        return self.api.get_namespaced_custom_object(kind[0], kind[1], self.ns, kind[2], name)
+
+    def set_status(self, kind: tuple[str, str, str], name: str, status: dict) -> dict:
+        obj = self.get(kind, name)
+        obj["status"] = {"observedGeneration": obj["metadata"].get("generation", 1), **status}
+        return self.api.replace_namespaced_custom_object_status(kind[0], kind[1], self.ns, kind[2], name, obj)
+
+    def git_repository(self, name: str, revision: str = REV1) -> dict:
+        self.api.create_namespaced_custom_object(*SRC[:2], self.ns, SRC[2], {
+            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": name},
+            "spec": {"interval": "1m", "url": "http://gitea.example/raibid/raibid-config.git",
+                     "ref": {"branch": "main"}}})
+        return self.set_status(SRC, name, {
+            "artifact": {"revision": revision, "path": "p", "url": "http://x/a.tar.gz", "digest": "sha256:00",
+                         "lastUpdateTime": "2026-11-28T00:00:00Z"},
+            "conditions": _cond("True", "Succeeded", f"stored artifact for revision '{revision}'")})
+
+    def kustomization(self, name: str, source: str, applied: str = REV1) -> dict:
+        self.api.create_namespaced_custom_object(*KS[:2], self.ns, KS[2], {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization", "metadata": {"name": name},
+            "spec": {"interval": "1m", "path": "./overlays/dgx-spark", "prune": True,
+                     "sourceRef": {"kind": "GitRepository", "name": source}}})
+        return self.set_status(KS, name, {
+            "lastAppliedRevision": applied, "lastAttemptedRevision": applied,
+            "conditions": _cond("True", "ReconciliationSucceeded", f"Applied revision: {applied}")})
+
+
+@pytest.fixture
+def objs(kube_client, kube_namespace) -> FluxObjects:
+    o = FluxObjects(kube_client, kube_namespace)
+    o.git_repository("raibid-config")
+    o.kustomization("raibid-config", "raibid-config")
+    return o
+
+
+def run_async(fn):
+    """Run an async test body with asyncio.run (no pytest-asyncio needed); fixtures still
+    resolve from the wrapped signature."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def until(pilot, cond, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def flux_app(kube, namespace: str, *, redis_url: str = CLOSED_PORT_URL, repo: Path | None = None,
+             gitea_url: str | None = None, gitea_token: str | None = None) -> RaibidApp:
+    sources = build(kubeconfig=str(kube.kubeconfig), namespace=namespace, repo=repo, redis_url=redis_url,
+                    gitea_url=gitea_url, gitea_token=gitea_token)
+    return RaibidApp(sources)
+
+
+def ks_row(app: RaibidApp):
+    return next((r for r in app.query_one("#flux-panel").rows.values() if r.kind == "Kustomization"), None)
+
+
+class TestFluxTabLive:
+    """The Flux tab against kube-apiserver: watches, in-place rows, actions, detail view."""
+
+    @run_async
+    async def test_rows_follow_the_watch(self, kube, objs):
+        """Rows appear from one list; a status change updates the same row (keyed by uid) with
+        the failing newer commit in ATTEMPTED; a deletion removes the row; no relist happened."""
+        app = flux_app(kube, objs.ns)
+        lists: list[str] = []
+        original = app.sources.flux.list
+        app.sources.flux.list = lambda kind: (lists.append(kind), original(kind))[1]
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#flux-panel")
+            await until(pilot, lambda: len(panel.rows) == 2, what="two rows")
+            ks = ks_row(app)
+            assert ks.revision == REV1 and ks.status == "Ready"
+            objs.set_status(KS, "raibid-config", {
+                "lastAppliedRevision": REV1, "lastAttemptedRevision": REV2,
+                "conditions": _cond("False", "BuildFailed", "kustomize build failed")})
+            await until(pilot, lambda: ks_row(app).status == "Failed", what="the Failed status")
+            row = ks_row(app)
+            assert row.uid == ks.uid and row.failing_new_commit
+            cells = panel.table.get_row(row.uid)
+            assert "⚠ main@2222bbbb" in str(cells[6]) and "BuildFailed" in str(cells[9])
+            assert panel.table.row_count == 2
+            objs.api.delete_namespaced_custom_object(*SRC[:2], objs.ns, SRC[2], "raibid-config")
+            await until(pilot, lambda: len(panel.rows) == 1, what="the deleted row to go")
+            assert panel.table.row_count == 1
+        assert sorted(lists) == ["GitRepository", "Kustomization"]  # one list each, then watches
+
+    @run_async
+    async def test_suspend_and_resume_are_confirmed(self, kube, objs):
+        """s asks first (n leaves it alone); y suspends through the API; s, y resumes."""
+        app = flux_app(kube, objs.ns)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#flux-panel")
+            await until(pilot, lambda: len(panel.rows) == 2, what="two rows")
+            panel.table.move_cursor(row=panel.table.get_row_index(ks_row(app).uid))
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+            await pilot.press("n")
+            await pilot.pause(0.5)
+            assert not objs.get(KS, "raibid-config")["spec"].get("suspend", False)
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: ks_row(app).suspended, what="the watch to show it suspended")
+            assert objs.get(KS, "raibid-config")["spec"]["suspend"] is True
+            await pilot.press("s", "y")
+            await until(pilot, lambda: not ks_row(app).suspended, what="resumed")
+
+    @run_async
+    async def test_reconcile_waits_until_the_commit_is_applied(self, kube, objs):
+        """r, y annotates the source, then the Kustomization, and reports success only once
+        the Kustomization has applied the source's new revision (controllers simulated)."""
+        stop = threading.Event()
+        steps: list[str] = []
+
+        def controllers() -> None:
+            # Answer each requestedAt like source- and kustomize-controller would.
+            handled: dict[str, str] = {}
+            while not stop.is_set():
+                for kind, name in ((SRC, "raibid-config"), (KS, "raibid-config")):
+                    obj = objs.get(kind, name)
+                    token = (obj["metadata"].get("annotations") or {}).get("reconcile.fluxcd.io/requestedAt")
+                    if token and handled.get(kind[2]) != token:
+                        handled[kind[2]] = token
+                        time.sleep(0.3)
+                        if kind is SRC:
+                            steps.append("source")
+                            objs.set_status(SRC, name, {
+                                "lastHandledReconcileAt": token,
+                                "artifact": {"revision": REV2, "path": "p", "url": "http://x/b.tar.gz",
+                                             "digest": "sha256:01", "lastUpdateTime": "2026-11-28T00:01:00Z"},
+                                "conditions": _cond("True", "Succeeded", "stored artifact")})
+                        else:
+                            steps.append("kustomization")
+                            objs.set_status(KS, name, {
+                                "lastHandledReconcileAt": token, "lastAppliedRevision": REV2,
+                                "lastAttemptedRevision": REV2,
+                                "conditions": _cond("True", "ReconciliationSucceeded", f"Applied revision: {REV2}")})
+                stop.wait(0.2)
+
+        thread = threading.Thread(target=controllers, daemon=True)
+        thread.start()
+        app = flux_app(kube, objs.ns)
+        notes: list[str] = []
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                original = app.notify
+                app.notify = lambda message, **kw: (notes.append(str(message)), original(message, **kw))[1]
+                panel = app.query_one("#flux-panel")
+                await until(pilot, lambda: len(panel.rows) == 2, what="two rows")
+                panel.table.move_cursor(row=panel.table.get_row_index(ks_row(app).uid))
+                await pilot.press("r")
+                await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+                await pilot.press("y")
+                await until(pilot, lambda: any("applied main@2222bbbb" in n for n in notes), timeout=30,
+                            what="the success notification")
+                assert steps == ["source", "kustomization"]
+                assert ks_row(app).revision == REV2
+        finally:
+            stop.set()
+            thread.join(5)
+
+    @run_async
+    async def test_detail_shows_conditions_and_events(self, kube, objs):
+        """enter opens the detail view: the Ready condition and the object's events."""
+        from kubernetes import client
+
+        ks = objs.get(KS, "raibid-config")
+        objs.core.create_namespaced_event(objs.ns, client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"raibid-config.{uuid.uuid4().hex[:8]}"),
+            involved_object=client.V1ObjectReference(
+                api_version="kustomize.toolkit.fluxcd.io/v1", kind="Kustomization", name="raibid-config",
+                namespace=objs.ns, uid=ks["metadata"]["uid"]),
+            reason="ReconciliationSucceeded", message="Reconciliation finished in 1.2s", type="Normal",
+            source=client.V1EventSource(component="kustomize-controller"),
+            last_timestamp=ks["metadata"]["creationTimestamp"]))
+        app = flux_app(kube, objs.ns)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#flux-panel")
+            await until(pilot, lambda: len(panel.rows) == 2, what="two rows")
+            panel.table.move_cursor(row=panel.table.get_row_index(ks["metadata"]["uid"]))
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, FluxDetailScreen), what="the detail view")
+            events = app.screen.query_one("#detail-events")
+            await until(pilot, lambda: events.row_count == 1, what="the event")
+            assert "Reconciliation finished" in str(events.get_row_at(0)[4])
+            assert app.screen.query_one("#detail-conditions").row_count == 1
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, FluxDetailScreen), what="closed")
+
+
+class TestQueueAndAgentsTabs:
+    """The Queue and Agents tabs against a real Redis; a dead Redis only banners its tabs."""
+
+    @run_async
+    async def test_queue_numbers(self, kube, kube_namespace, redis_server, redis_client, monkeypatch):
+        """Length, lag, pending, oldest pending age and dead letters as Redis reports them;
+        throughput counts entries acknowledged between samples."""
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        r = redis_client
+        r.xgroup_create("raibid:jobs", "raibid-agents", id="0", mkstream=True)
+        for i in range(5):
+            r.xadd("raibid:jobs", {"job_id": f"j{i}"})
+        got = r.xreadgroup("raibid-agents", "agent-a", {"raibid:jobs": ">"}, count=3)
+        r.xack("raibid:jobs", "raibid-agents", got[0][1][0][0])
+        r.xadd("raibid:jobs:dead", {"job_id": "old", "reason": "maxDeliveries"})
+        app = flux_app(kube, kube_namespace, redis_url=redis_server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            panel = app.query_one("#queue-panel")
+            await until(pilot, lambda: panel.last is not None, what="queue stats")
+            s = panel.last
+            assert (s.length, s.lag, s.pending, s.dead_letters, s.consumers) == (5, 2, 2, 1, 1)
+            assert s.oldest_pending_age is not None and s.oldest_pending_age < 60
+            got = r.xreadgroup("raibid-agents", "agent-a", {"raibid:jobs": ">"}, count=2)
+            for _, entries in got:
+                for entry_id, _ in entries:
+                    r.xack("raibid:jobs", "raibid-agents", entry_id)
+            await until(pilot, lambda: sum(panel.last.throughput) >= 2, timeout=15, what="throughput")
+            assert not app.query_one("#queue-banner").shown
+
+    @run_async
+    async def test_redis_down_banners_only_its_tabs(self, kube, objs):
+        """With Redis unreachable, Queue and Agents show a banner; Flux keeps its live rows."""
+        app = flux_app(kube, objs.ns, redis_url=CLOSED_PORT_URL)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.query_one("#queue-banner").shown, what="the queue banner")
+            await until(pilot, lambda: app.query_one("#agents-banner").shown, what="the agents banner")
+            assert "127.0.0.1:1" in str(app.query_one("#queue-banner").render())
+            await until(pilot, lambda: len(app.query_one("#flux-panel").rows) == 2, what="flux rows")
+            assert not app.query_one("#flux-banner").shown
+
+
+def _config_repo_in(config_repo: Path, namespace: str) -> str:
+    """Point the config repo's settings at ``namespace`` (so its live ConfigMap is the test's
+    own), commit, and return the settings text."""
+    path = config_repo / "overlays/dgx-spark/settings.yaml"
+    text = path.read_text().replace("raibid-ci", namespace)
+    path.write_text(text)
+    subprocess.run(["git", "commit", "-qam", "settings in the test namespace"], cwd=config_repo, check=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "PATH": "/usr/bin:/bin"})
+    return text
+
+
+def _open_pull(gitea, full: str, branch: str, title: str) -> dict:
+    """Open a PR; Gitea records a pushed branch asynchronously, so retry briefly on 404."""
+    from raibid_gitops.devstack.processes import StackError
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return gitea.api("POST", f"/repos/{full}/pulls", {"head": branch, "base": "main", "title": title})
+        except StackError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cannot open a PR; branches: {gitea.api('GET', f'/repos/{full}/branches')}")
+            time.sleep(0.5)
+
+
+class TestChangesTab:
+    """The Changes tab against Gitea, the API server and Redis."""
+
+    @run_async
+    async def test_settings_pulls_diff_merge_and_stale_agents(self, kube, kube_client, kube_namespace, gitea,
+                                                              gitea_repo, config_repo, redis_server, redis_client,
+                                                              monkeypatch):
+        """HEAD, live ConfigMap and agents by hash; the open PR with its raibid/verify status;
+        enter shows the diff, m and y merge it; an agent on other settings is stale."""
+        from kubernetes import client
+
+        from raibid_gitops.settings import load_text
+
+        text = _config_repo_in(config_repo, kube_namespace)
+        head_hash = load_text(text).hash()
+        client.CoreV1Api(kube_client).create_namespaced_config_map(kube_namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="raibid-settings"), data={"settings.yaml": text}))
+        # Publish the repo on Gitea and open a PR that changes a setting.
+        gitea_repo.git("remote", "add", "origin", gitea_repo.clone_url, cwd=config_repo)
+        gitea_repo.git("push", "-q", "origin", "main", cwd=config_repo)
+        gitea_repo.git("checkout", "-qb", "raibid/set-lag", cwd=config_repo)
+        settings = config_repo / "overlays/dgx-spark/settings.yaml"
+        settings.write_text(settings.read_text().replace("lagCount: 1", "lagCount: 2", 1))
+        gitea_repo.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "scaling: lagCount 1 -> 2",
+                       cwd=config_repo)
+        head = gitea_repo.git("rev-parse", "HEAD", cwd=config_repo).strip()
+        gitea_repo.git("push", "-q", "origin", "raibid/set-lag", cwd=config_repo)
+        gitea_repo.git("checkout", "-q", "main", cwd=config_repo)
+        full = f"{gitea_repo.owner}/{gitea_repo.name}"
+        pr = _open_pull(gitea, full, "raibid/set-lag", "scaling: lagCount 1 -> 2")
+        gitea.api("POST", f"/repos/{full}/statuses/{head}",
+                  {"state": "success", "context": "raibid/verify", "description": "verify passed"})
+        # Two agents: one on the live settings, one on older ones.
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        now = f"{time.time():.3f}"
+        redis_client.hset("raibid:agent:a-current", mapping={"state": "idle", "settings_hash": head_hash,
+                                                             "updated_at": now})
+        redis_client.hset("raibid:agent:b-old", mapping={"state": "running", "job": "j7",
+                                                         "settings_hash": "sha256:0000000000000000",
+                                                         "updated_at": now})
+
+        app = flux_app(kube, kube_namespace, redis_url=redis_server.url, repo=config_repo,
+                       gitea_url=gitea.url, gitea_token=gitea.token)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("2")
+            panel = app.query_one("#changes-panel")
+            await until(pilot, lambda: panel.last is not None and panel.last.pulls, timeout=30, what="PRs")
+            snap = panel.last
+            assert not snap.errors, snap.errors
+            by_where = {s.where: s.hash for s in snap.settings if s.where != "agents"}
+            assert by_where == {"config repo HEAD": head_hash, "live ConfigMap": head_hash}
+            assert {s.hash for s in snap.settings if s.where == "agents"} == {head_hash, "sha256:0000000000000000"}
+            (row,) = snap.pulls
+            assert (row.number, row.verify) == (pr["number"], "success")
+
+            await pilot.press("4")
+            agents = app.query_one("#agents-panel")
+            await until(pilot, lambda: agents.last and any(a.stale for a in agents.last), what="a stale agent")
+            assert [a.id for a in agents.last if a.stale] == ["b-old"]
+
+            await pilot.press("2")
+            app.query_one("#pulls-table").focus()
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, DiffScreen), what="the diff view")
+            assert "lagCount: 2" in app.screen.diff
+            await pilot.press("m")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the merge confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: gitea.api("GET", f"/repos/{full}/pulls/{pr['number']}")["merged"],
+                        timeout=30, what="the merge")
+            await until(pilot, lambda: not panel.last.pulls, timeout=30, what="the PR to leave the list")
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+class TestInTmux:
+    """`raibid tui` in a real terminal (tmux), its screen captured."""
+
+    def test_screen_shows_the_kustomization_and_revision(self, kube, objs, tmp_path):
+        """The captured pane has the Kustomization row with its short revision; q quits cleanly."""
+        session = f"raibid-tui-{uuid.uuid4().hex[:8]}"
+        raibid = Path(sys.executable).with_name("raibid")
+        cmd = (f"cd {tmp_path} && RAIBID_REDIS_URL={CLOSED_PORT_URL} {raibid} tui "
+               f"--kubeconfig {kube.kubeconfig} -n {objs.ns}; echo EXIT=$? > {tmp_path}/exit; sleep 30")
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "40", cmd], check=True)
+        try:
+            screen = ""
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                        text=True).stdout
+                if "Kustomization" in screen and "main@1111aaaa" in screen:
+                    break
+                time.sleep(0.5)
+            line = next((l for l in screen.splitlines() if "Kustomization" in l and "raibid-config" in l), "")
+            assert "main@1111aaaa" in line and "Ready" in line, screen
+            assert "Traceback" not in screen
+            subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (tmp_path / "exit").exists():
+                time.sleep(0.2)
+            assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

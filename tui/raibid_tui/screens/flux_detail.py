@@ -1,0 +1,86 @@
+"""Detail of one GitRepository or Kustomization: its fields, conditions and recent events."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+from raibid_tui.sources.flux import EventRow, FluxRow
+from raibid_tui.widgets import formatting as fmt
+
+
+class FluxDetailScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,enter", "close", "Close")]
+
+    DEFAULT_CSS = """
+    FluxDetailScreen { align: center middle; }
+    FluxDetailScreen > VerticalScroll {
+        width: 90%; height: 90%; border: thick $accent; background: $surface; padding: 0 1;
+    }
+    FluxDetailScreen .section { text-style: bold; margin-top: 1; color: $accent; }
+    FluxDetailScreen DataTable { height: auto; max-height: 14; }
+    """
+
+    def __init__(self, row: FluxRow) -> None:
+        super().__init__()
+        self.row = row
+
+    def compose(self) -> ComposeResult:
+        r = self.row
+        fields = [
+            ("Object", r.ref), ("Status", r.status), ("Reason", r.reason or "-"),
+            ("Message", r.message or "-"), ("Revision", r.revision or "-"),
+            ("Commit", r.subject or "-"),
+        ]
+        if r.attempted:
+            fields.append(("Attempted", r.attempted + ("   ⚠ not applied" if r.failing_new_commit else "")))
+        fields += [("Source", r.source or "-"), ("Suspended", "yes" if r.suspended else "no"),
+                   ("Generation", f"{r.generation} (observed {r.observed_generation})"),
+                   ("Created", r.created.isoformat() if r.created else "-")]
+        with VerticalScroll():
+            yield Static("\n".join(f"[b]{k:<11}[/b] {v}" for k, v in fields), markup=True, id="detail-fields")
+            yield Static("Conditions", classes="section")
+            yield DataTable(id="detail-conditions", cursor_type="none")
+            yield Static("Recent events", classes="section")
+            yield Static("loading…", id="detail-events-status")
+            yield DataTable(id="detail-events", cursor_type="none")
+
+    def on_mount(self) -> None:
+        conditions = self.query_one("#detail-conditions", DataTable)
+        conditions.add_columns("TYPE", "STATUS", "REASON", "MESSAGE", "SINCE")
+        for c in self.row.conditions:
+            conditions.add_row(c.type, fmt.status("Ready" if c.status == "True" else "Failed")
+                               if c.type == "Ready" else c.status, c.reason, c.message, c.last_transition)
+        events = self.query_one("#detail-events", DataTable)
+        events.add_columns("TIME", "TYPE", "REASON", "FROM", "MESSAGE")
+        if getattr(self.app.sources, "flux", None) is not None:
+            self._load_events()
+        else:
+            self.show_events((), None)
+
+    @work(thread=True, exclusive=True, group="flux-events", exit_on_error=False)
+    def _load_events(self) -> None:
+        try:
+            events = self.app.sources.flux.events(self.row)
+        except Exception as exc:  # noqa: BLE001 - shown in place of the events
+            self.app.call_from_thread(self.show_events, (), exc)
+            return
+        self.app.call_from_thread(self.show_events, events, None)
+
+    def show_events(self, events: tuple[EventRow, ...], error: BaseException | None) -> None:
+        status = self.query_one("#detail-events-status", Static)
+        if error is not None:
+            status.update(f"[b red]cannot list events:[/] {error}")
+        else:
+            status.update("" if events else "no events")
+            status.display = not events
+        table = self.query_one("#detail-events", DataTable)
+        for e in events:
+            table.add_row(e.time, e.type, e.reason, e.source, e.message)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,52 @@
+"""``?``: every key binding, by tab."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+HELP = """\
+[b]raibid tui[/b] — Flux, pending changes, the queue and the agents
+
+[b]Everywhere[/b]
+  1 2 3 4      Flux / Changes / Queue / Agents tab
+  tab          next widget          ?   this help          q   quit
+
+[b]Flux[/b]  (live through Kubernetes watches)
+  enter        details: conditions and recent events
+  r            reconcile with source; waits until the commit is applied and Ready
+  s            suspend / resume
+  ATTEMPTED ⚠  a newer commit was tried but not applied (see MESSAGE)
+
+[b]Changes[/b]
+  settings     hash at the config repo's HEAD, in the live ConfigMap, and what agents run
+  enter / d    view the selected pull request's diff
+  m            merge the selected pull request (confirmed)
+  R            refresh now
+
+[b]Queue[/b]   length, lag, pending, oldest pending age, dead letters, throughput
+[b]Agents[/b]  agents on other settings than the live ConfigMap are marked ⚠ stale
+
+A backend that cannot be reached shows a red banner in its own tab; the others keep working.
+Every change asks for confirmation (y / n).
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90; height: auto; max-height: 90%; border: thick $accent;
+                                  background: $surface; padding: 1 2; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(HELP)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,69 @@
+"""The TUI's data layer: one module per backend, each returning frozen row dataclasses.
+
+Widgets never see a client object; the app calls these from thread workers and hands the
+rows to widgets on the main thread. Tests replace a :class:`Sources` member with a fake that
+returns fixed rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Redis URL when neither --redis-url nor RAIBID_REDIS_URL is given (a port-forward).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class Sources:
+    """The backends the app reads; any may be None (its panel then says it is not configured)."""
+
+    flux: Any = None
+    changes: Any = None
+    queue: Any = None
+    agents: Any = None
+    #: Shown in the header: the cluster and namespace being watched.
+    where: str = ""
+
+    def stop(self) -> None:
+        """Unblock watches and close connections (called when the app exits)."""
+        for s in (self.flux,):
+            if s is not None and hasattr(s, "stop"):
+                s.stop()
+        for conn in {id(c): c for c in self._conns()}.values():
+            conn.close()
+
+    def _conns(self) -> list[Any]:
+        out = []
+        for s in (self.flux, self.changes, self.queue, self.agents):
+            for attr in ("conn", "kube"):
+                c = getattr(s, attr, None)
+                if c is not None and hasattr(c, "close"):
+                    out.append(c)
+        return out
+
+
+def build(*, kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None,
+          all_namespaces: bool = False, repo: Path | None = None, redis_url: str | None = None,
+          gitea_url: str | None = None, gitea_token: str | None = None) -> Sources:
+    """The real sources for ``raibid tui``'s options. Nothing connects here: each backend
+    connects in its panel's worker, so an unreachable one only fails its own panel."""
+    from raibid_tui.sources.agents import AgentsSource
+    from raibid_tui.sources.changes import ChangesSource
+    from raibid_tui.sources.flux import FluxSource
+    from raibid_tui.sources.kube import KubeConn
+    from raibid_tui.sources.queue import QueueSource
+    from raibid_tui.sources.redisconn import RedisConn
+
+    kube = KubeConn(kubeconfig, context)
+    redis_conn = RedisConn(redis_url or os.environ.get("RAIBID_REDIS_URL") or DEFAULT_REDIS_URL)
+    agents = AgentsSource(redis_conn)
+    changes = ChangesSource(repo, kube, gitea_url, gitea_token, agents=agents)
+    settings = changes.settings()
+    ns = None if all_namespaces else (namespace or "flux-system")
+    flux = FluxSource(kube, ns, subject=changes.commit_subject)
+    queue = QueueSource(redis_conn, settings)
+    where = f"{context or 'current context'} · {'all namespaces' if ns is None else 'namespace ' + ns}"
+    return Sources(flux=flux, changes=changes, queue=queue, agents=agents, where=where)

@@ -1,0 +1,1 @@
+"""Widgets, grouped by area: one module per tab plus the shared pieces."""

@@ -1,0 +1,167 @@
+"""The Changes tab: settings by hash (config repo HEAD / live ConfigMap / agents) and the open
+pull requests with their verify status; view a PR's diff, merge it (confirmed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from raibid_tui.sources.changes import ChangesSnapshot, PullRow
+from raibid_tui.widgets import formatting as fmt
+from raibid_tui.widgets.banner import Banner
+from raibid_tui.widgets.polling import PollingPanel
+from raibid_tui.widgets.table import KeyedTable
+
+VERIFY_STYLE = {"success": ("✔ passed", "green"), "failure": ("✘ failed", "bold red"),
+                "error": ("✘ error", "bold red"), "pending": ("… running", "yellow"), "": ("- none", "dim")}
+
+
+def verify_text(state: str) -> Text:
+    label, style = VERIFY_STYLE.get(state, (state, ""))
+    return Text(label, style=style)
+
+
+class ChangesPanel(PollingPanel):
+    INTERVAL = 10.0
+    TITLE_DOWN = "Changes: a backend is unreachable"
+
+    BINDINGS = [
+        Binding("d", "diff", "View diff (enter)"),
+        Binding("m", "merge", "Merge…"),
+        Binding("R", "refresh", "Refresh"),
+    ]
+
+    DEFAULT_CSS = """
+    ChangesPanel { height: 1fr; }
+    ChangesPanel .section { text-style: bold; color: $accent; margin-top: 1; }
+    ChangesPanel #settings-table { height: auto; max-height: 10; }
+    ChangesPanel #pulls-table { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.snapshot = ChangesSnapshot()
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="changes-banner")
+        yield Static("Settings (by hash)", classes="section")
+        settings = KeyedTable(id="settings-table", cursor_type="none")
+        for key, label in (("where", "WHERE"), ("hash", "SETTINGS HASH"), ("state", "STATE"), ("detail", "DETAIL")):
+            settings.add_column(label, key=key)
+        yield settings
+        yield Static("Open pull requests", classes="section")
+        pulls = KeyedTable(id="pulls-table")
+        for key, label in (("number", "#"), ("title", "TITLE"), ("branch", "BRANCH"), ("author", "AUTHOR"),
+                           ("verify", "raibid/verify"), ("mergeable", "MERGEABLE")):
+            pulls.add_column(label, key=key)
+        yield pulls
+
+    def source(self) -> Any:
+        return self.app.sources.changes
+
+    def read(self) -> ChangesSnapshot:
+        return self.source().snapshot()
+
+    def succeeded(self, data: ChangesSnapshot) -> None:
+        self.last = data
+        self.show(data)
+
+    def show(self, snap: ChangesSnapshot) -> None:
+        self.snapshot = snap
+        self.app.expected_hash = snap.live_hash or None
+        banner = self.query_one(Banner)
+        if snap.errors:
+            banner.show(self.TITLE_DOWN, "\n".join(snap.errors))
+        else:
+            banner.clear()
+        head = next((s.hash for s in snap.settings if s.where == "config repo HEAD"), "")
+        settings = self.query_one("#settings-table", KeyedTable)
+        keys = []
+        for i, s in enumerate(snap.settings):
+            key = f"{s.where}/{i}"
+            keys.append(key)
+            if s.error:
+                state = Text("✘ error", style="bold red")
+            elif not s.hash:
+                state = Text("-", style="dim")
+            elif head and s.hash != head:
+                state = Text("⚠ differs from HEAD", style="bold yellow")
+            else:
+                state = Text("= HEAD", style="green")
+            settings.upsert(key, (s.where, fmt.short_hash(s.hash), state, fmt.clip(s.error or s.detail, 70)))
+        for key in set(settings.keys()) - set(keys):
+            settings.discard(key)
+        pulls = self.query_one("#pulls-table", KeyedTable)
+        current = {str(p.number) for p in snap.pulls}
+        for key in set(pulls.keys()) - current:
+            pulls.discard(key)
+        for p in snap.pulls:
+            pulls.upsert(str(p.number), (str(p.number), fmt.clip(p.title, 50), p.branch, p.author,
+                                         verify_text(p.verify),
+                                         Text("yes", style="green") if p.mergeable else Text("no", style="red")))
+
+    def selected(self) -> PullRow | None:
+        key = self.query_one("#pulls-table", KeyedTable).selected_key()
+        return next((p for p in self.snapshot.pulls if str(p.number) == key), None)
+
+    def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+        event.stop()
+        if event.data_table.id == "pulls-table":
+            self.action_diff()
+
+    def action_refresh(self) -> None:
+        if self.source() is not None:
+            self.poll()
+
+    def action_diff(self) -> None:
+        pr = self.selected()
+        if pr is not None and self.source() is not None:
+            self._load_diff(pr)
+
+    @work(thread=True, exclusive=True, group="changes-diff", exit_on_error=False)
+    def _load_diff(self, pr: PullRow) -> None:
+        try:
+            text = self.source().diff(pr)
+        except Exception as exc:  # noqa: BLE001
+            self._from_thread(self.app.notify, str(exc), title=f"Diff of #{pr.number} failed", severity="error")
+            return
+        self._from_thread(self._show_diff, pr, text)
+
+    def _show_diff(self, pr: PullRow, text: str) -> None:
+        from raibid_tui.screens.diff import DiffScreen
+
+        def done(merge: bool | None) -> None:
+            if merge:
+                self._confirm_merge(pr)
+
+        self.app.push_screen(DiffScreen(pr, text), done)
+
+    def action_merge(self) -> None:
+        pr = self.selected()
+        if pr is not None and self.source() is not None:
+            self._confirm_merge(pr)
+
+    def _confirm_merge(self, pr: PullRow) -> None:
+        from raibid_tui.screens.confirm import ConfirmScreen
+
+        warn = "" if pr.verify == "success" else f"  raibid/verify is {pr.verify or 'missing'}!"
+        self.app.push_screen(
+            ConfirmScreen(f"Merge #{pr.number} “{pr.title}” into the config repo?",
+                          f"Flux applies it on its next sync.{warn}"),
+            lambda yes: self._merge(pr) if yes else None)
+
+    @work(thread=True, exclusive=True, group="changes-merge", exit_on_error=False)
+    def _merge(self, pr: PullRow) -> None:
+        try:
+            self.source().merge(pr)
+        except Exception as exc:  # noqa: BLE001
+            self._from_thread(self.app.notify, str(exc), title=f"Merge of #{pr.number} failed", severity="error",
+                              timeout=12)
+            return
+        self._from_thread(self.app.notify, f"#{pr.number} merged", title="Changes")
+        self._from_thread(self.poll)
