@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ import requests
 from raibid_gitops.clients import kube as kube_mod
 from raibid_gitops.clients.git import Auth, Repo
 from raibid_gitops.clients.kube import Kube, ObjectRef
+from raibid_gitops.errors import KubeError, RaibidError
 from raibid_gitops.gitops import flux
 from raibid_gitops.gitops.generate import init
 from raibid_gitops.gitops.layout import SETTINGS_PATH
@@ -60,7 +62,7 @@ def git(cwd: Path, *args: str) -> str:
 
 
 def parse_time(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 class Bench:
@@ -111,6 +113,11 @@ class Bench:
         threading.Thread(target=self._observe, daemon=True, name="observer").start()
 
     def _observe(self) -> None:
+        # Ends when teardown deletes the Kustomization (KubeNotFound).
+        with contextlib.suppress(RaibidError):
+            self._observe_until_deleted()
+
+    def _observe_until_deleted(self) -> None:
         for obj in self.kube.watch_object(self.ks_ref):
             if obj is not None and flux.is_ready(obj):
                 rev = flux.applied_revision(obj)
@@ -126,16 +133,13 @@ class Bench:
         return None if seen is None else seen - pushed_at
 
     def teardown(self) -> None:
+        # Best effort: a stack started here is thrown away right after.
         for ref in (self.ks_ref, self.src_ref):
-            res = self.kube.resource(ref.api_version, ref.kind)
-            try:
+            with contextlib.suppress(KubeError):
+                res = self.kube.resource(ref.api_version, ref.kind)
                 self.kube.request("DELETE", res.path(ref.namespace, ref.name), what=str(ref))
-            except Exception:  # noqa: BLE001 - best effort
-                pass
-        try:
+        with contextlib.suppress(requests.RequestException):
             self.api("DELETE", f"/repos/{self.user}/{self.name}")
-        except requests.RequestException:
-            pass
 
     def push(self) -> None:
         git(self.repo, *self.auth_args, "push", "-q", "origin", "HEAD:refs/heads/main")
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(kube_mod.connect(kubeconfig), url, user, token, workdir)
         try:
             bench.setup()
-            rows = []
+            rows: list[tuple[Any, ...]] = []
             for i in range(args.runs):
                 s, s_ts, s_w = bench.run_sync()
                 p, p_ok, p_ts, p_w = bench.run_poll()
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line(str(i), r))
 
     def med(col: int) -> float | None:
-        vals = [r[col] for r in rows if r[col] is not None]
+        vals = [float(v) for r in rows if (v := r[col]) is not None]
         return statistics.median(vals) if vals else None
 
     print(line("median", (med(0), med(1), med(2), med(3), med(4), med(5), all(r[6] for r in rows))))

@@ -53,8 +53,9 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from raibid_agent.volume_writer import kubelet_write  # noqa: E402,F401 - re-exported for tests
 
 #: Settings for agent tests: short heartbeat and claim times so take-overs happen in seconds
 #: (claimIdleSeconds has a floor of 5 in the schema), and a no-op default pipeline.
@@ -69,34 +70,6 @@ agents:
     - name: noop
       run: "true"
 """
-
-
-def kubelet_write(directory: Path, files: dict[str, str]) -> None:
-    """Update a ConfigMap volume exactly as kubelet's AtomicWriter does.
-
-    1. write the payload into a fresh hidden timestamped directory ``..2006_01_02_15_04_05.NNN``;
-    2. point a new symlink ``..data_tmp`` at it and rename it over ``..data`` (atomic);
-    3. create the user-visible symlinks ``key -> ..data/key`` if missing;
-    4. remove the previous timestamped directory.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    data_link = directory / "..data"
-    old = os.readlink(data_link) if data_link.is_symlink() else None
-    stamp = datetime.now(timezone.utc).strftime("..%Y_%m_%d_%H_%M_%S.")
-    ts_dir = Path(__import__("tempfile").mkdtemp(prefix=stamp, dir=directory))
-    for name, text in files.items():
-        (ts_dir / name).write_text(text, encoding="utf-8")
-    tmp_link = directory / "..data_tmp"
-    if tmp_link.is_symlink():
-        tmp_link.unlink()
-    os.symlink(ts_dir.name, tmp_link)
-    os.rename(tmp_link, data_link)
-    for name in files:
-        visible = directory / name
-        if not visible.is_symlink():
-            os.symlink(f"..data/{name}", visible)
-    if old:
-        __import__("shutil").rmtree(directory / old, ignore_errors=True)
 
 
 class AgentPool:

@@ -182,3 +182,57 @@ class TestCheckout:
         job, _ = run_one(redis_client, settings_text(), JobSpec("raibid/hello", "main"),
                          Runner(git_base_url=base.as_uri()))
         assert job.state == c.STATE_FAILED and ".raibid.yml is not valid" in job.reason
+
+
+class TestMetricsAndTidiness:
+    def test_metrics_endpoint(self, redis_client):
+        import socket
+        import urllib.request
+
+        w = make_worker(redis_client, settings_text())
+        submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+        w.metrics.settings_generation.set(w.holder.current().generation)
+        w.run()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        w.metrics.serve(port, addr="127.0.0.1")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        assert 'raibid_agent_jobs_total{outcome="succeeded"} 1.0' in text
+        assert "raibid_agent_pickup_latency_seconds_count 1.0" in text
+        assert "raibid_agent_job_duration_seconds_count 1.0" in text
+        assert "raibid_agent_settings_generation 1.0" in text
+
+    def test_agent_leaves_the_group_tidy(self, redis_client):
+        w = make_worker(redis_client, settings_text(), agent_id="tidy")
+        submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+        w.run()
+        consumers = redis_client.xinfo_consumers("raibid:jobs", "raibid-agents")
+        assert "tidy" not in [x["name"] for x in consumers]
+        assert not redis_client.exists(c.agent_key("tidy"))
+
+    def test_follow_logs_stops_when_final(self, redis_client):
+        from raibid_gitops.queue.jobs import follow_logs
+
+        job, logs = run_one(redis_client, settings_text({"name": "x", "run": "echo line"}), NOCHECKOUT)
+        followed = [line.format() for line in follow_logs(redis_client, job.id, poll_ms=100)]
+        assert followed == logs
+
+
+class TestClaimCursor:
+    def test_orphan_behind_many_live_entries_is_found(self, redis_client):
+        """XAUTOCLAIM scans at most 10 x COUNT pending entries per call: the agent keeps the cursor."""
+        w = make_worker(redis_client, settings_text(), agent_id="rescuer")
+        settings = w.holder.current().settings
+        q = settings.queue
+        for _ in range(40):
+            submit(redis_client, settings, NOCHECKOUT)
+        entries = redis_client.xreadgroup(q.consumer_group, "busy", {q.stream: ">"}, count=40)[0][1]
+        # 39 entries stay fresh (their agent heartbeats); the last one is an orphan idle for long.
+        redis_client.xclaim(q.stream, q.consumer_group, "dead", 0, [entries[-1][0]], idle=3_600_000)
+        found = None
+        for _ in range(10):
+            found = w._claim(w.holder.current())  # noqa: SLF001
+            if found:
+                break
+        assert found is not None and found.id == entries[-1][0] and found.claimed

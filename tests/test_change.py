@@ -4,7 +4,6 @@ The same flows against the real Gitea are in test_change_gitea.py."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +11,19 @@ from pathlib import Path
 import pytest
 from fixtures_gitops import git_state
 
-from raibid_gitops.errors import ChangeConflict, ConfigRepoError, SettingsError, VerifyFailed
+from raibid_gitops.errors import (
+    ChangeConflict,
+    ConfigRepoError,
+    VerifyFailed,
+)
 from raibid_gitops.gitops import layout
 from raibid_gitops.gitops.change import (
-    SettingChange, branch_name, commit_message, parse_trailers, pr_body, set_settings,
+    SettingChange,
+    branch_name,
+    commit_message,
+    parse_trailers,
+    pr_body,
+    set_settings,
 )
 from raibid_gitops.gitops.objdiff import diff_objects
 from raibid_gitops.settings import load_path
@@ -26,7 +34,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 def raibid(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raibid_gitops.cli", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "raibid_gitops.cli", *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture
@@ -72,7 +80,7 @@ class TestMessage:
         name = branch_name([SettingChange("agents.image", "x", "reg:5000/a b/agent..x:1"),
                             SettingChange("agents.cpu", "2", "4")], "0123456789abcdef")
         assert name.startswith("raibid/set-agents.image-reg-5000-a-b-agent") and name.endswith("-and-1-more-01234567")
-        assert subprocess.run(["git", "check-ref-format", f"refs/heads/{name}"]).returncode == 0
+        assert subprocess.run(["git", "check-ref-format", f"refs/heads/{name}"], check=False).returncode == 0
 
     def test_pr_body_has_table_and_diff(self):
         old = [{"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "a", "namespace": "n"},
@@ -194,7 +202,7 @@ class TestMovedBranch:
         assert git(bare, "rev-parse", "main") == remote_head and git_state(b) == state
 
     def test_same_key_same_value_is_fine(self, remote_pair):
-        bare, a, b = remote_pair
+        _, a, b = remote_pair
         set_settings(["agents.maxReplicas=6"], repo=a)
         result = set_settings(["agents.maxReplicas=6", "scaling.lagCount=3"], repo=b)
         assert [c.key for c in result.changes] == ["scaling.lagCount"]
@@ -205,6 +213,16 @@ class TestMovedBranch:
         with pytest.raises(ChangeConflict, match="no longer validates"):
             set_settings(["cluster.capacity.cpu=16"], repo=b)  # fine with 8 x 2, not with 5 x 4
         assert git(bare, "log", "-1", "--format=%s", "main").startswith("raibid: set agents.cpu")
+
+    def test_refuses_to_push_unpushed_local_commits(self, remote_pair):
+        bare, a, _ = remote_pair
+        (a / "NOTES.md").write_text("local only\n")
+        git(a, "add", "NOTES.md")
+        git(a, "commit", "-qm", "a local commit")
+        state, remote_head = git_state(a), git(bare, "rev-parse", "main")
+        with pytest.raises(ConfigRepoError, match="has 1 commit\\(s\\) that origin/main does not"):
+            set_settings(["agents.maxReplicas=6"], repo=a)
+        assert git_state(a) == state and git(bare, "rev-parse", "main") == remote_head
 
     def test_refuses_when_not_on_the_target_branch(self, remote_pair):
         _, a, _ = remote_pair

@@ -7,12 +7,15 @@ import json
 import subprocess
 
 import pytest
-
-from test_sync_stack import FluxEnv, flux_env, run  # noqa: F401 - flux_env is a fixture
+import test_sync_stack
+from test_sync_stack import FluxEnv, run
 
 from raibid_gitops.gitops.layout import SETTINGS_PATH
 
 pytestmark = pytest.mark.stack
+
+#: The per-test Gitea repository + Flux objects of test_sync_stack.
+flux_env = test_sync_stack.flux_env
 
 
 def kubectl(env: FluxEnv, *args: str) -> str:

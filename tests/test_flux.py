@@ -4,7 +4,7 @@ duration parsing (no cluster)."""
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -124,7 +124,7 @@ class TestRefsAndPatches:
         assert flux.depends_on(obj) == [("flux-system", "infra"), ("other", "crds")]
 
     def test_request_token_is_rfc3339_nanos(self) -> None:
-        t = flux.request_token(datetime(2026, 11, 28, 4, 5, 6, 123456, tzinfo=timezone.utc))
+        t = flux.request_token(datetime(2026, 11, 28, 4, 5, 6, 123456, tzinfo=UTC))
         assert t == "2026-11-28T04:05:06.123456000Z"
         assert flux.reconcile_patch(t) == {"metadata": {"annotations": {flux.REQUESTED_AT: t}}}
 

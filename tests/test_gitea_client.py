@@ -8,8 +8,8 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 import pytest
 
@@ -174,3 +174,23 @@ def test_parse_repo_url():
     assert parse_repo_url("https://user:pw@git.example/sub/path/o/r") == RepoRef("https://git.example/sub/path", "o", "r")
     assert parse_repo_url("git@host:o/r.git") is None
     assert parse_repo_url("/srv/git/cfg") is None
+
+
+class TestResolveTarget:
+    """Which Gitea repository a config repository belongs to (status_report.resolve_target)."""
+
+    def test_from_origin_then_env_override(self, config_repo, monkeypatch):
+        import subprocess
+
+        from raibid_gitops.gitops.status_report import resolve_target
+
+        monkeypatch.delenv("RAIBID_GITEA_URL", raising=False)
+        # No remote: settings.yaml's gitea.* (the in-cluster URL).
+        assert resolve_target(config_repo) == RepoRef("http://gitea.raibid-ci.svc.cluster.local:3000", "raibid",
+                                                      "raibid-config")
+        subprocess.run(["git", "remote", "add", "origin", "http://127.0.0.1:3000/ops/cfg.git"], cwd=config_repo,
+                       check=True)
+        assert resolve_target(config_repo) == RepoRef("http://127.0.0.1:3000", "ops", "cfg")
+        monkeypatch.setenv("RAIBID_GITEA_URL", "http://localhost:8080/")
+        assert resolve_target(config_repo) == RepoRef("http://localhost:8080", "ops", "cfg")
+        assert resolve_target(config_repo, url="http://h/x/y") == RepoRef("http://h", "x", "y")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from test_sync_stack import FluxEnv, _git, flux_env, run  # noqa: F401 - flux_env is a fixture
+import test_sync_stack
+from test_sync_stack import FluxEnv, _git, run
 
 from raibid_gitops.gitops.layout import OVERLAY_DIR
 
 pytestmark = pytest.mark.stack
+
+#: The per-test Gitea repository + Flux objects of test_sync_stack.
+flux_env = test_sync_stack.flux_env
 
 
 class TestStatus:

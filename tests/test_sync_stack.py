@@ -9,12 +9,14 @@ other's objects. There is no kube-controller-manager, so the Kustomizations use 
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -22,6 +24,7 @@ import requests
 from raibid_gitops.cli import main
 from raibid_gitops.clients import kube as kube_mod
 from raibid_gitops.clients.kube import Kube, ObjectRef
+from raibid_gitops.errors import KubeError
 from raibid_gitops.gitops import flux
 from raibid_gitops.gitops.generate import init
 from raibid_gitops.gitops.layout import OVERLAY_DIR, SETTINGS_PATH
@@ -141,12 +144,11 @@ def make_env(kube_stack: Any, gitea: Any, tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def destroy_env(env: FluxEnv) -> None:
+    # Best effort: the stack is thrown away at the end of the session anyway.
     for ref in (env.ks_ref, env.source_ref):
-        try:
+        with contextlib.suppress(KubeError):
             res = env.kube.resource(ref.api_version, ref.kind)
             env.kube.request("DELETE", res.path(ref.namespace, ref.name), what=str(ref))
-        except Exception:  # noqa: BLE001 - cleanup is best effort; the stack is thrown away anyway
-            pass
     _gitea_api(env.gitea, "DELETE", f"/repos/{env.gitea.org}/{env.name}")
 
 
@@ -251,6 +253,7 @@ class TestSync:
             rc, _, err = run(env.sync("--timeout", "4s"), capsys)
             assert rc == 3, err
             assert "timed out after 4s" in err and env.head()[:12] in err
+            assert f"Flux fetched {mirror_url} after the push" in err
         finally:
             destroy_env(env)
             _gitea_api(gitea, "DELETE", f"/repos/{gitea.org}/{mirror}")
@@ -272,6 +275,37 @@ class TestSync:
         assert not flux.is_suspended(flux_env.ks())
         rc, _, err = run(flux_env.sync("--timeout", "60s"), capsys)
         assert rc == 0, err
+
+    def test_follows_depends_on(self, flux_env: FluxEnv, capsys: pytest.CaptureFixture[str]) -> None:
+        # A dependency Kustomization from the same repository, applying its own namespace.
+        dep = f"{flux_env.name}-dep"
+        deps = flux_env.repo / "deps"
+        deps.mkdir()
+        (deps / "kustomization.yaml").write_text("resources:\n  - ns.yaml\n")
+        (deps / "ns.yaml").write_text(f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {dep}\n")
+        _git(flux_env.repo, "add", "deps")
+        _git(flux_env.repo, "commit", "-qm", "add a dependency")
+        flux_env.push()
+        obj = flux.kustomization(dep, flux_env.flux_ns, source=flux_env.name, path="./deps", interval="10m")
+        res = flux_env.kube.resource(obj["apiVersion"], obj["kind"])
+        flux_env.kube.request("POST", res.path(flux_env.flux_ns), what=dep, body=obj)
+        flux_env.kube.patch(flux_env.ks_ref, {"spec": {"dependsOn": [{"name": dep}]}})
+        sha = flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 20")
+        rc, out, err = run(flux_env.sync("--timeout", "60s", "-o", "json"), capsys)
+        assert rc == 0, err
+        import json
+
+        applied = json.loads(out)["kustomizations"]
+        assert list(applied) == [f"{flux_env.flux_ns}/{dep}", f"{flux_env.flux_ns}/{flux_env.name}"]
+        assert set(applied.values()) == {f"main@sha1:{sha}"}
+        assert err.index(f"Kustomization {flux_env.flux_ns}/{dep} applied") < err.index(
+            f"Kustomization {flux_env.flux_ns}/{flux_env.name} applied")
+        # A suspended dependency is refused too.
+        flux_env.kube.patch(ObjectRef(flux.KUSTOMIZE_API, flux.KUSTOMIZATION, dep, flux_env.flux_ns),
+                            {"spec": {"suspend": True}})
+        rc, _, err = run(flux_env.sync(), capsys)
+        assert rc == 2 and f"Kustomization {flux_env.flux_ns}/{dep} is suspended" in err
+        flux_env.kube.request("DELETE", res.path(flux_env.flux_ns, dep), what=dep)
 
     def test_missing_kustomization_named(self, flux_env: FluxEnv, capsys: pytest.CaptureFixture[str]) -> None:
         rc, _, err = run(flux_env.cli("sync", "--ks", "nope"), capsys)

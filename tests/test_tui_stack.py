@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -64,7 +65,7 @@ class FluxObjects:
     def git_repository(self, name: str, revision: str = REV1) -> dict:
         self.api.create_namespaced_custom_object(*SRC[:2], self.ns, SRC[2], {
             "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "metadata": {"name": name},
-            "spec": {"interval": "1m", "url": "http://gitea.example/raibid/raibid-config.git",
+            "spec": {"interval": "1m", "url": "http://127.0.0.1:1/raibid/raibid-config.git",
                      "ref": {"branch": "main"}}})
         return self.set_status(SRC, name, {
             "artifact": {"revision": revision, "path": "p", "url": "http://x/a.tar.gz", "digest": "sha256:00",
@@ -81,12 +82,67 @@ class FluxObjects:
             "conditions": _cond("True", "ReconciliationSucceeded", f"Applied revision: {applied}")})
 
 
+def _flux_controllers_running() -> bool:
+    """Are Flux controllers (children of this pytest) watching the session's API server?"""
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and (b"source-controller" in cmdline or b"kustomize-controller" in cmdline):
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def api_server(request, tmp_path_factory):
+    """The API server for tests that write Flux status themselves: the session's ``kube``,
+    unless real Flux controllers already watch it (they would overwrite the status we write);
+    then one of this module's own."""
+    if not _flux_controllers_running():
+        yield request.getfixturevalue("kube")
+        return
+    from raibid_gitops.devstack import processes
+
+    stack = processes.start_kube(tmp_path_factory.mktemp("tui-kube"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api_client(api_server):
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(api_server.kubeconfig))
+    yield api
+    api.close()
+
+
 @pytest.fixture
-def objs(kube_client, kube_namespace) -> FluxObjects:
-    o = FluxObjects(kube_client, kube_namespace)
+def namespace(api_server) -> str:
+    name = f"tui-{uuid.uuid4().hex[:10]}"
+    api_server.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture
+def objs(api_client, namespace):
+    """A GitRepository and a Kustomization with status; deleted after (a namespace is never
+    really deleted here: no namespace controller), so Flux controllers started later in the
+    session do not pick them up."""
+    o = FluxObjects(api_client, namespace)
     o.git_repository("raibid-config")
     o.kustomization("raibid-config", "raibid-config")
-    return o
+    yield o
+    for kind in (KS, SRC):
+        try:
+            o.api.delete_namespaced_custom_object(*kind[:2], namespace, kind[2], "raibid-config")
+        except Exception:  # noqa: BLE001 - already deleted by the test
+            pass
 
 
 def run_async(fn):
@@ -124,10 +180,10 @@ class TestFluxTabLive:
     """The Flux tab against kube-apiserver: watches, in-place rows, actions, detail view."""
 
     @run_async
-    async def test_rows_follow_the_watch(self, kube, objs):
+    async def test_rows_follow_the_watch(self, api_server, objs):
         """Rows appear from one list; a status change updates the same row (keyed by uid) with
         the failing newer commit in ATTEMPTED; a deletion removes the row; no relist happened."""
-        app = flux_app(kube, objs.ns)
+        app = flux_app(api_server, objs.ns)
         lists: list[str] = []
         original = app.sources.flux.list
         app.sources.flux.list = lambda kind: (lists.append(kind), original(kind))[1]
@@ -151,9 +207,20 @@ class TestFluxTabLive:
         assert sorted(lists) == ["GitRepository", "Kustomization"]  # one list each, then watches
 
     @run_async
-    async def test_suspend_and_resume_are_confirmed(self, kube, objs):
+    async def test_all_namespaces(self, api_server, objs):
+        """-A watches every namespace: the test namespace's rows are among them."""
+        sources = build(kubeconfig=str(api_server.kubeconfig), all_namespaces=True, redis_url=CLOSED_PORT_URL)
+        app = RaibidApp(sources)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#flux-panel")
+            await until(pilot, lambda: sum(r.namespace == objs.ns for r in panel.rows.values()) == 2,
+                        what="the test namespace's rows")
+            assert "all namespaces" in app.sub_title
+
+    @run_async
+    async def test_suspend_and_resume_are_confirmed(self, api_server, objs):
         """s asks first (n leaves it alone); y suspends through the API; s, y resumes."""
-        app = flux_app(kube, objs.ns)
+        app = flux_app(api_server, objs.ns)
         async with app.run_test(size=SIZE) as pilot:
             panel = app.query_one("#flux-panel")
             await until(pilot, lambda: len(panel.rows) == 2, what="two rows")
@@ -172,7 +239,7 @@ class TestFluxTabLive:
             await until(pilot, lambda: not ks_row(app).suspended, what="resumed")
 
     @run_async
-    async def test_reconcile_waits_until_the_commit_is_applied(self, kube, objs):
+    async def test_reconcile_waits_until_the_commit_is_applied(self, api_server, objs):
         """r, y annotates the source, then the Kustomization, and reports success only once
         the Kustomization has applied the source's new revision (controllers simulated)."""
         stop = threading.Event()
@@ -205,7 +272,7 @@ class TestFluxTabLive:
 
         thread = threading.Thread(target=controllers, daemon=True)
         thread.start()
-        app = flux_app(kube, objs.ns)
+        app = flux_app(api_server, objs.ns)
         notes: list[str] = []
         try:
             async with app.run_test(size=SIZE) as pilot:
@@ -226,7 +293,7 @@ class TestFluxTabLive:
             thread.join(5)
 
     @run_async
-    async def test_detail_shows_conditions_and_events(self, kube, objs):
+    async def test_detail_shows_conditions_and_events(self, api_server, objs):
         """enter opens the detail view: the Ready condition and the object's events."""
         from kubernetes import client
 
@@ -239,7 +306,7 @@ class TestFluxTabLive:
             reason="ReconciliationSucceeded", message="Reconciliation finished in 1.2s", type="Normal",
             source=client.V1EventSource(component="kustomize-controller"),
             last_timestamp=ks["metadata"]["creationTimestamp"]))
-        app = flux_app(kube, objs.ns)
+        app = flux_app(api_server, objs.ns)
         async with app.run_test(size=SIZE) as pilot:
             panel = app.query_one("#flux-panel")
             await until(pilot, lambda: len(panel.rows) == 2, what="two rows")
@@ -258,7 +325,7 @@ class TestQueueAndAgentsTabs:
     """The Queue and Agents tabs against a real Redis; a dead Redis only banners its tabs."""
 
     @run_async
-    async def test_queue_numbers(self, kube, kube_namespace, redis_server, redis_client, monkeypatch):
+    async def test_queue_numbers(self, api_server, namespace, redis_server, redis_client, monkeypatch):
         """Length, lag, pending, oldest pending age and dead letters as Redis reports them;
         throughput counts entries acknowledged between samples."""
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
@@ -269,7 +336,7 @@ class TestQueueAndAgentsTabs:
         got = r.xreadgroup("raibid-agents", "agent-a", {"raibid:jobs": ">"}, count=3)
         r.xack("raibid:jobs", "raibid-agents", got[0][1][0][0])
         r.xadd("raibid:jobs:dead", {"job_id": "old", "reason": "maxDeliveries"})
-        app = flux_app(kube, kube_namespace, redis_url=redis_server.url)
+        app = flux_app(api_server, namespace, redis_url=redis_server.url)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("3")
             panel = app.query_one("#queue-panel")
@@ -285,9 +352,9 @@ class TestQueueAndAgentsTabs:
             assert not app.query_one("#queue-banner").shown
 
     @run_async
-    async def test_redis_down_banners_only_its_tabs(self, kube, objs):
+    async def test_redis_down_banners_only_its_tabs(self, api_server, objs):
         """With Redis unreachable, Queue and Agents show a banner; Flux keeps its live rows."""
-        app = flux_app(kube, objs.ns, redis_url=CLOSED_PORT_URL)
+        app = flux_app(api_server, objs.ns, redis_url=CLOSED_PORT_URL)
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: app.query_one("#queue-banner").shown, what="the queue banner")
             await until(pilot, lambda: app.query_one("#agents-banner").shown, what="the agents banner")
@@ -326,7 +393,7 @@ class TestChangesTab:
     """The Changes tab against Gitea, the API server and Redis."""
 
     @run_async
-    async def test_settings_pulls_diff_merge_and_stale_agents(self, kube, kube_client, kube_namespace, gitea,
+    async def test_settings_pulls_diff_merge_and_stale_agents(self, api_server, api_client, namespace, gitea,
                                                               gitea_repo, config_repo, redis_server, redis_client,
                                                               monkeypatch):
         """HEAD, live ConfigMap and agents by hash; the open PR with its raibid/verify status;
@@ -335,9 +402,9 @@ class TestChangesTab:
 
         from raibid_gitops.settings import load_text
 
-        text = _config_repo_in(config_repo, kube_namespace)
+        text = _config_repo_in(config_repo, namespace)
         head_hash = load_text(text).hash()
-        client.CoreV1Api(kube_client).create_namespaced_config_map(kube_namespace, client.V1ConfigMap(
+        client.CoreV1Api(api_client).create_namespaced_config_map(namespace, client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name="raibid-settings"), data={"settings.yaml": text}))
         # Publish the repo on Gitea and open a PR that changes a setting.
         gitea_repo.git("remote", "add", "origin", gitea_repo.clone_url, cwd=config_repo)
@@ -363,7 +430,7 @@ class TestChangesTab:
                                                          "settings_hash": "sha256:0000000000000000",
                                                          "updated_at": now})
 
-        app = flux_app(kube, kube_namespace, redis_url=redis_server.url, repo=config_repo,
+        app = flux_app(api_server, namespace, redis_url=redis_server.url, repo=config_repo,
                        gitea_url=gitea.url, gitea_token=gitea.token)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("2")
@@ -399,12 +466,12 @@ class TestChangesTab:
 class TestInTmux:
     """`raibid tui` in a real terminal (tmux), its screen captured."""
 
-    def test_screen_shows_the_kustomization_and_revision(self, kube, objs, tmp_path):
+    def test_screen_shows_the_kustomization_and_revision(self, api_server, objs, tmp_path):
         """The captured pane has the Kustomization row with its short revision; q quits cleanly."""
         session = f"raibid-tui-{uuid.uuid4().hex[:8]}"
         raibid = Path(sys.executable).with_name("raibid")
         cmd = (f"cd {tmp_path} && RAIBID_REDIS_URL={CLOSED_PORT_URL} {raibid} tui "
-               f"--kubeconfig {kube.kubeconfig} -n {objs.ns}; echo EXIT=$? > {tmp_path}/exit; sleep 30")
+               f"--kubeconfig {api_server.kubeconfig} -n {objs.ns}; echo EXIT=$? > {tmp_path}/exit; sleep 30")
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "40", cmd], check=True)
         try:
             screen = ""
@@ -425,3 +492,62 @@ class TestInTmux:
             assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+class TestWithFluxControllers:
+    """The Flux tab with the real source- and kustomize-controllers and Gitea."""
+
+    @run_async
+    async def test_reconcile_applies_the_pushed_commit(self, kube, flux, gitea, gitea_repo, kube_client,
+                                                       kube_namespace, tmp_path):
+        """A commit pushed to Gitea; r, y: the TUI waits until Flux applied exactly that commit
+        (long intervals, so only the TUI's request makes Flux look), and the object changed."""
+        from kubernetes import client
+
+        from raibid_gitops.gitops import flux as fluxlib
+
+        ns = kube_namespace
+        repo = tmp_path / "cfg"
+        (repo / "app").mkdir(parents=True)
+        (repo / "app" / "kustomization.yaml").write_text("resources: [cm.yaml]\n")
+
+        def commit(value: str) -> str:
+            (repo / "app" / "cm.yaml").write_text(
+                f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tui-test\n  namespace: {ns}\n"
+                f"data:\n  value: {value}\n")
+            gitea_repo.git("add", "-A", cwd=repo)
+            gitea_repo.git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", f"value {value}", cwd=repo)
+            gitea_repo.git("push", "-q", "origin", "main", cwd=repo)
+            return gitea_repo.git("rev-parse", "HEAD", cwd=repo).strip()
+
+        gitea_repo.git("init", "-q", "-b", "main", cwd=repo)
+        gitea_repo.git("remote", "add", "origin", gitea_repo.clone_url, cwd=repo)
+        first = commit("one")
+        core = client.CoreV1Api(kube_client)
+        core.create_namespaced_secret(ns, client.V1Secret(
+            metadata=client.V1ObjectMeta(name="auth"),
+            string_data={"username": gitea.admin_user, "password": gitea.token}))
+        api = client.CustomObjectsApi(kube_client)
+        api.create_namespaced_custom_object(*SRC[:2], ns, SRC[2], fluxlib.git_repository(
+            "cfg", ns, url=gitea_repo.clone_url, interval="10m", secret="auth"))
+        api.create_namespaced_custom_object(*KS[:2], ns, KS[2], fluxlib.kustomization(
+            "cfg", ns, source="cfg", path="./app", interval="10m", timeout="1m"))
+
+        app = flux_app(kube, ns)
+        notes: list[str] = []
+        async with app.run_test(size=SIZE) as pilot:
+            original = app.notify
+            app.notify = lambda message, **kw: (notes.append(str(message)), original(message, **kw))[1]
+            await until(pilot, lambda: (ks_row(app) is not None and ks_row(app).status == "Ready"
+                                        and first in ks_row(app).revision), timeout=120,
+                        what=f"Flux to apply {first[:8]}")
+            second = commit("two")
+            panel = app.query_one("#flux-panel")
+            panel.table.move_cursor(row=panel.table.get_row_index(ks_row(app).uid))
+            await pilot.press("r")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+            await pilot.press("y")
+            await until(pilot, lambda: any(f"applied main@{second[:8]}" in n for n in notes), timeout=120,
+                        what=f"the TUI to report {second[:8]} applied ({notes})")
+            await until(pilot, lambda: second in ks_row(app).revision, what="the row to show the new revision")
+        assert core.read_namespaced_config_map("tui-test", ns).data == {"value": "two"}

@@ -45,12 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-password-file", default=None,
                    help=f"file with Redis's password (default {DEFAULT_REDIS_PASSWORD_FILE} if present, "
                         "else env RAIBID_REDIS_PASSWORD)")
-    p.add_argument("--gitea-token-file", default=DEFAULT_GITEA_TOKEN_FILE, help="file with the Gitea clone token")
+    p.add_argument("--gitea-token-file", default=os.environ.get("RAIBID_GITEA_TOKEN_FILE", DEFAULT_GITEA_TOKEN_FILE),
+                   help="file with the Gitea clone token (env RAIBID_GITEA_TOKEN_FILE)")
     p.add_argument("--git-base-url", default=None,
                    help="clone from here instead of gitea.url (e.g. file:///srv/git for local runs)")
     p.add_argument("--agent-id", default=os.environ.get("RAIBID_AGENT_ID"),
                    help="consumer name and heartbeat id (default: hostname-pid)")
-    p.add_argument("--workdir", default=None, help="where job checkouts go (default: the temp dir)")
+    p.add_argument("--workdir", default=os.environ.get("RAIBID_WORKDIR"),
+                   help="where job checkouts go (env RAIBID_WORKDIR; default: the temp dir)")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("RAIBID_METRICS_PORT", "0")),
                    help="serve Prometheus metrics on this port (0: off)")
     p.add_argument("--log-level", default=os.environ.get("RAIBID_LOG_LEVEL", "INFO"))

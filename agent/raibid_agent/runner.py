@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -99,6 +99,16 @@ class CheckoutFailed(Exception):
     pass
 
 
+def _without_userinfo(url: str) -> str:
+    """A URL fit for a log line: any user:password@ part removed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts)
+
+
 def _redact(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
@@ -137,7 +147,7 @@ class Runner:
         base = (self.git_base_url or job.gitea_url).rstrip("/")
         url = f"{base}/{job.repo}.git"
         token = read_token(self.token_file)
-        sink.system(f"checking out {job.repo} {job.ref} {job.commit or ''} from {base}".rstrip())
+        sink.system(f"checking out {job.repo} {job.ref} {job.commit or ''} from {_without_userinfo(base)}".rstrip())
         steps: list[list[str]] = [["init", "-q", "."], ["remote", "add", "origin", url]]
         for args in steps:
             r = self._git(args, workdir, token, deadline)
@@ -235,7 +245,6 @@ class Runner:
             except PipelineInvalid as exc:
                 sink.system(str(exc))
                 return Outcome(c.STATE_FAILED, -1, str(exc))
-            last = 0
             for step in steps:
                 if cancel.is_set():
                     return Outcome(LOST if cancel.why == LOST else c.STATE_CANCELLED, -1, cancel.why)
@@ -245,7 +254,7 @@ class Runner:
                 result = self.run_step(step, job, workdir, sink, job_deadline, cancel)
                 if result is not None:
                     return result
-            return Outcome(c.STATE_SUCCEEDED, last)
+            return Outcome(c.STATE_SUCCEEDED, 0)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

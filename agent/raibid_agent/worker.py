@@ -74,6 +74,7 @@ class Worker:
         holder.on_change(lambda _snap, _rej: self.heartbeat.kick())
         self.jobs_done = 0
         self._groups_ready: set[tuple[str, str]] = set()
+        self._claim_cursor: dict[str, str] = {}
 
     # -- reading --------------------------------------------------------------------------
 
@@ -86,8 +87,13 @@ class Worker:
     def _claim(self, snap: Snapshot) -> Entry | None:
         q = snap.settings.queue
         with redis_errors(self.client, f"claiming idle entries of {q.stream}"):
+            # XAUTOCLAIM looks at no more than 10 x COUNT pending entries per call; keeping the
+            # cursor between calls walks the whole pending list, so an orphan behind many live
+            # jobs is still found.
+            cursor = self._claim_cursor.get(q.stream, "0-0")
             res = self.client.xautoclaim(q.stream, q.consumer_group, self.agent_id,
-                                         min_idle_time=q.claim_idle_seconds * 1000, start_id="0-0", count=1)
+                                         min_idle_time=q.claim_idle_seconds * 1000, start_id=cursor, count=1)
+            self._claim_cursor[q.stream] = str(res[0])
             claimed = res[1]
             if not claimed:
                 return None
@@ -266,6 +272,18 @@ class Worker:
             return 0
         finally:
             self.heartbeat.stop()
+            self._retire()
+
+    def _retire(self) -> None:
+        """Leave the consumer group tidy: one-shot agents would otherwise pile up as consumers."""
+        snap = self.holder.peek()
+        if snap is None:
+            return
+        q = snap.settings.queue
+        try:
+            self.scripts.retire(keys=[q.stream], args=[q.consumer_group, self.agent_id])
+        except Exception as exc:  # best effort: a leftover consumer with nothing pending is harmless
+            log.debug("could not remove consumer %s: %s", self.agent_id, exc)
 
     def drain(self) -> None:
         """Finish the running job (within its timeout), take no new one, then return from run()."""

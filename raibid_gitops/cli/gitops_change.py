@@ -35,7 +35,7 @@ def register(cmds: argparse._SubParsersAction) -> None:
     pr = cmds.add_parser("pr", help="list, show, approve and merge pull requests of the config repository",
                          description="Pull requests on Gitea. The repository comes from -C DIR's remote origin, "
                                      "--gitea-url, or RAIBID_GITEA_URL.")
-    prs = pr.add_subparsers(dest="pr_command", metavar="{list,show,approve,merge}")
+    prs = pr.add_subparsers(dest="pr_command", metavar="{list,show,verify,approve,merge}")
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-C", "--dir", dest="dir", help="config repository (default: the current one)")
@@ -53,6 +53,13 @@ def register(cmds: argparse._SubParsersAction) -> None:
     sp.add_argument("--diff", action="store_true", help="also print the PR's text diff")
     add_output_flag(sp, ("text", "json", "yaml"), default="text")
     sp.set_defaults(handler=cmd_pr_show)
+
+    sp = prs.add_parser("verify", help="verify a pull request's head and report it as commit status raibid/verify",
+                        description="Fetch the PR's head as Gitea has it (any PR, including one edited in the web "
+                                    "editor), run verify on it, and post raibid/verify on it. Exit 1 if verify fails.")
+    common(sp)
+    sp.add_argument("number", type=int)
+    sp.set_defaults(handler=cmd_pr_verify)
 
     sp = prs.add_parser("approve", help="approve a pull request (as the token's user)")
     common(sp)
@@ -195,6 +202,17 @@ def cmd_pr_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pr_verify(args: argparse.Namespace) -> int:
+    from raibid_gitops.gitops.status_report import verify_pull
+
+    ref, client = _target(args)
+    client.close()  # verify_pull opens its own
+    report, _posted = verify_pull(ref, args.number)
+    for p in report.problems:
+        print(p.format())
+    return 0 if report.ok else 1
+
+
 def cmd_pr_approve(args: argparse.Namespace) -> int:
     ref, client = _target(args)
     with client:
@@ -221,7 +239,7 @@ def cmd_pr_merge(args: argparse.Namespace) -> int:
             raise GiteaConflict(
                 f"#{args.number}: commit status {CONTEXT} on its head {sha[:12]} is {state}"
                 + (f" ({desc})" if desc else "") + "; not merging",
-                hint="fix the branch, or run `raibid gitops verify --commit-status` on its head; --force merges anyway",
+                hint=f"fix the branch, or check it with `raibid gitops pr verify {args.number}`; --force merges anyway",
             )
         # head_sha: Gitea refuses if someone pushed to the branch after we looked at its status.
         client.merge_pull(ref, args.number, style=args.style, delete_branch=args.delete_branch, head_sha=sha)

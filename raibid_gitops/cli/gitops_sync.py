@@ -39,7 +39,7 @@ def _dir_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-C", "--dir", type=Path, dest="dir", help="config repository (default: the current one)")
 
 
-def register(cmds: argparse._SubParsersAction) -> None:
+def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = cmds.add_parser(
         "sync", help="push, ask Flux to reconcile, and wait until this commit is applied",
         description="Push unpushed commits (refusing a diverged branch), annotate the GitRepository and "
@@ -83,7 +83,7 @@ def register(cmds: argparse._SubParsersAction) -> None:
     for verb in ("suspend", "resume"):
         p = cmds.add_parser(verb, help=f"{verb} Flux reconciliation of a kustomization or source")
         p.add_argument("kind", nargs="?", choices=["kustomization", "ks", "source", "gitrepository"],
-                       default="kustomization", help="what to %s (default kustomization)" % verb)
+                       default="kustomization", help=f"what to {verb} (default kustomization)")
         p.add_argument("name", nargs="?", default="raibid-config", help="its name (default raibid-config)")
         _kube_flags(p)
         p.set_defaults(handler=cmd_suspend if verb == "suspend" else cmd_resume)

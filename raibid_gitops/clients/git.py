@@ -253,7 +253,7 @@ def credential_token(url: str) -> Auth | None:
     query = f"protocol={parts.scheme}\nhost={host}\npath={parts.path.lstrip('/')}\n\n"
     try:
         proc = subprocess.run(["git", "credential", "fill"], input=query, capture_output=True, text=True,
-                              timeout=10, env={**os.environ, **_env()})
+                              check=False, timeout=10, env={**os.environ, **_env()})
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:

@@ -15,8 +15,9 @@ import logging
 import random
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Self
 from urllib.parse import quote, urlsplit
 
 from raibid_gitops.errors import GiteaConflict, GiteaError, GiteaNotFound
@@ -75,8 +76,7 @@ def parse_repo_url(url: str) -> RepoRef | None:
     if len(segments) < 2:
         return None
     owner, name = segments[-2], segments[-1]
-    if name.endswith(".git"):
-        name = name[:-4]
+    name = name.removesuffix(".git")
     host = parts.hostname + (f":{parts.port}" if parts.port else "")
     prefix = "/".join(segments[:-2])
     base = f"{parts.scheme}://{host}" + (f"/{prefix}" if prefix else "")
@@ -149,7 +149,7 @@ class Gitea:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "Gitea":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

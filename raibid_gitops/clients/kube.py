@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from raibid_gitops.errors import KubeConflict, KubeError, KubeNotFound
 
@@ -156,7 +157,11 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Kube:
 
 
 def _new_api_client(kubeconfig: str | None, context: str | None) -> ApiClient:
-    from kubernetes import client, config
+    import kubernetes
+
+    # The kubernetes package is untyped; keep its Any out of our signatures.
+    client: Any = kubernetes.client
+    config: Any = kubernetes.config
 
     path = kubeconfig or os.environ.get("KUBECONFIG")
     default = os.path.expanduser("~/.kube/config")
@@ -164,11 +169,13 @@ def _new_api_client(kubeconfig: str | None, context: str | None) -> ApiClient:
         if not path and not os.path.exists(default) and os.environ.get("KUBERNETES_SERVICE_HOST"):
             cfg = client.Configuration()
             config.load_incluster_config(client_configuration=cfg)
-            return client.ApiClient(cfg)
+            api: ApiClient = client.ApiClient(cfg)
+            return api
         if path and not any(os.path.exists(p) for p in path.split(os.pathsep)):
             raise KubeError(f"kubeconfig {path} does not exist",
                             hint="pass --kubeconfig PATH or set KUBECONFIG")
-        return config.new_client_from_config(config_file=path or None, context=context)
+        made: ApiClient = config.new_client_from_config(config_file=path or None, context=context)
+        return made
 
 
 def reset_clients() -> None:
@@ -191,10 +198,10 @@ class Kube:
         return str(self.api_client.configuration.host)
 
     def close(self) -> None:
-        try:
-            self.api_client.close()
-        except Exception:  # noqa: BLE001 - closing a pool must not mask the real outcome
-            pass
+        api: Any = self.api_client
+        # Closing a connection pool must never mask the real outcome of a command.
+        with suppress(Exception):
+            api.close()
 
     # -- raw calls ---------------------------------------------------------------------------
 
@@ -206,7 +213,7 @@ class Kube:
         from kubernetes.client.exceptions import ApiException
 
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        client = self.api_client
+        client: Any = self.api_client
         if hasattr(client, "param_serialize"):
             req = client.param_serialize(method, path, query_params=list(query or []), header_params=headers,
                                          body=body, auth_settings=["BearerToken"])
@@ -284,7 +291,8 @@ class Kube:
                 last = exc
                 # Back off a little more each time: the other writer is usually a controller
                 # finishing its status update within milliseconds.
-                time.sleep(0.05 * (2 ** attempt))
+                if attempt + 1 < PATCH_RETRIES:
+                    time.sleep(0.05 * (2 ** attempt))
         assert last is not None
         raise KubeConflict(f"{ref} kept changing; gave up after {PATCH_RETRIES} tries ({last.message})", status=409)
 
@@ -405,10 +413,20 @@ class Kube:
         ]
         if selector:
             query.append(("fieldSelector", selector))
-        with _errors(what, "watch"):
-            # Client-side guard a bit longer than the server's own timeout.
-            resp = self._send("GET", res.path(namespace), query=query, timeout=(10, timeout + 15))
-            try:
+        try:
+            with _errors(what, "watch"):
+                # Client-side guard a bit longer than the server's own timeout.
+                resp = self._send("GET", res.path(namespace), query=query, timeout=(10, timeout + 15))
+        except KubeError as exc:
+            if exc.status == 410:
+                # Some servers refuse a too-old resourceVersion with HTTP 410 instead of an
+                # ERROR event; the callers treat both alike: list again.
+                yield {"type": "ERROR", "object": {"code": 410, "message": exc.message}}
+                return
+            raise
+        finished = False
+        try:
+            with _errors(what, "watch"):
                 buf = b""
                 for chunk in resp.stream(None, decode_content=True):
                     buf += chunk
@@ -418,10 +436,14 @@ class Kube:
                             yield json.loads(line)
                 if buf.strip():
                     yield json.loads(buf)
-            except json.JSONDecodeError as exc:
-                raise KubeError(f"watch of {what} returned malformed data: {exc}") from None
-            finally:
-                resp.release_conn()
+                finished = True
+        except json.JSONDecodeError as exc:
+            raise KubeError(f"watch of {what} returned malformed data: {exc}") from None
+        finally:
+            if finished:
+                resp.release_conn()  # fully read: the connection can be reused
+            else:
+                resp.close()  # abandoned mid-stream: never hand a half-read socket back to the pool
 
 
 def wait_for(kube: Kube, ref: ObjectRef, done: Callable[[dict[str, Any]], bool], *, timeout: float) -> dict[str, Any]:

@@ -25,15 +25,31 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from raibid_gitops import settings as settings_mod
-from raibid_gitops.clients.git import Auth, Repo, auth_from_env, fetch_branch, is_ancestor, rev_parse
+from raibid_gitops.clients.git import (
+    Auth,
+    Repo,
+    auth_from_env,
+    fetch_branch,
+    is_ancestor,
+    redact,
+    rev_parse,
+)
 from raibid_gitops.errors import (
-    ChangeConflict, ConfigRepoError, GiteaError, GitError, KustomizeError, PushRejected, RaibidError,
-    SettingsError, VerifyFailed,
+    ChangeConflict,
+    ConfigRepoError,
+    GiteaError,
+    GitError,
+    KustomizeError,
+    PushRejected,
+    RaibidError,
+    SettingsError,
+    VerifyFailed,
 )
 from raibid_gitops.gitops import layout, objdiff
 from raibid_gitops.settings import Settings
@@ -171,9 +187,9 @@ def pr_body(changes: list[SettingChange], diff: list[objdiff.ObjectChange], comm
         objdiff.format_text(diff).rstrip("\n"),
         "```",
         "",
-        f"`raibid gitops verify` at `{commit[:12]}`: {verify_summary}. "
-        "The commit status `raibid/verify` reports the same check; a later push to this branch "
-        "(or an edit in the web editor) is checked again with `raibid gitops verify --commit-status`.",
+        (f"`raibid gitops verify` at `{commit[:12]}`: {verify_summary}. "
+         "The commit status `raibid/verify` reports the same check; a later push to this branch "
+         "(or an edit in the web editor) is checked again with `raibid gitops verify --commit-status`."),
     ]
     return "\n".join(parts) + "\n"
 
@@ -224,6 +240,55 @@ class _Applied:
     changes: list[SettingChange]
     diff: list[objdiff.ObjectChange]
     verify_summary: str
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: Rendered objects of committed trees, kept in .git (never in the working tree) so the next
+#: set on that commit diffs against them without building the base again: the base render
+#: is about a third of set's time. Keyed by the tree and the kustomize command.
+RENDER_CACHE_DIR = "raibid/render-cache"
+RENDER_CACHE_KEEP = 20
+
+
+def _cache_path(g: Repo, commit: str) -> Path | None:
+    import hashlib
+
+    from raibid_gitops.gitops import kustomize
+
+    tree = rev_parse(g, f"{commit}^{{tree}}")
+    try:
+        tool = " ".join(kustomize.command())
+    except KustomizeError:
+        return None
+    if tree is None:
+        return None
+    key = hashlib.sha256(f"{tree}\0{tool}".encode()).hexdigest()[:32]
+    git_dir = Path(g.git("rev-parse", "--absolute-git-dir").strip())
+    return git_dir / RENDER_CACHE_DIR / f"{key}.json"
+
+
+def _cached_render(g: Repo, commit: str) -> list[dict[str, Any]] | None:
+    path = _cache_path(g, commit)
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, ValueError):
+        return None
+
+
+def _store_render(g: Repo, commit: str, objects: list[dict[str, Any]]) -> None:
+    path = _cache_path(g, commit)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{random.getrandbits(32):08x}.tmp")
+        tmp.write_text(json.dumps(objects, default=str), encoding="utf-8")
+        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+        old = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-RENDER_CACHE_KEEP]
+        for stale in old:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # only a cache
 
 
 def _render(root: Path) -> list[dict[str, Any]] | None:
@@ -295,7 +360,9 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     if not changes:
         return _Applied(base, base_settings, new_settings, [], [], "")
 
-    old_objects = _render(root)
+    old_objects = _cached_render(g, base)
+    if old_objects is None:
+        old_objects = _render(root)
     effective = {c.key: requested[c.key] for c in changes}
     co.touched.add(layout.SETTINGS_PATH)
     settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH), encoding="utf-8")
@@ -305,7 +372,7 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
         raise VerifyFailed(report.problems)
     diff = objdiff.diff_objects(old_objects or [], report.objects)
     summary = f"{report.checked_fields} marked fields, {len(report.objects)} objects valid"
-    return _Applied(base, base_settings, new_settings, changes, diff, summary)
+    return _Applied(base, base_settings, new_settings, changes, diff, summary, report.objects)
 
 
 def set_settings(
@@ -337,7 +404,7 @@ def set_settings(
             auth = credential_token(url)
         tmp = Path(tempfile.mkdtemp(prefix="raibid-set-"))
         try:
-            say(f"cloning {url}")
+            say(f"cloning {redact(url)}")
             g = Repo.clone(url, tmp / "config", auth=auth)
             return _set_in(g, requested, message=message, pr=pr, dry_run=dry_run, author=author,
                            remote=remote, max_attempts=max_attempts, gitea_url=gitea_url, say=say)
@@ -379,6 +446,9 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
             hint=f"`git checkout {target_branch}`, or use --pr to propose the change from here",
         )
 
+    if has_remote and not pr and not dry_run:
+        _refuse_unpushed(g, co.head, remote, target_branch)
+
     base = co.head
     if pr and not dry_run:
         # A PR is proposed against the remote branch as it is now, not a stale local copy.
@@ -405,6 +475,7 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
             result.message = msg
             commit = g.commit_all(msg, author=author)
             result.commit = commit
+            _store_render(g, commit, applied.objects)
             if pr:
                 assert client is not None and ref is not None
                 _propose(g, co, client, ref, remote, target_branch, applied, result, message, say)
@@ -447,6 +518,23 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
         except RaibidError as exc:  # pragma: no cover - report the first failure, mention this one
             say(f"warning: could not restore {g.path}: {exc}")
         raise
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _refuse_unpushed(g: Repo, head: str, remote: str, branch: str) -> None:
+    """Refuse when the local branch has commits the remote branch (as last fetched) lacks:
+    set pushes one settings change, not whatever else was committed locally."""
+    tracking = rev_parse(g, f"refs/remotes/{remote}/{branch}")
+    if tracking is None or tracking == head or is_ancestor(g, head, tracking):
+        return  # never pushed yet, in step, or only behind (the retry loop builds on the new head)
+    ahead = g.git("rev-list", "--count", f"{tracking}..{head}").strip()
+    raise ConfigRepoError(
+        f"your local {branch} has {ahead} commit(s) that {remote}/{branch} does not; "
+        "set pushes only its own change",
+        hint=f"push them first (`git push {remote} {branch}`), or drop them (`git reset --hard {remote}/{branch}`)",
+    )
 
 
 def _target_branch(g: Repo, rev: str) -> str:

@@ -115,7 +115,7 @@ def render(root: Path, ref: str | None) -> tuple[list[dict[str, Any]], str]:
         # git archive: a clean export of that commit, without touching the working tree or
         # leaving a registered worktree behind if we are interrupted.
         proc = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", sha],
-                              capture_output=True, timeout=120)
+                              capture_output=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise ConfigRepoError(f"cannot export {ref} ({sha[:12]}): {proc.stderr.decode(errors='replace').strip()}")
         with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
@@ -127,7 +127,7 @@ def render(root: Path, ref: str | None) -> tuple[list[dict[str, Any]], str]:
 
 def _resolve(root: Path, ref: str) -> str:
     proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise ConfigRepoError(f"{ref!r} is not a commit of {root}",
                               hint="pass a branch, tag or commit, e.g. --ref HEAD or --ref origin/main")

@@ -11,9 +11,10 @@ commit writes ``sha1:4b82...``. :func:`parse_revision` reads all three.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from raibid_gitops.gitops.layout import FLUX_NAMESPACE
 
@@ -214,7 +215,7 @@ def depends_on(ks: Mapping[str, Any]) -> list[tuple[str, str]]:
 def request_token(now: datetime | None = None) -> str:
     """A requestedAt value. Flux compares it as an opaque string; RFC 3339 with nanoseconds,
     as ``flux reconcile`` writes, keeps two requests within a second distinct."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"
 
 

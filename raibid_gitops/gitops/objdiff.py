@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 ObjectKey = tuple[str, str, str, str]  # group, kind, namespace, name
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from queue import Queue
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from raibid_gitops.errors import ConfigRepoError, GitError, RaibidError
 from raibid_gitops.gitops import flux

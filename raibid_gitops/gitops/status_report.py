@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 CONTEXT = "raibid/verify"
 
 
-def resolve_target(root: Path | None = None, *, url: str | None = None, remote: str = "origin") -> "RepoRef":
+def resolve_target(root: Path | None = None, *, url: str | None = None, remote: str = "origin") -> RepoRef:
     """The Gitea repository of the config repository at ``root`` (or the one ``url`` names)."""
     from raibid_gitops.clients.gitea import RepoRef, parse_repo_url
 
@@ -74,7 +74,7 @@ def resolve_target(root: Path | None = None, *, url: str | None = None, remote: 
     return found
 
 
-def client_for(ref: "RepoRef") -> "Gitea":
+def client_for(ref: RepoRef) -> Gitea:
     """An authenticated client for ``ref``'s server; refuses early without a token."""
     from raibid_gitops.clients.git import auth_from_env, credential_token
     from raibid_gitops.clients.gitea import Gitea
@@ -96,7 +96,7 @@ class StatusPosted:
     description: str
 
 
-def describe(report: "Report") -> tuple[str, str]:
+def describe(report: Report) -> tuple[str, str]:
     """(state, description) of a verify report, short enough for Gitea's status line."""
     if report.ok:
         return "success", f"ok: {report.checked_fields} marked fields, {len(report.objects)} objects valid"
@@ -105,7 +105,7 @@ def describe(report: "Report") -> tuple[str, str]:
     return "failure", f"{len(report.problems)} problem(s): {first}{more}"
 
 
-def post_status(client: "Gitea", ref: "RepoRef", sha: str, report: "Report", *,
+def post_status(client: Gitea, ref: RepoRef, sha: str, report: Report, *,
                 target_url: str | None = None) -> StatusPosted:
     from raibid_gitops.clients.gitea import cut
 
@@ -116,7 +116,7 @@ def post_status(client: "Gitea", ref: "RepoRef", sha: str, report: "Report", *,
     return StatusPosted(repo=ref.full_name, sha=sha, state=state, description=description)
 
 
-def report_commit_status(root: Path, report: "Report", *, sha: str | None = None, url: str | None = None,
+def report_commit_status(root: Path, report: Report, *, sha: str | None = None, url: str | None = None,
                          quiet: bool = False) -> StatusPosted:
     """Post ``report`` as status ``raibid/verify`` on HEAD of ``root`` (or ``sha``).
 
@@ -135,3 +135,41 @@ def report_commit_status(root: Path, report: "Report", *, sha: str | None = None
     if not quiet:
         print(f"commit status {CONTEXT}={posted.state} on {ref.full_name}@{sha[:12]}", file=sys.stderr)
     return posted
+
+
+def verify_pull(ref: RepoRef, number: int, *, quiet: bool = False) -> tuple[Report, StatusPosted]:
+    """Verify pull request ``number`` as Gitea has it now and post ``raibid/verify`` on its head.
+
+    The head is fetched by Gitea's ``refs/pull/N/head`` into a temporary repository, so this
+    works for any PR (a branch of a fork, an edit made in the web editor) without touching a
+    local clone.
+    """
+    import shutil
+    import sys
+    import tempfile
+
+    from raibid_gitops.clients.git import Repo, auth_from_env, credential_token
+    from raibid_gitops.gitops.verify import verify
+
+    with client_for(ref) as client:
+        pull = client.get_pull(ref, number)
+        head = str(pull["head"]["sha"])
+        tmp = Path(tempfile.mkdtemp(prefix="raibid-pr-verify-"))
+        try:
+            repo = Repo.init(tmp / "pr")
+            repo.auth = auth_from_env() or credential_token(ref.clone_url)
+            repo.add_remote(ref.clone_url)
+            # Depth 1: verify needs the tree, not the history.
+            repo.git("fetch", "--quiet", "--depth", "1", "origin", f"refs/pull/{int(number)}/head", auth=True)
+            repo.git("checkout", "--quiet", "--detach", "FETCH_HEAD")
+            fetched = repo.head()
+            if fetched != head:
+                raise GiteaError(f"#{number} moved while it was fetched ({head[:12]} -> {fetched[:12]})",
+                                 hint="run it again")
+            report = verify(repo.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        posted = post_status(client, ref, head, report)
+    if not quiet:
+        print(f"commit status {CONTEXT}={posted.state} on {ref.full_name}#{number} ({head[:12]})", file=sys.stderr)
+    return report, posted

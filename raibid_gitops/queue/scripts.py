@@ -204,6 +204,16 @@ redis.call('HSET', job, '{c.REC_CANCEL_REQUESTED}', '1', '{c.REC_UPDATED_AT}', n
 return {{'requested', st}}
 """
 
+# KEYS: stream   ARGV: group, consumer
+# An agent leaving removes its consumer from the group, but only with nothing pending under
+# its name (DELCONSUMER would silently drop those entries' pending state).
+RETIRE = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #p > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 
 class Scripts:
     """The scripts registered on one client (EVALSHA, reloaded by redis-py after a restart)."""
@@ -216,6 +226,7 @@ class Scripts:
         self.dead_letter: Any = client.register_script(DEAD_LETTER)
         self.requeue: Any = client.register_script(REQUEUE)
         self.cancel: Any = client.register_script(CANCEL)
+        self.retire: Any = client.register_script(RETIRE)
 
 
 def scripts_for(client: redis.Redis) -> Scripts:

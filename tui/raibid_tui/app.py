@@ -50,7 +50,6 @@ class RaibidApp(App[int]):
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         #: Hash of the live ConfigMap's settings, from the Changes tab; agents on another are stale.
         self.expected_hash: str | None = None
-        self._started = False
         #: An unexpected error that ended the app (the CLI prints it, one line, no traceback).
         self.unexpected: BaseException | None = None
         if self.sources.where:
@@ -73,7 +72,6 @@ class RaibidApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._started = True
         self.query_one("#flux-table").focus()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -101,17 +99,22 @@ class RaibidApp(App[int]):
     def on_unmount(self) -> None:
         self.sources.stop()
 
-    def _handle_exception(self, error: Exception) -> None:
-        # Never a traceback on the operator's screen: once running, an unexpected error in a
-        # handler becomes a notification and the app goes on; before that, the app ends and
-        # the CLI prints a one-line error.
-        if self._started and self.is_running:
-            self.unexpected = error
-            self.notify(f"{type(error).__name__}: {error}", title="Unexpected error", severity="error",
+    def _fatal_error(self) -> None:
+        # Textual ends the app on an unhandled exception (the failed widget's message loop has
+        # stopped) and would print a traceback; the operator gets one line from the CLI instead.
+        # Data from backends cannot get here: workers catch everything and main-thread updates
+        # run through ``guarded`` (a notification, and the app goes on).
+        self.unexpected = self._exception
+        self.bell()
+        self._close_messages_no_wait()
+
+    def guarded(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call ``fn``; an exception becomes an error notification instead of ending the app."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - the UI must survive odd backend data
+            self.notify(f"{type(exc).__name__}: {exc}", title="Could not show an update", severity="error",
                         timeout=15)
-            return
-        self.unexpected = error
-        self.exit(1)
 
     def panels(self) -> dict[str, Any]:
         return {t: self.query_one(f"#{t}-panel") for t in TABS}

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from raibid_tui.sources.flux import EventRow, FluxRow
 from raibid_tui.widgets import formatting as fmt
 
+if TYPE_CHECKING:
+    from raibid_tui.app import RaibidApp
+
 
 class FluxDetailScreen(ModalScreen[None]):
+
+    if TYPE_CHECKING:
+        app: RaibidApp  # the app this lives in, for the type checker
     BINDINGS = [Binding("escape,q,enter", "close", "Close")]
 
     DEFAULT_CSS = """
@@ -67,9 +75,9 @@ class FluxDetailScreen(ModalScreen[None]):
         try:
             events = self.app.sources.flux.events(self.row)
         except Exception as exc:  # noqa: BLE001 - shown in place of the events
-            self.app.call_from_thread(self.show_events, (), exc)
+            self.app.call_from_thread(self.app.guarded, self.show_events, (), exc)
             return
-        self.app.call_from_thread(self.show_events, events, None)
+        self.app.call_from_thread(self.app.guarded, self.show_events, events, None)
 
     def show_events(self, events: tuple[EventRow, ...], error: BaseException | None) -> None:
         status = self.query_one("#detail-events-status", Static)

@@ -16,13 +16,13 @@ HELP = """\
   tab          next widget          ?   this help          q   quit
 
 [b]Flux[/b]  (live through Kubernetes watches)
-  enter        details: conditions and recent events
+  enter / i    details: conditions and recent events
   r            reconcile with source; waits until the commit is applied and Ready
   s            suspend / resume
   ATTEMPTED ⚠  a newer commit was tried but not applied (see MESSAGE)
 
 [b]Changes[/b]
-  settings     hash at the config repo's HEAD, in the live ConfigMap, and what agents run
+  settings     by hash: config repo HEAD, live ConfigMap, what agents run
   enter / d    view the selected pull request's diff
   m            merge the selected pull request (confirmed)
   R            refresh now

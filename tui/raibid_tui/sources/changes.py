@@ -5,7 +5,7 @@ their ``raibid/verify`` commit status; a PR's diff; merging a PR.
 
 from __future__ import annotations
 
-import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from raibid_tui.sources.kube import KubeConn, kube_errors
 VERIFY_CONTEXT = "raibid/verify"
 #: Gitea request timeout (connect, read), seconds.
 GITEA_TIMEOUT = (5, 30)
+#: Seconds before asking git again for a commit the local clone did not have.
+MISSING_RETRY = 60.0
 #: Open pull requests shown (one page; a config repo rarely has more).
 MAX_PULLS = 50
 
@@ -110,6 +112,11 @@ class ChangesSource:
         self.gitea = GiteaAPI(gitea_url, gitea_token) if gitea_url else None
         self.agents = agents
         self._settings: Any = None
+        #: Commit subjects by SHA: a commit never changes, and a watch delivers the same
+        #: revision for hundreds of objects.
+        self._subjects: dict[str, str] = {}
+        #: SHAs not in the local clone, with when we looked: asked again after MISSING_RETRY.
+        self._missing: dict[str, float] = {}
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -142,12 +149,19 @@ class ChangesSource:
         """Subject of ``sha`` in the config repo, "" when unknown (not fetched, no repo)."""
         if not sha or self.repo_path is None:
             return ""
+        if sha in self._subjects:
+            return self._subjects[sha]
+        if time.monotonic() - self._missing.get(sha, -MISSING_RETRY) < MISSING_RETRY:
+            return ""
         try:
             from raibid_gitops.clients.git import Repo
 
-            return Repo(self.repo_path).git("log", "-1", "--format=%s", sha).strip()
+            subject = Repo(self.repo_path).git("log", "-1", "--format=%s", sha).strip()
         except Exception:  # noqa: BLE001 - a missing commit only leaves the subject blank
+            self._missing[sha] = time.monotonic()  # a later fetch may bring it
             return ""
+        self._subjects[sha] = subject
+        return subject
 
     def gitea_repo(self) -> tuple[str, str]:
         """(owner, name) of the config repo on Gitea: from its ``origin`` remote when that is on
@@ -234,6 +248,3 @@ class ChangesSource:
             raise GiteaError("Gitea is not configured", hint="set RAIBID_GITEA_URL and RAIBID_GITEA_TOKEN")
         self.gitea.merge(*self.gitea_repo(), pr)
 
-
-def gitea_from_env() -> tuple[str | None, str | None]:
-    return os.environ.get("RAIBID_GITEA_URL") or None, os.environ.get("RAIBID_GITEA_TOKEN") or None

@@ -205,6 +205,7 @@ class FluxSource:
     subject: Callable[[str], str] | None = None
     _responses: set[Any] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -231,7 +232,7 @@ class FluxSource:
         delay = RETRY_MIN
         rv = ""
         failed = False
-        while not stop.is_set():
+        while not (stop.is_set() or self._closed.is_set()):
             try:
                 if not rv:
                     rows, rv = self.list(kind)
@@ -244,7 +245,7 @@ class FluxSource:
             except _Gone:
                 rv = ""
             except Exception as exc:  # noqa: BLE001 - reported, then retried: the TUI never dies
-                if stop.is_set():
+                if stop.is_set() or self._closed.is_set():
                     break
                 on_error(translate(exc, f"watch {k.plural}", self.conn.server))
                 failed = True
@@ -261,10 +262,10 @@ class FluxSource:
         with self._lock:
             self._responses.add(resp)
         try:
-            if stop.is_set():
+            if stop.is_set() or self._closed.is_set():
                 return rv
             for line in iter_resp_lines(resp):
-                if stop.is_set():
+                if stop.is_set() or self._closed.is_set():
                     break
                 if not line:
                     continue
@@ -290,6 +291,7 @@ class FluxSource:
 
     def stop(self) -> None:
         """Unblock every running watch (shut its socket down) so worker threads end now."""
+        self._closed.set()
         with self._lock:
             responses = list(self._responses)
         for resp in responses:
@@ -340,24 +342,36 @@ class FluxSource:
     def reconcile(self, row: FluxRow, progress: Callable[[str], None], timeout: float = 300.0,
                   cancelled: Callable[[], bool] = lambda: False) -> str:
         """Reconcile ``row`` with its source: fetch the source, then wait until the Kustomization
-        has applied that exact revision, is Ready and has observed its generation. Returns the
-        applied revision; raises SyncFailed / SyncTimeout / KubeError."""
+        has applied that revision (or a newer one the source moved to meanwhile), is Ready and
+        has observed its generation. Returns the applied revision; raises Suspended /
+        SyncFailed / SyncTimeout / KubeError."""
         deadline = time.monotonic() + timeout
-        if row.kind == KUSTOMIZATION.kind:
-            obj = self.get(row.kind, row.namespace, row.name)
-            ref = (obj.get("spec") or {}).get("sourceRef") or {}
-            src_kind = ref.get("kind", GIT_REPOSITORY.kind)
-            src_ns, src_name = ref.get("namespace") or row.namespace, ref.get("name", "")
-            if src_kind not in KINDS:
-                raise SyncFailed(f"{row.ref}: source kind {src_kind} is not supported by the TUI")
-            revision = self._request_and_wait(src_kind, src_ns, src_name, progress, deadline, cancelled)
-            progress(f"source {src_kind}/{src_ns}/{src_name} at {short_revision(revision)}; applying…")
-            return self._request_and_wait(row.kind, row.namespace, row.name, progress, deadline, cancelled,
-                                          want=revision)
-        return self._request_and_wait(row.kind, row.namespace, row.name, progress, deadline, cancelled)
+        if row.kind != KUSTOMIZATION.kind:
+            self._refuse_suspended(row.kind, row.namespace, row.name)
+            return self._request_and_wait(row.kind, row.namespace, row.name, progress, deadline, cancelled)
+        obj = self._refuse_suspended(row.kind, row.namespace, row.name)
+        ref = (obj.get("spec") or {}).get("sourceRef") or {}
+        src_kind = ref.get("kind", GIT_REPOSITORY.kind)
+        src_ns, src_name = ref.get("namespace") or row.namespace, ref.get("name", "")
+        if src_kind not in KINDS:
+            raise SyncFailed(f"{row.ref}: source kind {src_kind} is not supported by the TUI")
+        self._refuse_suspended(src_kind, src_ns, src_name)
+        revision = self._request_and_wait(src_kind, src_ns, src_name, progress, deadline, cancelled)
+        progress(f"source {src_kind}/{src_ns}/{src_name} at {short_revision(revision)}; applying…")
+        return self._request_and_wait(row.kind, row.namespace, row.name, progress, deadline, cancelled,
+                                      want=revision, source=(src_kind, src_ns, src_name))
+
+    def _refuse_suspended(self, kind: str, ns: str, name: str) -> dict[str, Any]:
+        obj = self.get(kind, ns, name)
+        if (obj.get("spec") or {}).get("suspend"):
+            from raibid_gitops.errors import Suspended
+
+            raise Suspended(f"{kind}/{ns}/{name} is suspended; resume it (s) before reconciling")
+        return obj
 
     def _request_and_wait(self, kind: str, ns: str, name: str, progress: Callable[[str], None], deadline: float,
-                          cancelled: Callable[[], bool], want: str = "") -> str:
+                          cancelled: Callable[[], bool], want: str = "",
+                          source: tuple[str, str, str] | None = None) -> str:
         ref = f"{kind}/{ns}/{name}"
         token = self.request(kind, ns, name)
         progress(f"requested reconcile of {ref}")
@@ -366,18 +380,18 @@ class FluxSource:
                 raise SyncTimeout(f"{ref}: stopped waiting (cancelled)")
             obj = self.get(kind, ns, name)
             row = row_from_object({**obj, "kind": kind})
-            st = obj.get("status") or {}
-            handled = st.get("lastHandledReconcileAt") == token
-            if row.suspended:
-                from raibid_gitops.errors import Suspended
-
-                raise Suspended(f"{ref} is suspended; resume it (s) before reconciling")
+            handled = (obj.get("status") or {}).get("lastHandledReconcileAt") == token
             current = row.observed_generation == row.generation
             if kind == KUSTOMIZATION.kind and want:
-                if handled and current and sha_of(row.attempted) == sha_of(want) and row.status == "Failed":
-                    raise SyncFailed(f"{ref} failed to apply {short_revision(want)}: {row.reason}: {row.message}")
-                if handled and current and sha_of(row.revision) == sha_of(want) and row.status == "Ready":
-                    progress(f"{ref} applied {short_revision(want)} and is Ready")
+                # The source may have moved on to a newer commit meanwhile (it contains ours).
+                accept = {sha_of(want)}
+                if source is not None:
+                    accept.add(sha_of(row_from_object({**self.get(*source), "kind": source[0]}).revision))
+                if handled and current and sha_of(row.attempted) in accept and row.status == "Failed":
+                    raise SyncFailed(f"{ref} failed to apply {short_revision(row.attempted)}: "
+                                     f"{row.reason}: {row.message}")
+                if handled and current and sha_of(row.revision) in accept and row.status == "Ready":
+                    progress(f"{ref} applied {row.short_revision} and is Ready")
                     return row.revision
                 progress(f"waiting for {ref} to apply {short_revision(want)} "
                          f"(applied {row.short_revision or '-'}, {row.status})")

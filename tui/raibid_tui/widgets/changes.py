@@ -128,7 +128,8 @@ class ChangesPanel(PollingPanel):
         try:
             text = self.source().diff(pr)
         except Exception as exc:  # noqa: BLE001
-            self._from_thread(self.app.notify, str(exc), title=f"Diff of #{pr.number} failed", severity="error")
+            self._from_thread(lambda: self.app.notify(str(exc), title=f"Diff of #{pr.number} failed",
+                                                      severity="error"))
             return
         self._from_thread(self._show_diff, pr, text)
 
@@ -153,15 +154,19 @@ class ChangesPanel(PollingPanel):
         self.app.push_screen(
             ConfirmScreen(f"Merge #{pr.number} “{pr.title}” into the config repo?",
                           f"Flux applies it on its next sync.{warn}"),
-            lambda yes: self._merge(pr) if yes else None)
+            lambda yes: self._merge_if(pr, yes))
+
+    def _merge_if(self, pr: PullRow, yes: bool | None) -> None:
+        if yes:
+            self._merge(pr)
 
     @work(thread=True, exclusive=True, group="changes-merge", exit_on_error=False)
     def _merge(self, pr: PullRow) -> None:
         try:
             self.source().merge(pr)
         except Exception as exc:  # noqa: BLE001
-            self._from_thread(self.app.notify, str(exc), title=f"Merge of #{pr.number} failed", severity="error",
-                              timeout=12)
+            self._from_thread(lambda: self.app.notify(str(exc), title=f"Merge of #{pr.number} failed",
+                                                      severity="error", timeout=12))
             return
-        self._from_thread(self.app.notify, f"#{pr.number} merged", title="Changes")
+        self._from_thread(lambda: self.app.notify(f"#{pr.number} merged", title="Changes"))
         self._from_thread(self.poll)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -20,6 +21,9 @@ from raibid_tui.sources.flux import GIT_REPOSITORY, KUSTOMIZATION, FluxRow, Flux
 from raibid_tui.widgets import formatting as fmt
 from raibid_tui.widgets.banner import Banner
 from raibid_tui.widgets.table import KeyedTable
+
+if TYPE_CHECKING:
+    from raibid_tui.app import RaibidApp
 
 COLUMNS = (
     ("kind", "KIND"), ("namespace", "NAMESPACE"), ("name", "NAME"), ("status", "READY"),
@@ -55,6 +59,9 @@ def _order(row: FluxRow) -> tuple[int, str, str]:
 
 class FluxPanel(Vertical):
     """Watches both kinds in two thread workers; events reach the table on the main thread."""
+
+    if TYPE_CHECKING:
+        app: RaibidApp  # the app this lives in, for the type checker
 
     BINDINGS = [
         Binding("i", "details", "Details (enter)"),
@@ -129,7 +136,7 @@ class FluxPanel(Vertical):
 
     def _from_thread(self, fn, *args) -> None:
         try:
-            self.app.call_from_thread(fn, *args)
+            self.app.call_from_thread(self.app.guarded, fn, *args)
         except RuntimeError:  # the app is shutting down
             self._stop.set()
 

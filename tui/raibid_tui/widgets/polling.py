@@ -3,17 +3,23 @@ read runs off the main thread, the widgets change on it, and a failure shows the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.containers import Vertical
 
 from raibid_tui.widgets.banner import Banner
 
+if TYPE_CHECKING:
+    from raibid_tui.app import RaibidApp
+
 
 class PollingPanel(Vertical):
     """Subclasses set ``INTERVAL``, ``TITLE_DOWN`` and implement ``read`` (worker thread) and
     ``show`` (main thread)."""
+
+    if TYPE_CHECKING:
+        app: RaibidApp  # the app this lives in, for the type checker
 
     INTERVAL = 5.0
     #: Banner title when ``read`` fails.
@@ -57,7 +63,7 @@ class PollingPanel(Vertical):
 
     def _from_thread(self, fn: Any, *args: Any) -> None:
         try:
-            self.app.call_from_thread(fn, *args)
+            self.app.call_from_thread(self.app.guarded, fn, *args)
         except RuntimeError:  # app shutting down
             pass
 

@@ -1,0 +1,220 @@
+"""Fast tests of the TUI's pieces without a backend: rows from API objects, the in-place
+table update, error handling, and the `raibid tui` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pytest
+
+pytest.importorskip("textual")
+
+from raibid_gitops.errors import KubeError, RaibidError  # noqa: E402
+from raibid_tui.app import RaibidApp  # noqa: E402
+from raibid_tui.sources import Sources  # noqa: E402
+from raibid_tui.sources.agents import parse_time, row_from_hash  # noqa: E402
+from raibid_tui.sources.changes import ChangesSource  # noqa: E402
+from raibid_tui.sources.flux import (  # noqa: E402
+    FluxRow,
+    FluxUpdate,
+    row_from_object,
+    sha_of,
+    short_revision,
+)
+from raibid_tui.sources.kube import KubeConn  # noqa: E402
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+A = "main@sha1:" + "a" * 40
+B = "main@sha1:" + "b" * 40
+
+
+def ks(applied: str, attempted: str, ready: str = "True", **meta) -> dict:
+    return {
+        "kind": "Kustomization",
+        "metadata": {"uid": "u1", "namespace": "flux-system", "name": "raibid-config", "generation": 2,
+                     "creationTimestamp": "2026-11-25T12:00:00Z", "resourceVersion": "7", **meta},
+        "spec": {"sourceRef": {"kind": "GitRepository", "name": "raibid-config"}, "suspend": False},
+        "status": {"observedGeneration": 2, "lastAppliedRevision": applied, "lastAttemptedRevision": attempted,
+                   "conditions": [{"type": "Ready", "status": ready, "reason": "BuildFailed" if ready == "False"
+                                   else "ReconciliationSucceeded", "message": "m"}]},
+    }
+
+
+class TestRows:
+    """Flux objects and heartbeats become the rows the widgets show."""
+
+    def test_revisions(self):
+        assert sha_of(A) == "a" * 40 and sha_of("sha1:" + "c" * 40) == "c" * 40 and sha_of("abc") == "abc"
+        assert short_revision(A) == "main@aaaaaaaa" and short_revision("") == ""
+
+    def test_failing_new_commit(self):
+        """A Kustomization that attempted a newer commit than it applied stands out; the
+        subject shown is the attempted commit's."""
+        seen = []
+        row = row_from_object(ks(A, B, "False"), subject=lambda sha: seen.append(sha) or "new subject")
+        assert row.status == "Failed" and row.failing_new_commit and row.subject == "new subject"
+        assert seen == ["b" * 40]
+        ok = row_from_object(ks(A, A))
+        assert ok.status == "Ready" and not ok.failing_new_commit
+        assert ok.source == "GitRepository/flux-system/raibid-config"
+
+    def test_status_precedence(self):
+        obj = ks(A, A)
+        obj["status"]["conditions"].append({"type": "Reconciling", "status": "True", "reason": "Progressing"})
+        assert row_from_object(obj).status == "Reconciling"
+        obj["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "InvalidPath",
+                                            "message": "path not found"})
+        row = row_from_object(obj)
+        assert (row.status, row.reason, row.message) == ("Stalled", "InvalidPath", "path not found")
+        del obj["status"]
+        assert row_from_object(obj).status == "Unknown"
+
+    def test_heartbeat(self):
+        row = row_from_hash("a1", {"state": "running", "job": "j1", "settings_hash": "sha256:1",
+                                   "updated_at": "1795867200.5"}, expected_hash="sha256:2")
+        assert (row.state, row.job, row.stale) == ("running", "j1", True)
+        assert row.last_heartbeat == datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=timezone.utc)
+        assert not row_from_hash("a2", {"settings_hash": "sha256:2"}, expected_hash="sha256:2").stale
+        assert parse_time("2026-11-28T12:00:00Z") == NOW and parse_time("garbage") is None
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def flux_row(uid: str, name: str, message: str = "ok") -> FluxRow:
+    return FluxRow(uid=uid, kind="Kustomization", namespace="ns", name=name, status="Ready",
+                   reason="Succeeded", message=message, revision=A, attempted=A, created=NOW)
+
+
+class TestInPlaceRows:
+    """A watch event touches one row: same key, same position, only that row repainted."""
+
+    def test_update_repaints_one_row(self):
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                panel = app.query_one("#flux-panel")
+                panel.set_rows([flux_row(f"u{i}", f"app-{i:02d}") for i in range(20)])
+                await pilot.pause()
+                table = panel.table
+                before = table.row_repaints
+                panel.apply(FluxUpdate("Kustomization", rows=(flux_row("u5", "app-05", "ko"),)))
+                await pilot.pause()
+                assert table.row_repaints == before + 1
+                assert table.get_row_index("u5") == 5 and "ko" in str(table.get_row("u5")[9])
+                # The same row again: nothing changes, nothing repaints.
+                panel.apply(FluxUpdate("Kustomization", rows=(flux_row("u5", "app-05", "ko"),)))
+                assert table.row_repaints == before + 1
+                panel.apply(FluxUpdate("Kustomization", deleted=("u5",)))
+                assert table.row_count == 19 and "u5" not in panel.rows
+                # A relist drops rows that are gone and keeps the rest.
+                panel.apply(FluxUpdate("Kustomization", rows=(flux_row("u1", "app-01"),), reset=True))
+                assert table.keys() == ["u1"]
+
+        run(body())
+
+
+class TestNoTraceback:
+    """Odd backend data becomes a notification and the app goes on; a bug in a handler ends the
+    app without a traceback (the CLI prints one line)."""
+
+    def test_bad_update_is_notified(self):
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            notes = []
+            async with app.run_test() as pilot:
+                original = app.notify
+                app.notify = lambda m, **kw: (notes.append((m, kw.get("severity"))), original(m, **kw))[1]
+                panel = app.query_one("#flux-panel")
+                app.guarded(panel.apply, FluxUpdate("Kustomization", rows=(None,)))  # type: ignore[arg-type]
+                await pilot.pause()
+                assert app.is_running
+                assert notes and "AttributeError" in notes[0][0] and notes[0][1] == "error"
+                panel.set_rows([flux_row("u1", "a")])
+                assert panel.table.row_count == 1
+
+        run(body())
+
+    def test_handler_bug_ends_without_traceback(self, capsys):
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            with pytest.raises(ZeroDivisionError):  # run_test re-raises it for the test
+                async with app.run_test() as pilot:
+                    app.query_one("#flux-panel").action_details = lambda: 1 / 0
+                    await pilot.press("i")
+                    await pilot.pause()
+            assert isinstance(app.unexpected, ZeroDivisionError)
+
+        run(body())
+        assert "Traceback" not in capsys.readouterr().err
+
+    def test_unconfigured_backends_show_banners(self):
+        async def body():
+            app = RaibidApp(Sources(), live=True, clock=lambda: NOW)
+            async with app.run_test() as pilot:
+                await pilot.pause()
+                for banner in ("#flux-banner", "#changes-banner", "#queue-banner", "#agents-banner"):
+                    assert app.query_one(banner).shown
+
+        run(body())
+
+
+class TestBackendErrors:
+    """Backend failures arrive as raibid errors that say what failed."""
+
+    def test_missing_kubeconfig(self, tmp_path):
+        with pytest.raises(KubeError, match="cannot load the Kubernetes configuration"):
+            KubeConn(str(tmp_path / "nope"), None).client()
+
+    def test_changes_without_repo_or_gitea(self):
+        snap = ChangesSource(None, None, None, None).snapshot()
+        assert snap.settings[0].error == "no config repository given"
+        assert any(e.startswith("Gitea: not configured") for e in snap.errors)
+
+    def test_changes_reads_head(self, config_repo):
+        from raibid_gitops.settings import load_path
+
+        source = ChangesSource(config_repo, None, None, None)
+        snap = source.snapshot()
+        head = snap.settings[0]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_repo, capture_output=True, text=True).stdout
+        assert source.commit_subject(sha.strip()) and source.commit_subject("f" * 40) == ""
+        assert head.where == "config repo HEAD" and head.hash == load_path(
+            config_repo / "overlays/dgx-spark/settings.yaml").hash()
+
+
+class TestCommandLine:
+    """`raibid tui` parses the flux-style options and starts without importing textual early."""
+
+    def test_options(self):
+        from raibid_gitops.cli import build_parser
+
+        args = build_parser().parse_args(["tui", "--kubeconfig", "k", "--context", "c", "-A", "--redis-url",
+                                          "redis://h:1/0", "--repo", "."])
+        assert (args.kubeconfig, args.context, args.all_namespaces, args.redis_url) == ("k", "c", True,
+                                                                                       "redis://h:1/0")
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["tui", "-n", "x", "-A"])
+
+    def test_help_does_not_import_textual(self):
+        code = ("import sys; from raibid_gitops.cli import build_parser; build_parser(); "
+                "print(any(m.startswith(('textual', 'kubernetes', 'redis')) for m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "False"
+
+    def test_unexpected_error_is_one_line(self, monkeypatch, capsys):
+        """An error that ends the app is printed by the CLI as one line, not a traceback."""
+        from raibid_gitops import cli
+
+        def boom(**kwargs):
+            raise KubeError("cannot load the Kubernetes configuration: no file", hint="pass --kubeconfig FILE")
+
+        monkeypatch.setattr("raibid_tui.sources.build", boom)
+        assert cli.main(["tui", "--kubeconfig", "/nonexistent"]) == 2
+        err = capsys.readouterr().err
+        assert "error: cannot load the Kubernetes configuration" in err and "Traceback" not in err
+        assert isinstance(KubeError("x"), RaibidError)
