@@ -28,6 +28,8 @@ from raibid_gitops.gitops.change import set_settings
 from raibid_gitops.gitops.generate import init
 
 PATCH = f"{layout.OVERLAY_DIR}/agent-scaledjob-patch.yaml"
+#: Never the default 8 (that would be no change) nor twice in a row; 10 x 2 CPU fits 20.
+VALUES = (2, 3, 4, 5, 6, 7, 9, 10)
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -86,9 +88,7 @@ def main() -> int:
         print(f"{'run':>3}  {'set (CLI)':>10}  {'set (lib)':>10}  {'floor':>8}  {'CLI/floor':>9}")
         rows = []
         for i in range(args.runs):
-            value = 2 + i % 8  # 2..9: always a change, always within capacity (9 x 2 CPU <= 20)
-            if value == 8:
-                value = 9 if i % 2 else 7
+            value = VALUES[i % len(VALUES)]
             c = set_cli(repos["cli"], value)
             lib = set_library(repos["lib"], value)
             f = floor(repos["floor"], value, args.push)

@@ -486,10 +486,12 @@ class TestInTmux:
             assert "main@1111aaaa" in line and "Ready" in line, screen
             assert "Traceback" not in screen
             subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not (tmp_path / "exit").exists():
-                time.sleep(0.2)
+            quit_at = time.monotonic()
+            while time.monotonic() - quit_at < 15 and not (tmp_path / "exit").exists():
+                time.sleep(0.1)
             assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
+            # The watches are unblocked on quit: no wait for a watch timeout.
+            assert time.monotonic() - quit_at < 5
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 

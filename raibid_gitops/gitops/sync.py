@@ -599,10 +599,13 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
     _, artifact_changed = wait_source(kube, src_ref, ancestry, token, deadline, progress, timeout_text)
     stages["source"] = time.monotonic() - t
     if not artifact_changed:
-        # The source had the commit already: no artifact event will come, so ask the
-        # Kustomizations (one that failed at this commit before retries).
+        # The source had the commit already: no artifact event will come, so ask each
+        # Kustomization that has not applied it yet (one that failed at this commit retries).
         for ks, is_same in zip(kss, same):
-            if is_same:
+            if not is_same:
+                continue
+            now = kube.get(ObjectRef.of(ks))
+            if not (ancestry.covers(flux.applied_revision(now)) and flux.is_ready(now)):
                 kube.annotate(ObjectRef.of(ks), {flux.REQUESTED_AT: token})
 
     t = time.monotonic()
