@@ -363,8 +363,17 @@ def start_kube(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> KubeStack:
                          etcd_url=etcd_url, workdir=workdir, processes=tuple(started))
         # Server-side apply: the KEDA CRDs are too big for the client-side last-applied annotation.
         kube.kubectl("apply", "--server-side", "-f", str(crds))
-        kube.kubectl("wait", "--for=condition=Established", "crd", "--all",
-                     f"--timeout={int(timeout)}s", timeout=timeout + 10)
+        # Poll rather than `kubectl wait --all`: a CRD that has no conditions yet makes that
+        # command fail at once ("conditions accessor error") instead of waiting.
+        def all_established() -> bool:
+            items = json.loads(kube.kubectl("get", "crd", "-o", "json"))["items"]
+            return bool(items) and all(
+                any(c.get("type") == "Established" and c.get("status") == "True"
+                    for c in (i.get("status") or {}).get("conditions") or [])
+                for i in items
+            )
+
+        wait_until("CRDs Established", all_established, watch=started, timeout=timeout)
         kube.kubectl("create", "namespace", "flux-system")
         return kube
 

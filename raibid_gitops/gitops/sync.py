@@ -4,8 +4,9 @@
 (fluxcd/flux2#479). Here the stages are:
 
 1. **push** — unpushed commits are pushed; a diverged branch is refused (never force-pushed).
-2. **request** — the GitRepository and every Kustomization involved get a new
-   ``reconcile.fluxcd.io/requestedAt`` annotation (merge patch, retried on conflict).
+2. **request** — the GitRepository gets a new ``reconcile.fluxcd.io/requestedAt`` annotation
+   (merge patch, retried on conflict); Kustomizations are annotated only where the artifact
+   change will not trigger them (see :func:`sync`).
 3. **source** — watch the GitRepository until ``status.artifact.revision`` is the pushed commit
    or a newer one that contains it (Flux skips intermediate commits; ancestry is checked with
    ``git merge-base --is-ancestor`` after a fetch).
