@@ -58,3 +58,21 @@ class TestStatus:
         assert rc == 0
         assert out.splitlines()[0].startswith("NAMESPACE")
         assert any(line.startswith(flux_env.flux_ns) for line in out.splitlines())
+
+
+class TestWatchList:
+    """`status --watch` is fed by Kube.watch_list: a list, then a snapshot per change."""
+
+    @pytest.mark.timeout(60)  # the loop below ends only on the event it waits for
+    def test_snapshot_after_a_change(self, flux_env: FluxEnv) -> None:
+        from raibid_gitops.gitops import flux
+
+        snapshots = flux_env.kube.watch_list(flux.KUSTOMIZE_API, flux.KUSTOMIZATION, flux_env.flux_ns, chunk=5)
+        first = next(snapshots)
+        assert [o["metadata"]["name"] for o in first.values()] == [flux_env.name]
+        flux_env.kube.annotate(flux_env.ks_ref, {"raibid.test/mark": "1"})
+        for snap in snapshots:
+            (obj,) = snap.values()
+            if (obj["metadata"].get("annotations") or {}).get("raibid.test/mark") == "1":
+                break
+        snapshots.close()

@@ -192,6 +192,15 @@ class TestSync:
         data = json.loads(out)
         assert data["commit"] == flux_env.head() and data["pushed"] is False
 
+    def test_no_push_waits_for_the_remote(self, flux_env: FluxEnv, capsys: pytest.CaptureFixture[str]) -> None:
+        remote = flux_env.remote_head()
+        flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 20")
+        rc, out, err = run(flux_env.sync("--no-push", "--timeout", "60s"), capsys)
+        assert rc == 0, err
+        assert "1 local commit(s) not pushed (--no-push)" in err
+        assert f"applied {remote[:12]}" in out
+        assert flux_env.remote_head() == remote
+
     def test_broken_manifest_fails_with_kustomize_message(self, flux_env: FluxEnv,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
         before = flux.applied_revision(flux_env.ks())

@@ -150,7 +150,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> Kube:
     ``kubeconfig`` None means ``$KUBECONFIG`` (colon-separated list allowed) or
     ``~/.kube/config``; inside a Pod with neither, the in-cluster service account.
     """
-    key = (kubeconfig, context)
+    # Keyed by the file actually used, so a changed $KUBECONFIG gets its own client.
+    key = (kubeconfig or os.environ.get("KUBECONFIG"), context)
     if key not in _clients:
         _clients[key] = Kube(_new_api_client(kubeconfig, context), context=context)
     return _clients[key]
