@@ -18,8 +18,12 @@ pytestmark = pytest.mark.redis
 JOBS = 1000
 AGENTS = 4
 KILLS = 8
-#: Seconds between kills: all of them land while the batch runs (~10 s on 2 cores).
-KILL_EVERY = 0.5
+#: Kills that must land before the batch is done. Under load the 1,000 no-op jobs can finish
+#: before all KILLS are made (agents restart slowly, kills only hit busy agents); half of them
+#: still proves repeated take-overs, without making the test a race against the machine.
+MIN_KILLS = KILLS // 2
+#: Seconds between kills: they land while the batch runs (~10 s on 2 cores).
+KILL_EVERY = 0.25
 
 
 def test_random_kills_lose_nothing(redis_client, agents: AgentPool):
@@ -73,6 +77,6 @@ def test_random_kills_lose_nothing(redis_client, agents: AgentPool):
     (group,) = redis_client.xinfo_groups(q.stream)
     assert group["lag"] == 0
     assert redis_client.xlen(q.dead_letter_stream) == 0
-    assert kills == KILLS
+    assert kills >= MIN_KILLS, f"only {kills} kills landed before the batch finished"
     # The kills did hit jobs in flight: their entries were taken over by other agents.
     assert "took over entry" in agents.all_logs()
