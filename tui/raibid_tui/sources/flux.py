@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from raibid_gitops.errors import KubeError, SyncFailed, SyncTimeout
+from raibid_gitops.gitops.flux import parse_revision
 
 from raibid_tui.sources.kube import KubeConn, kube_errors, translate
 
@@ -116,14 +117,19 @@ class FluxUpdate:
 
 def sha_of(revision: str) -> str:
     """The commit SHA of a Flux revision (``main@sha1:<sha>``, ``sha1:<sha>`` or ``<sha>``)."""
+    rev = parse_revision(revision)
+    if rev is not None:
+        return rev.digest
     return revision.rsplit(":", 1)[-1].rsplit("@", 1)[-1] if revision else ""
 
 
 def short_revision(revision: str) -> str:
-    """``main@sha1:0123456789ab...`` -> ``main@01234567``."""
+    """``main@sha1:0123456789ab...`` -> ``main@01234567`` (narrower than `flux get`'s form:
+    the table also shows the commit's subject)."""
     if not revision:
         return ""
-    branch = revision.split("@", 1)[0] if "@" in revision else ""
+    rev = parse_revision(revision)
+    branch = (rev.ref or "") if rev is not None else (revision.split("@", 1)[0] if "@" in revision else "")
     sha = sha_of(revision)[:8]
     return f"{branch}@{sha}" if branch else sha
 

@@ -3,43 +3,26 @@ client's exceptions to :mod:`raibid_gitops.errors` (no library exception reaches
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from raibid_gitops.errors import KubeConflict, KubeError, KubeNotFound
+from raibid_gitops.errors import KubeError
 
 #: Longest error body shown to the user; API errors can carry whole objects.
 MAX_BODY = 300
 
 
-def _reason(body: Any) -> str:
-    try:
-        data = json.loads(body)
-        return str(data.get("message") or body)[:MAX_BODY]
-    except (TypeError, ValueError, AttributeError):
-        return str(body or "")[:MAX_BODY]
-
-
 def translate(exc: BaseException, what: str, server: str = "") -> KubeError:
-    """The raibid error for a kubernetes/urllib3 exception raised while doing ``what``."""
-    from kubernetes.client.exceptions import ApiException
+    """The raibid error for a kubernetes/urllib3 exception raised while doing ``what``: the
+    CLI's one mapping (raibid_gitops.clients.kube), plus the server address when it is
+    unreachable, since the TUI shows no command line to read it from."""
+    from raibid_gitops.clients.kube import translate as translate_client_error
 
-    if isinstance(exc, KubeError):
-        return exc
-    if isinstance(exc, ApiException):
-        status = int(exc.status or 0)
-        msg = f"{what}: {_reason(exc.body) or exc.reason} (HTTP {status})"
-        if status == 404:
-            return KubeNotFound(msg, status=status)
-        if status == 409:
-            return KubeConflict(msg, status=status)
-        hint = "check the kubeconfig's user and its RBAC" if status in (401, 403) else None
-        return KubeError(msg, status=status, hint=hint)
-    where = f" at {server}" if server else ""
-    return KubeError(f"{what}: cannot reach the Kubernetes API{where} ({type(exc).__name__}: {str(exc)[:MAX_BODY]})",
-                     hint="check --kubeconfig/--context and that the cluster is up")
+    err = translate_client_error(exc, what)
+    if server and not err.status and "cannot reach" in err.message:
+        return KubeError(f"{err.message} (server {server})"[:MAX_BODY * 2], hint=err.hint)
+    return err
 
 
 @contextmanager

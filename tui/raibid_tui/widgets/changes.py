@@ -127,8 +127,10 @@ class ChangesPanel(PollingPanel):
     def _load_diff(self, pr: PullRow) -> None:
         try:
             text = self.source().diff(pr)
-        except Exception as exc:  # noqa: BLE001
-            self._from_thread(lambda: self.app.notify(str(exc), title=f"Diff of #{pr.number} failed",
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            # Bind the text now: Python unbinds `exc` when the except block ends.
+            message = str(exc)
+            self._from_thread(lambda: self.app.notify(message, title=f"Diff of #{pr.number} failed",
                                                       severity="error"))
             return
         self._from_thread(self._show_diff, pr, text)
@@ -164,8 +166,9 @@ class ChangesPanel(PollingPanel):
     def _merge(self, pr: PullRow) -> None:
         try:
             self.source().merge(pr)
-        except Exception as exc:  # noqa: BLE001
-            self._from_thread(lambda: self.app.notify(str(exc), title=f"Merge of #{pr.number} failed",
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never a traceback
+            message = str(exc)
+            self._from_thread(lambda: self.app.notify(message, title=f"Merge of #{pr.number} failed",
                                                       severity="error", timeout=12))
             return
         self._from_thread(lambda: self.app.notify(f"#{pr.number} merged", title="Changes"))
