@@ -7,6 +7,7 @@ Kubernetes options follow the Flux CLI: ``--kubeconfig``, ``--context``, ``-n/--
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--timeout", type=duration, default=300.0, help="give up after this long (default 5m)")
     p.add_argument("--wait-agents", action="store_true",
                    help="then wait until running agents report the new settings hash")
-    p.add_argument("--redis-url", help="Redis for --wait-agents (default: queue.redisAddress of the settings)")
+    p.add_argument("--redis-url", default=os.environ.get("RAIBID_REDIS_URL"),
+                   help="Redis for --wait-agents (default: $RAIBID_REDIS_URL, else queue.redisAddress of the settings)")
     p.add_argument("--redis-password-file", help="file holding Redis's password (or RAIBID_REDIS_PASSWORD)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_output_flag(p, ("text", "json", "yaml"), default="text")
