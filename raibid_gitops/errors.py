@@ -7,6 +7,11 @@ user raw. Each carries a message that says what failed, on which object, and wha
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raibid_gitops.problems import Problem
+
 
 class RaibidError(Exception):
     """Base class of every error raibid-gitops reports to a user."""
@@ -133,9 +138,6 @@ class SyncTimeout(RaibidError):
 class Suspended(RaibidError):
     """The Flux object is suspended; sync will not wait for it."""
 
-
-# Imported late to avoid a cycle; Problem is a plain dataclass.
-from raibid_gitops.problems import Problem  # noqa: E402
 
 
 # --- queue and agent (issue 6) -------------------------------------------------------------

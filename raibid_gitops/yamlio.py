@@ -141,12 +141,21 @@ def load_settings_doc(text: str, file: str) -> Any:
     return doc
 
 
-_NEEDS_QUOTES = re.compile(r"^(?:[-+]?[0-9][0-9_.:eE+-]*|0x[0-9a-fA-F]+|0o[0-7]+|\.inf|\.nan|)$")
+_NUMERIC = re.compile(r"^(?:[-+]?[0-9][0-9_.:eE+-]*|0x[0-9a-fA-F]+|0o[0-7]+|\.inf|\.nan)$")
+
+
+def needs_quotes(text: str) -> bool:
+    """Whether plain ``text`` would be misread: by a YAML-1.1 reader (``on``, ``yes``, ``1e3``,
+    sexagesimal ``1:30``) or by any YAML reader (a leading indicator, ``: ``, `` #``, padding)."""
+    return (
+        text == "" or text.lower() in YAML11_TRAPS or _NUMERIC.match(text) is not None
+        or text != text.strip() or text[:1] in "!&*{}[],#|>@`\"'%?:-" or ": " in text or " #" in text
+    )
 
 
 def scalar_for(value: Any, like: Any = None) -> Any:
     """A ruamel scalar for ``value``, quoted like ``like`` was, and always quoted when a
-    YAML-1.1 reader would misread the plain text (``on``, ``yes``, ``1e3``...)."""
+    reader would misread the plain text (see :func:`needs_quotes`)."""
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
     if isinstance(value, bool) or value is None or isinstance(value, (int, float)):
@@ -157,7 +166,6 @@ def scalar_for(value: Any, like: Any = None) -> Any:
     text = str(value)
     if isinstance(like, SingleQuotedScalarString):
         return SingleQuotedScalarString(text)
-    if isinstance(like, DoubleQuotedScalarString) or text.lower() in YAML11_TRAPS or _NEEDS_QUOTES.match(text) \
-            or text != text.strip() or text[:1] in "!&*{}[],#|>@`\"'%?:-":
+    if isinstance(like, DoubleQuotedScalarString) or needs_quotes(text):
         return DoubleQuotedScalarString(text)
     return text

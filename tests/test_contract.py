@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from raibid_gitops import contract
@@ -69,12 +68,18 @@ def check_agreement(root: Path) -> None:
         assert "runtimeClassName" not in pod and "nvidia.com/gpu" not in limits
     # No secret value anywhere in the rendered output.
     assert not [o for o in objs.values() if o["kind"] == "Secret"]
-    # The runtime takes the same names: the agent package, when present, reads the contract module.
-    for mod in ("raibid_agent", "raibid_gitops.queue"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError:
-            continue
+    # The agent the ScaledJob runs understands what the manifest hands it.
+    from raibid_agent.main import DEFAULT_GITEA_TOKEN_FILE, build_parser
+    from raibid_gitops.clients.redis import PASSWORD_ENV
+
+    args = build_parser().parse_args(container["args"])
+    assert args.once and args.settings_dir == mount["mountPath"]
+    assert PASSWORD_ENV in env
+    token_file = env["RAIBID_GITEA_TOKEN_FILE"]["value"]
+    assert token_file == DEFAULT_GITEA_TOKEN_FILE
+    token_mount = next(m for m in container["volumeMounts"] if m["name"] == "gitea-token")
+    assert token_file.startswith(token_mount["mountPath"] + "/")
+    assert vol["gitea-token"]["secret"]["secretName"] == contract.GITEA_SECRET
 
 
 def test_defaults_agree(config_repo: Path):

@@ -78,6 +78,14 @@ class SettingsHolder:
         with self._cond:
             return self._snapshot
 
+    def require(self, where: str, hint: str) -> Snapshot:
+        """The snapshot after a source's first load; an agent never starts without one."""
+        snap = self.peek()
+        if snap is None:
+            rej = self.rejection
+            raise AgentError(f"no valid settings in {where}" + (f": {rej.message}" if rej else ""), hint=hint)
+        return snap
+
     @property
     def rejection(self) -> Rejection | None:
         with self._cond:
@@ -171,12 +179,7 @@ class MountedDirSource:
 
     def load_initial(self) -> Snapshot:
         self.check()
-        snap = self.holder.peek()
-        if snap is None:
-            rej = self.holder.rejection
-            raise AgentError(f"no valid settings in {self.file}" + (f": {rej.message}" if rej else ""),
-                             hint="mount the raibid-settings ConfigMap as a directory (not subPath)")
-        return snap
+        return self.holder.require(str(self.file), hint="mount the raibid-settings ConfigMap as a directory (not subPath)")
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
@@ -250,12 +253,7 @@ class ConfigMapSource:
 
     def load_initial(self) -> Snapshot:
         self._rv = self.list_once()
-        snap = self.holder.peek()
-        if snap is None:
-            rej = self.holder.rejection
-            raise AgentError(f"no valid settings in {self.what}" + (f": {rej.message}" if rej else ""),
-                             hint="check that Flux applied the overlay (raibid gitops sync)")
-        return snap
+        return self.holder.require(self.what, hint="check that Flux applied the overlay (raibid gitops sync)")
 
     def _watch(self, rv: str) -> str:
         """Watch from ``rv`` until the server ends the watch; returns the last version seen."""

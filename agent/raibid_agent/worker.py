@@ -122,9 +122,7 @@ class Worker:
     def _dead_letter(self, snap: Snapshot, entry: Entry, reason: str) -> None:
         q = snap.settings.queue
         job_id = entry.fields.get(c.FIELD_JOB_ID, "")
-        flat: list[str] = []
-        for k, v in entry.fields.items():
-            flat += [k, v]
+        flat = _flatten(entry.fields)
         with redis_errors(self.client, f"dead-lettering entry {entry.id}"):
             self.scripts.dead_letter(
                 keys=[q.stream, q.dead_letter_stream, c.job_key(job_id or "-"), c.job_logs_key(job_id or "-")],
@@ -138,9 +136,7 @@ class Worker:
         """Give back an entry read just as a drain began: a new entry, the old one acked."""
         q = snap.settings.queue
         job_id = entry.fields.get(c.FIELD_JOB_ID, "")
-        flat: list[str] = []
-        for k, v in entry.fields.items():
-            flat += [k, v]
+        flat = _flatten(entry.fields)
         with redis_errors(self.client, f"requeueing entry {entry.id}"):
             self.scripts.requeue(keys=[q.stream, c.job_key(job_id), q.dead_letter_stream],
                                  args=[q.consumer_group, entry.id, "", f"{time.time():.6f}", *flat])
@@ -291,3 +287,8 @@ class Worker:
             log.info("draining: finishing the running job, taking no new one")
             self.draining.set()
             self.heartbeat.set_state(c.AGENT_STATE_DRAINING, self.heartbeat.job_id)
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    """Stream fields as the [k1, v1, k2, v2, ...] argument list the Lua scripts re-XADD."""
+    return [item for pair in fields.items() for item in pair]

@@ -60,39 +60,21 @@ def _parse_scalar(text: str) -> Any:
     return y.load(text)
 
 
+def _double_quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def render_value(value: Any, old_text: str) -> str:
     """The text of ``value`` for a marked line whose current value text is ``old_text``:
-    quoted the same way, and quoted whenever a YAML-1.1 reader would misread it."""
-    from raibid_gitops.yamlio import YAML11_TRAPS
+    quoted the same way, and quoted whenever a reader would misread it plain."""
+    from raibid_gitops.yamlio import needs_quotes
 
-    quote = old_text[:1] if old_text[:1] in ("'", '"') else ""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = str(value)
-    if quote == "'":
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if old_text[:1] == "'":
         return "'" + text.replace("'", "''") + "'"
-    if quote == '"':
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (bool, int, float)):
-        return text
-    needs = (
-        text.lower() in YAML11_TRAPS
-        or re.match(r"^[-+]?[0-9.]", text) is not None and _looks_numeric(text)
-        or text[:1] in "!&*{}[],#|>@`%?-"
-        or ": " in text or " #" in text or text != text.strip() or text == ""
-    )
-    if needs:
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if old_text[:1] == '"' or (not isinstance(value, (bool, int, float)) and needs_quotes(text)):
+        return _double_quoted(text)
     return text
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text.replace("_", ""))
-        return True
-    except ValueError:
-        return bool(re.match(r"^[0-9]+(:[0-9]+)+$", text))  # YAML 1.1 sexagesimal
 
 
 def _field_paths(text: str) -> dict[int, str]:
