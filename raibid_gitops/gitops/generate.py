@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from raibid_gitops import settings as settings_mod
-from raibid_gitops.errors import ConfigRepoError, KustomizeError, VerifyFailed
+from raibid_gitops.errors import ConfigRepoError, VerifyFailed
 from raibid_gitops.gitops import generated, layout, settingsdoc, setters
 from raibid_gitops.settings import Settings
 
@@ -98,10 +98,7 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
     try:
         write_tree(staging, settings, changes)
         kustomize_checked = True
-        try:
-            report = verify_mod.verify(staging)
-        except KustomizeError:
-            raise
+        report = verify_mod.verify(staging)
         missing_kustomize = [p for p in report.problems if p.field == "(kustomize build)" and "on PATH" in p.message]
         if missing_kustomize and len(missing_kustomize) == len(report.problems):
             kustomize_checked = False  # settings and markers were checked; the build needs kustomize
