@@ -123,6 +123,8 @@ def build_component(c: Component, work: Path, out: Path) -> None:
     src = module_dir(c.module, c.version)
     ldflags = "-s -w"
     tags = ["-tags", c.tags] if c.tags else []
+    if c.goflags:
+        env["GOFLAGS"] = (env.get("GOFLAGS", "") + " " + c.goflags).strip()
     if c.method == "copy":
         dst = work / c.name
         shutil.copytree(src, dst)
@@ -140,25 +142,58 @@ def build_component(c: Component, work: Path, out: Path) -> None:
     run(["go", "build", "-p", "2", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(out), pkg], cwd=wdir, env=env)
 
 
+#: CRD files taken from each component's module (config/crd/bases unless said otherwise).
+CRD_SOURCES: dict[str, tuple[str, str]] = {
+    "source-controller": ("config/crd/bases", "source.toolkit.fluxcd.io_"),
+    "kustomize-controller": ("config/crd/bases", "kustomize.toolkit.fluxcd.io_"),
+    "notification-controller": ("config/crd/bases", "notification.toolkit.fluxcd.io_"),
+    # Every KEDA CRD, eventing.keda.sh included: the operator's caches never sync without them.
+    "keda-operator": ("config/crd/bases", ""),
+    # Only the Stage API: the stack's node and pod lifecycles are KWOK Stage objects.
+    "kwok": ("kustomize/crd/bases", "kwok.x-k8s.io_stages"),
+}
+
+#: KWOK's own stages (kustomize/stage/<dir>/<file>): a node becomes Ready, a scheduled Pod
+#: becomes Running and Ready, a deleted Pod goes away. pod-complete is left out: it would
+#: finish every Job's Pod at once, and tests count the agent Jobs KEDA keeps running.
+KWOK_STAGES = ("node/fast/node-initialize.yaml", "pod/fast/pod-ready.yaml", "pod/fast/pod-delete.yaml")
+
+
 def collect_crds() -> None:
     dest = versions.crd_dir()
     if (dest / ".complete").exists():
         return
     tmp = Path(tempfile.mkdtemp(prefix="crds.", dir=dest.parent))
-    wanted = {
-        "source-controller": "source.toolkit.fluxcd.io_",
-        "kustomize-controller": "kustomize.toolkit.fluxcd.io_",
-    }
     for c in versions.COMPONENTS:
-        if c.name in wanted:
-            d = module_dir(c.module, c.version) / "config" / "crd" / "bases"
-            for f in sorted(d.glob(wanted[c.name] + "*.yaml")):
-                shutil.copy(f, tmp / f.name)
-    keda = module_dir(*versions.KEDA_MODULE) / "config" / "crd" / "bases"
-    for f in sorted(keda.glob("keda.sh_*.yaml")):
-        shutil.copy(f, tmp / f.name)
-    if not list(tmp.glob("keda.sh_scaledjobs.yaml")) or not list(tmp.glob("source.toolkit*")):
-        raise BuildError(f"CRDs missing from the module cache (looked in {keda})")
+        if c.name not in CRD_SOURCES:
+            continue
+        sub, prefix = CRD_SOURCES[c.name]
+        d = module_dir(c.module, c.version) / sub
+        found = sorted(d.glob(prefix + "*.yaml"))
+        if not found:
+            raise BuildError(f"no CRDs {prefix}*.yaml in {d}")
+        for f in found:
+            shutil.copy(f, tmp / f.name)
+    for want in ("keda.sh_scaledjobs.yaml", "eventing.keda.sh_cloudeventsources.yaml",
+                 "source.toolkit.fluxcd.io_gitrepositories.yaml", "notification.toolkit.fluxcd.io_receivers.yaml",
+                 "kwok.x-k8s.io_stages.yaml"):
+        if not (tmp / want).exists():
+            raise BuildError(f"CRD {want} missing from the module cache")
+    (tmp / ".complete").write_text("")
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+
+
+def collect_kwok_stages() -> None:
+    dest = versions.kwok_stages_dir()
+    if (dest / ".complete").exists():
+        return
+    c = next(c for c in versions.COMPONENTS if c.name == "kwok")
+    src = module_dir(c.module, c.version) / "kustomize" / "stage"
+    tmp = Path(tempfile.mkdtemp(prefix="kwok-stages.", dir=dest.parent))
+    for rel in KWOK_STAGES:
+        shutil.copy(src / rel, tmp / rel.rsplit("/", 1)[-1])
     (tmp / ".complete").write_text("")
     if dest.exists():
         shutil.rmtree(dest)
@@ -193,6 +228,7 @@ def is_complete() -> bool:
         not missing()
         and (versions.crd_dir() / ".complete").exists()
         and (versions.gitea_static_dir() / ".complete").exists()
+        and (versions.kwok_stages_dir() / ".complete").exists()
     )
 
 
@@ -242,7 +278,8 @@ def build(only: list[str] | None = None) -> dict[str, float]:
     t0 = time.monotonic()
     collect_crds()
     collect_gitea_static()
-    log(f"CRDs and Gitea static files ready ({time.monotonic() - t0:.0f}s)")
+    collect_kwok_stages()
+    log(f"CRDs, KWOK stages and Gitea static files ready ({time.monotonic() - t0:.0f}s)")
     for c in versions.COMPONENTS:
         key = versions.object_name(c)
         state = f"{timings[key]:.0f}s cold build" if key in timings else "present"

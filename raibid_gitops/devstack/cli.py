@@ -2,8 +2,9 @@
 
     raibid-devstack build            build the pinned binaries into the cache (idempotent)
     raibid-devstack build --check    exit 0 when the cache is complete
-    raibid-devstack up [--dir D]     start etcd, kube-apiserver, the Flux controllers, Gitea and
-                                     Redis on free 127.0.0.1 ports; print exports; Ctrl-C stops
+    raibid-devstack up [--dir D]     start the cluster (etcd, kube-apiserver, controller-manager,
+                                     scheduler, a KWOK DGX Spark node), the Flux controllers, KEDA,
+                                     Gitea and Redis on loopback; print exports; Ctrl-C stops
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from raibid_gitops.devstack import build, processes
+from raibid_gitops.devstack.keda import start_keda
+from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
 from raibid_gitops.errors import RaibidError
+
+
+#: The Redis Service of a repository generated with default settings, and its port.
+DEFAULT_REDIS_HOST = "raibid-redis.raibid-ci.svc.cluster.local"
+REDIS_PORT = 6379
 
 
 def _err(msg: str) -> None:
@@ -33,32 +41,38 @@ def up(workdir: Path) -> int:
     try:
         t0 = time.monotonic()
         _err(f"[devstack] work dir {workdir}")
-        _err("[devstack] starting etcd + kube-apiserver ...")
+        _err("[devstack] starting etcd, kube-apiserver, controller-manager, scheduler, KWOK node ...")
         kube = processes.start_kube(workdir / "kube")
         running.append(kube)
-        _err("[devstack] starting Flux source-controller + kustomize-controller ...")
+        _err("[devstack] starting Flux notification-, source- and kustomize-controller ...")
         flux = processes.start_flux(kube, workdir / "flux")
         running.append(flux)
+        _err("[devstack] starting the KEDA operator ...")
+        keda = start_keda(kube, workdir / "keda")
+        running.append(keda)
         _err("[devstack] starting Gitea ...")
         gitea = processes.start_gitea(workdir / "gitea")
         running.append(gitea)
-        redis = _start_redis(workdir / "redis")
-        if redis is not None:
-            running.append(redis)
+        _err("[devstack] starting Redis ...")
+        # On the Service's port at a loopback address of its own, named as the default
+        # settings name it: a generated repository's ScaledJob reaches it as it would in k3s.
+        redis = start_redis(workdir / "redis", port=REDIS_PORT, host=free_loopback_address(REDIS_PORT))
+        running.append(redis)
+        keda.hosts.add(DEFAULT_REDIS_HOST, redis.host)
         _err(f"[devstack] ready in {time.monotonic() - t0:.1f}s; logs under {workdir}/*/logs\n")
 
         print(f"kube-apiserver  {kube.server}   (kubeconfig {kube.kubeconfig})")
-        print(f"flux storage    {flux.storage_url}")
+        print(f"flux storage    {flux.storage_url}   receivers {flux.receiver_url}")
+        print(f"keda-operator   metrics {keda.metrics_url}   cluster DNS {keda.hosts.path}")
         print(f"gitea           {gitea.url}   (user {gitea.admin_user}, password {gitea.admin_password}, org {gitea.org})")
-        if redis is not None:
-            print(f"redis           {redis.url}   (password {redis.password})")
+        print(f"redis           {redis.url}   (password {redis.password}; "
+              f"{DEFAULT_REDIS_HOST}:{REDIS_PORT} for KEDA: create Secret raibid-redis in raibid-ci)")
         print()
         print(f"export KUBECONFIG={shlex.quote(str(kube.kubeconfig))}")
         print(f"export RAIBID_GITEA_URL={shlex.quote(gitea.url)}")
         print(f"export RAIBID_GITEA_TOKEN={shlex.quote(gitea.token)}")
-        if redis is not None:
-            print(f"export RAIBID_REDIS_URL={shlex.quote(redis.url)}")
-            print(f"export RAIBID_REDIS_PASSWORD={shlex.quote(redis.password)}")
+        print(f"export RAIBID_REDIS_URL={shlex.quote(redis.url)}")
+        print(f"export RAIBID_REDIS_PASSWORD={shlex.quote(redis.password)}")
         sys.stdout.flush()
         _err("\n[devstack] running; Ctrl-C stops everything")
         while True:
@@ -76,17 +90,6 @@ def up(workdir: Path) -> int:
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def _start_redis(workdir: Path) -> Any | None:
-    """Redis comes from its own module (another owner); skip it if that is not there."""
-    try:
-        from raibid_gitops.devstack.redis_server import start_redis
-    except ImportError:
-        _err("[devstack] raibid_gitops.devstack.redis_server not available: Redis not started")
-        return None
-    _err("[devstack] starting Redis ...")
-    return start_redis(workdir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
-"""Start and stop the real local stack on loopback: etcd + kube-apiserver, the Flux
-source- and kustomize-controllers, and Gitea.
+"""Start and stop the real local stack on loopback: etcd + kube-apiserver (with, in
+``cluster.py``, the controller-manager, scheduler and KWOK nodes), the Flux notification-,
+source- and kustomize-controllers, and Gitea; the KEDA operator is in ``keda.py``.
 
 Each starter runs its programs as child processes on free 127.0.0.1 ports, writes their
 output to ``<workdir>/logs/<name>.log``, waits until they answer, and returns a frozen
@@ -25,7 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from raibid_gitops.devstack import versions
@@ -232,7 +233,8 @@ def _run(argv: Sequence[str | os.PathLike[str]], *, what: str, env: dict[str, st
 
 @dataclass(frozen=True)
 class KubeStack:
-    """etcd + kube-apiserver (no kubelet, no controller-manager), as envtest runs them."""
+    """etcd + kube-apiserver as envtest runs them and, unless started with ``nodes=0``,
+    kube-controller-manager, kube-scheduler and KWOK nodes (no kubelet: nothing runs in a Pod)."""
 
     server: str
     token: str
@@ -290,8 +292,13 @@ def _kubeconfig(server: str, ca_file: Path, token: str) -> str:
     }, indent=2) + "\n"
 
 
-def start_kube(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> KubeStack:
-    """Start etcd and kube-apiserver, apply the Flux and KEDA CRDs, create flux-system."""
+def start_kube(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT, nodes: int = 1) -> KubeStack:
+    """Start etcd and kube-apiserver, apply the Flux, KEDA and KWOK CRDs, create flux-system;
+    then, unless ``nodes`` is 0, kube-controller-manager, kube-scheduler, KWOK and that many
+    DGX Spark nodes (``dgx-spark-1`` ...) and a default StorageClass.
+
+    ``nodes=0`` is a bare API server, for tests that write controller-owned status themselves.
+    """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
@@ -339,7 +346,8 @@ def start_kube(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> KubeStack:
             "--service-account-key-file", sa_key,
             "--service-account-signing-key-file", sa_key,
             "--allow-privileged=true",
-            # No controller-manager creates service accounts or their tokens.
+            # Pods are admitted without a token mount: nothing in them runs (KWOK), and a bare
+            # API server (nodes=0) has no controller-manager to create service accounts.
             "--disable-admission-plugins", "ServiceAccount",
             # Nothing here reads the `kubernetes` Service endpoints; the reconciler would only
             # write a loopback address into them.
@@ -375,7 +383,16 @@ def start_kube(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> KubeStack:
 
         wait_until("CRDs Established", all_established, watch=started, timeout=timeout)
         kube.kubectl("create", "namespace", "flux-system")
-        return kube
+        if nodes:
+            from raibid_gitops.devstack import cluster
+
+            started.extend(cluster.start_control_plane(kube, timeout=timeout))
+            started.append(cluster.start_kwok(kube, timeout=timeout))
+            kube = replace(kube, processes=tuple(started))
+            for i in range(1, nodes + 1):
+                cluster.add_node(kube, f"dgx-spark-{i}", timeout=timeout)
+            cluster.ensure_storage_class(kube)
+        return replace(kube, processes=tuple(started))
 
 
 # --- Flux controllers -----------------------------------------------------------------------
@@ -383,9 +400,13 @@ def start_kube(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> KubeStack:
 
 @dataclass(frozen=True)
 class FluxControllers:
-    """source-controller and kustomize-controller as host processes against ``kube``."""
+    """notification-, source- and kustomize-controller as host processes against ``kube``."""
 
     storage_url: str
+    #: Where the notification-controller serves Receivers (path: a Receiver's status.webhookPath).
+    receiver_url: str
+    #: Where the other controllers post their events (and the notification-controller reads them).
+    events_url: str
     workdir: Path
     processes: tuple[Process, ...] = field(repr=False)
 
@@ -394,19 +415,18 @@ class FluxControllers:
 
 
 def start_flux(kube: KubeStack, workdir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> FluxControllers:
-    """Start source-controller and kustomize-controller; wait for their health endpoints."""
+    """Start the notification-controller, then source- and kustomize-controller posting their
+    events to it; wait for each health endpoint."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     logs = workdir / "logs"
     source_bin, kustomize_bin = binary("source-controller"), binary("kustomize-controller")
+    notification_bin = binary("notification-controller")
     env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "RUNTIME_NAMESPACE": "flux-system"}
     common = [
         "--enable-leader-election=false",
         "--log-encoding=console", "--log-level=info",
         "--watch-all-namespaces=true",
-        # A Kustomization waiting on its GitRepository retries after this (default 30s);
-        # tests want the first artifact picked up quickly.
-        "--requeue-dependency=2s",
     ]
     started: list[Process] = []
     with _stop_on_failure(started):
@@ -414,15 +434,32 @@ def start_flux(kube: KubeStack, workdir: Path, *, timeout: float = DEFAULT_TIMEO
         # source-controller refuses a storage path that does not exist yet.
         (workdir / "artifacts").mkdir(exist_ok=True)
         storage = f"127.0.0.1:{storage_port}"
+        events = f"http://127.0.0.1:{free_port()}"
+        receiver = f"127.0.0.1:{free_port()}"
         health: list[tuple[Process, str]] = []
         for name, exe, extra in (
+            # First: the others post their events to it, and an event posted before it listens
+            # is dropped (no Alert would fire for the first reconcile).
+            ("notification-controller", notification_bin, [
+                "--events-addr", events.removeprefix("http://"),
+                "--receiverAddr", receiver,
+                # Flux's default (5m) drops an identical event for five minutes; tests push the
+                # same kind of change several times within that.
+                "--rate-limit-interval", "1s",
+            ]),
             ("source-controller", source_bin, [
                 "--storage-path", str(workdir / "artifacts"),
                 "--storage-addr", storage,
                 # Left empty, artifact URLs would use the hostname, which may not be loopback.
                 "--storage-adv-addr", storage,
+                "--events-addr", events,
+                # A Kustomization waiting on its GitRepository retries after this (default
+                # 30s); tests want the first artifact picked up quickly.
+                "--requeue-dependency=2s",
             ]),
-            ("kustomize-controller", kustomize_bin, ["--no-remote-bases=true"]),
+            ("kustomize-controller", kustomize_bin, [
+                "--no-remote-bases=true", "--events-addr", events, "--requeue-dependency=2s",
+            ]),
         ):
             health_addr = f"127.0.0.1:{free_port()}"
             proc = Process.start(name, [
@@ -432,12 +469,15 @@ def start_flux(kube: KubeStack, workdir: Path, *, timeout: float = DEFAULT_TIMEO
             ], logs=logs, env=env, cwd=workdir)
             started.append(proc)
             health.append((proc, health_addr))
-        for proc, addr in health:
+            if name == "notification-controller":
+                wait_until(f"{name} /readyz", lambda addr=health_addr: _http_get(f"http://{addr}/readyz")[0] == 200,
+                           watch=started, timeout=timeout)
+        for proc, addr in health[1:]:
             wait_until(f"{proc.name} /readyz",
                        lambda addr=addr: _http_get(f"http://{addr}/readyz")[0] == 200,
                        watch=started, timeout=timeout)
-        return FluxControllers(storage_url=f"http://{storage}", workdir=workdir,
-                               processes=tuple(started))
+        return FluxControllers(storage_url=f"http://{storage}", receiver_url=f"http://{receiver}",
+                               events_url=events, workdir=workdir, processes=tuple(started))
 
 
 # --- Gitea --------------------------------------------------------------------------------

@@ -27,6 +27,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_loopback_address(port: int) -> str:
+    """A 127.x.y.z address (not 127.0.0.1) on which ``port`` is free now.
+
+    A cluster Service listens on its well-known port (Redis: 6379) at an address of its own; a
+    host process playing one does the same on a loopback address of its own, so the manifests
+    and settings keep the production port. The whole 127.0.0.0/8 block is loopback on Linux.
+    """
+    import random
+
+    rng = random.Random()
+    for _ in range(50):
+        host = f"127.{rng.randint(100, 254)}.{rng.randint(0, 254)}.{rng.randint(1, 254)}"
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return host
+    raise RedisUnavailable(f"no loopback address with port {port} free after 50 tries")
+
+
 class _Process:
     """Mutable holder so the dataclass stays frozen while the process is replaced on restart."""
 
@@ -42,15 +63,17 @@ class RedisServer:
     password: str
     workdir: Path
     binary: str = "redis-server"
+    #: The loopback address it listens on (another 127.x address plays a Service's address).
+    host: str = "127.0.0.1"
     _state: _Process = field(default_factory=_Process, compare=False, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -59,7 +82,7 @@ class RedisServer:
 
     def command(self) -> list[str]:
         return [
-            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            self.binary, "--port", str(self.port), "--bind", self.host,
             "--save", "", "--appendonly", "yes", "--dir", str(self.workdir),
             "--requirepass", self.password,
             # The job stream must never be evicted (an LRU policy can drop it): as in production.
@@ -79,7 +102,7 @@ class RedisServer:
         import redis
 
         deadline = time.monotonic() + START_TIMEOUT
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=2)
         try:
             while True:
                 proc = self._state.proc
@@ -123,12 +146,12 @@ class RedisServer:
 
 
 def start_redis(workdir: Path | str, *, port: int | None = None, password: str | None = None,
-                binary: str | None = None) -> RedisServer:
-    """Start redis-server in ``workdir`` on ``port`` (a free one by default)."""
+                binary: str | None = None, host: str = "127.0.0.1") -> RedisServer:
+    """Start redis-server in ``workdir`` on ``host``:``port`` (a free port by default)."""
     exe = binary or shutil.which("redis-server")
     if not exe:
         raise RedisUnavailable("redis-server is not installed", hint="apt-get install redis-server")
     server = RedisServer(port=port or free_port(), password=password or secrets.token_hex(16),
-                         workdir=Path(workdir), binary=exe)
+                         workdir=Path(workdir), binary=exe, host=host)
     server.start()
     return server

@@ -1,0 +1,163 @@
+"""The rest of a cluster around kube-apiserver: kube-controller-manager, kube-scheduler and KWOK
+nodes shaped like a DGX Spark, plus a default StorageClass.
+
+With these, what a user's cluster does happens here too: Jobs get Pods, Pods are scheduled onto
+a node with room, Deployments and StatefulSets become Available, PVCs bind, namespaces finish
+deleting and garbage collection runs. KWOK (the Kubernetes SIG's simulator for nodes and pods)
+plays the kubelet's part in status only: a scheduled Pod becomes Running and Ready through its
+Stage objects; no container runs.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from raibid_gitops.devstack import versions
+from raibid_gitops.devstack.processes import (
+    DEFAULT_TIMEOUT,
+    KubeStack,
+    Process,
+    StackNotBuilt,
+    _http_get,
+    binary,
+    free_port,
+    wait_until,
+)
+
+#: The annotation KWOK is told to manage nodes by; nodes without it are left alone.
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+#: Controllers that need a cloud or bootstrap tokens are of no use here.
+CONTROLLERS = "*,-bootstrapsigner,-tokencleaner,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller"
+#: The StorageClass k3s ships as default is `local-path`; the stack's plays the same part with
+#: the controller-manager's host-path provisioner (for tests only, as its documentation says).
+STORAGE_CLASS = "local-path"
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    """A node's size, by default one DGX Spark: 20 Arm cores, 128 GiB unified memory, one GPU."""
+
+    cpu: str = "20"
+    memory: str = "128Gi"
+    gpus: int = 1
+    arch: str = "arm64"
+    pods: int = 110
+
+
+DGX_SPARK = NodeShape()
+
+
+def _kube_component(name: str, kube: KubeStack, logs: Path, extra: list[str]) -> tuple[Process, str]:
+    """Start kube-controller-manager or kube-scheduler; returns the process and its /healthz URL.
+
+    Each serves HTTPS on its own free port (a self-signed cert in its cert dir); /healthz is
+    always allowed without credentials (``--authorization-always-allow-paths`` default).
+    """
+    port = free_port()
+    cert_dir = kube.workdir / "kube" / f"{name}-certs"
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    proc = Process.start(name, [
+        binary(name),
+        "--kubeconfig", kube.kubeconfig,
+        "--authentication-kubeconfig", kube.kubeconfig,
+        "--authorization-kubeconfig", kube.kubeconfig,
+        "--leader-elect=false",
+        "--bind-address", "127.0.0.1", "--secure-port", str(port), "--cert-dir", cert_dir,
+        "--v", "1",
+        *extra,
+    ], logs=logs)
+    return proc, f"https://127.0.0.1:{port}/healthz"
+
+
+def start_control_plane(kube: KubeStack, *, timeout: float = DEFAULT_TIMEOUT) -> list[Process]:
+    """kube-controller-manager and kube-scheduler against ``kube``; waits for both /healthz."""
+    logs = kube.workdir / "logs"
+    started: list[Process] = []
+    cm, cm_health = _kube_component("kube-controller-manager", kube, logs, [
+        "--controllers", CONTROLLERS,
+        # Service-account tokens are signed with the apiserver's key and carry its CA.
+        "--service-account-private-key-file", kube.workdir / "kube" / "sa.key",
+        "--root-ca-file", kube.ca_file,
+        "--use-service-account-credentials=false",
+        # PVCs of the default StorageClass get host-path PVs (Redis's StatefulSet has one).
+        "--enable-hostpath-provisioner",
+        "--cluster-cidr", "10.244.0.0/16", "--allocate-node-cidrs=false",
+        # A node whose lease KWOK stops renewing is marked NotReady after this long.
+        "--node-monitor-grace-period", "40s",
+    ])
+    started.append(cm)
+    sched, sched_health = _kube_component("kube-scheduler", kube, logs, [])
+    started.append(sched)
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; loopback only
+    for proc, url in ((cm, cm_health), (sched, sched_health)):
+        wait_until(f"{proc.name} /healthz", lambda url=url: _http_get(url, context=insecure)[0] == 200,
+                   watch=started, timeout=timeout)
+    return started
+
+
+def start_kwok(kube: KubeStack, *, timeout: float = DEFAULT_TIMEOUT) -> Process:
+    """The KWOK controller, managing nodes annotated ``kwok.x-k8s.io/node=fake`` with the
+    Stage objects collected by the build (node-initialize, pod-ready, pod-delete)."""
+    stages = versions.kwok_stages_dir()
+    if not (stages / ".complete").exists():
+        raise StackNotBuilt(f"stack not built: KWOK stages missing from {stages}", hint="run `raibid-devstack build`")
+    kube.kubectl("apply", "--server-side", "-f", str(stages))
+    logs = kube.workdir / "logs"
+    proc = Process.start("kwok", [
+        binary("kwok"),
+        "--kubeconfig", kube.kubeconfig,
+        f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+        "--enable-crds=Stage",
+        "--node-ip", "127.0.0.1",
+        "--cidr", "10.244.0.1/24",
+        "--node-lease-duration-seconds", "40",
+    ], logs=logs, env=kube.env())
+    return proc
+
+
+def add_node(kube: KubeStack, name: str, shape: NodeShape = DGX_SPARK, *, timeout: float = DEFAULT_TIMEOUT,
+             watch: tuple[Process, ...] = ()) -> None:
+    """Create a KWOK node with ``shape``'s capacity and wait until it is Ready."""
+    capacity = {"cpu": shape.cpu, "memory": shape.memory, "pods": str(shape.pods)}
+    if shape.gpus:
+        capacity["nvidia.com/gpu"] = str(shape.gpus)
+    node = {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/arch": shape.arch, "kubernetes.io/os": "linux", "kubernetes.io/hostname": name,
+                "type": "kwok",
+                **({"nvidia.com/gpu.present": "true"} if shape.gpus else {}),
+            },
+        },
+        "status": {"capacity": capacity, "allocatable": capacity,
+                   "nodeInfo": {"architecture": shape.arch, "operatingSystem": "linux",
+                                "kubeletVersion": "fake", "kubeProxyVersion": "fake"}},
+    }
+    kube.kubectl("apply", "-f", "-", input=json.dumps(node))
+
+    def ready() -> bool:
+        obj = json.loads(kube.kubectl("get", "node", name, "-o", "json"))
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (obj.get("status") or {}).get("conditions") or [])
+
+    wait_until(f"node {name} Ready", ready, watch=watch or kube.processes, timeout=timeout)
+
+
+def ensure_storage_class(kube: KubeStack) -> None:
+    """A default StorageClass backed by the controller-manager's host-path provisioner."""
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS,
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": "kubernetes.io/host-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }))
