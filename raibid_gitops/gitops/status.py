@@ -1,7 +1,10 @@
 """`raibid gitops status`: Flux's view of the config repository, and whether HEAD is applied.
 
 One row per GitRepository and Kustomization: NAME, REVISION, SUSPENDED, READY, REASON,
-MESSAGE, and HEAD — whether the local config repository's HEAD is applied there:
+MESSAGE, and HEAD — whether the local config repository's HEAD is applied there (below);
+then one row per agent pool (each ScaledJob a Kustomization applied): KEDA's verdict, the agent
+Jobs KEDA runs against the live ``maxReplicaCount``, and ``agents.maxReplicas`` as committed at
+HEAD — the pool as it is beside the pool as committed.
 
 - ``applied``  the applied revision is HEAD or a newer commit containing it;
 - ``pending``  not applied yet (pushed or not);
@@ -21,7 +24,7 @@ from queue import Queue
 from typing import TYPE_CHECKING, Any
 
 from raibid_gitops.errors import ConfigRepoError, GitError, RaibidError
-from raibid_gitops.gitops import flux
+from raibid_gitops.gitops import flux, keda
 
 if TYPE_CHECKING:  # pragma: no cover
     from raibid_gitops.clients.git import Repo
@@ -121,6 +124,58 @@ def row_of(obj: dict[str, Any], head: HeadCheck | None) -> Row:
     )
 
 
+POOL_HEADERS = ("POOL", "KEDA", "REASON", "RUNNING", "MAX", "HEAD MAX", "SUCCEEDED", "FAILED")
+
+
+def collect_pools(kube: Kube, objs: Iterable[dict[str, Any]]) -> list[keda.Pool]:
+    """The pool of each ScaledJob in the Kustomizations' inventories."""
+    from raibid_gitops.gitops.keda import KEDA_API, SCALED_JOB, SCALED_JOB_LABEL, pool_of, ref
+
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for obj in objs:
+        if obj.get("kind") != flux.KUSTOMIZATION:
+            continue
+        for ns, name in keda.scaled_jobs_in(obj):
+            if (ns, name) in seen:
+                continue
+            seen.add((ns, name))
+            sj = kube.get_or_none(ref(ns, name))
+            if sj is None:
+                continue
+            sj.setdefault("apiVersion", KEDA_API)
+            sj.setdefault("kind", SCALED_JOB)
+            jobs = kube.list("batch/v1", "Job", ns, label_selector=f"{SCALED_JOB_LABEL}={name}").get("items") or []
+            out.append(pool_of(sj, jobs))
+    return sorted(out, key=lambda p: (p.namespace, p.name))
+
+
+def committed_max_replicas(head: HeadCheck | None) -> int | None:
+    """agents.maxReplicas in settings.yaml at HEAD, or None outside a config repository."""
+    if head is None:
+        return None
+    from raibid_gitops.gitops.layout import SETTINGS_PATH
+    from raibid_gitops.settings import load_text
+
+    try:
+        return load_text(head.repo.show(head.head, SETTINGS_PATH)).agents.max_replicas
+    except RaibidError:
+        return None
+
+
+def render_pools(pools: list[keda.Pool], committed: int | None, stream: Any = None) -> None:
+    from raibid_gitops.cli.output import table
+
+    stream = stream or sys.stdout
+    body = [[f"{p.namespace}/{p.name}", p.verdict.state, p.verdict.reason, str(p.active),
+             "" if p.max_replicas is None else str(p.max_replicas), "" if committed is None else str(committed),
+             str(p.succeeded), str(p.failed)] for p in pools]
+    table(POOL_HEADERS, body, stream)
+    for p in pools:
+        if p.verdict.rejected:
+            stream.write(f"! ScaledJob {p.namespace}/{p.name}: KEDA: {p.verdict.reason}: {_cut(p.verdict.message)}\n")
+
+
 def collect(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
     objs: list[dict[str, Any]] = []
     for api, kind in KINDS:
@@ -205,16 +260,24 @@ def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, outp
 
     head = _head(repo_dir)
 
+    committed = committed_max_replicas(head)
+
     def show(objs: list[dict[str, Any]]) -> None:
         rs = rows(objs, head)
+        pools = collect_pools(kube, objs)
         if output == "table":
             render_table(rs, all_namespaces=namespace is None, color=use_color(sys.stdout),
                          head_sha=head.head if head else None)
+            if pools:
+                print()
+                render_pools(pools, committed)
             if not rs:
                 where = "any namespace" if namespace is None else f"namespace {namespace}"
                 print(f"no Flux GitRepository or Kustomization in {where}", file=sys.stderr)
         else:
-            emit({"head": head.head if head else None, "objects": [r.to_dict() for r in rs]}, output)
+            data = {"head": head.head if head else None, "objects": [r.to_dict() for r in rs],
+                    "pools": [{**p.to_dict(), "committedMaxReplicas": committed} for p in pools]}
+            emit(data, output)
         sys.stdout.flush()
 
     if not watch:

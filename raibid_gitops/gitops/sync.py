@@ -14,7 +14,11 @@
    ``lastAppliedRevision`` covers the commit, ``Ready=True`` and ``observedGeneration`` is current.
    A failed attempt at the commit (``BuildFailed``, ``HealthCheckFailed``, ...) stops with the
    condition's reason and message.
-5. **agents** (``--wait-agents``) — wait until every live agent's heartbeat reports the settings
+5. **scaler** — KEDA must accept every ScaledJob the Kustomization applied: its ``Ready``
+   condition True (KEDA parsed the trigger and reached Redis), or the sync fails with KEDA's
+   message (see :mod:`raibid_gitops.gitops.keda`). Flux alone would call a pool that can never
+   scale "applied".
+6. **agents** (``--wait-agents``) — wait until every live agent's heartbeat reports the settings
    hash of the applied commit.
 
 All waiting is on Kubernetes watches (and, for agents, on Redis keyspace reads paced by the
@@ -41,7 +45,7 @@ from raibid_gitops.errors import (
     SyncFailed,
     SyncTimeout,
 )
-from raibid_gitops.gitops import flux
+from raibid_gitops.gitops import flux, keda
 from raibid_gitops.gitops.layout import FLUX_NAMESPACE, FLUX_OBJECT_NAME, SETTINGS_PATH
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,11 +134,14 @@ class SyncResult:
     stages: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
     agents: AgentsOutcome | None = None
+    #: "namespace/name" of each ScaledJob -> KEDA's Ready reason once it accepted it.
+    scalers: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "commit": self.commit, "pushed": self.pushed, "source": self.source,
             "kustomizations": self.kustomizations, "stages": {k: round(v, 3) for k, v in self.stages.items()},
+            "scalers": self.scalers,
             "elapsed": round(self.elapsed, 3),
             "agents": None if self.agents is None else {
                 "settingsHash": self.agents.settings_hash, "agents": self.agents.agents, "note": self.agents.note,
@@ -349,10 +356,12 @@ def _cond_text(obj: dict[str, Any]) -> str:
 TTY_REFRESH_SECONDS = 1.0
 
 
-def _watch(kube: Kube, ref: ObjectRef, deadline: float, progress: Progress) -> Iterator[dict[str, Any] | None]:
+def _watch(kube: Kube, ref: ObjectRef, deadline: float, progress: Progress,
+           chunk: float | None = None) -> Iterator[dict[str, Any] | None]:
     from raibid_gitops.clients.kube import WATCH_CHUNK_SECONDS
 
-    chunk = TTY_REFRESH_SECONDS if progress.tty and not progress.quiet else WATCH_CHUNK_SECONDS
+    if chunk is None:
+        chunk = TTY_REFRESH_SECONDS if progress.tty and not progress.quiet else WATCH_CHUNK_SECONDS
     for obj in kube.watch_object(ref, deadline=deadline, chunk=chunk):
         yield obj
         if time.monotonic() >= deadline:
@@ -403,9 +412,14 @@ def wait_source(kube: Kube, ref: ObjectRef, ancestry: Ancestry, token: str, dead
 
 
 def wait_kustomization(kube: Kube, ks: dict[str, Any], ancestry: Ancestry | None, token: str, deadline: float,
-                       progress: Progress, timeout_text: str, *, fresh_artifact: bool = False) -> dict[str, Any]:
+                       progress: Progress, timeout_text: str, *, fresh_artifact: bool = False,
+                       scalers: keda.ScalerWatch | None = None) -> dict[str, Any]:
     """Until the Kustomization has applied the commit (or, for a dependency with another
-    source, has handled our request and is Ready). A failed attempt at the commit stops."""
+    source, has handled our request and is Ready). A failed attempt at the commit stops.
+
+    While Flux health-checks an attempt at the commit, ``scalers`` is asked on every tick for
+    KEDA's verdict on the ScaledJobs: a rejection stops the wait at once, where Flux would
+    report HealthCheckFailed only when ``spec.timeout`` runs out."""
     from raibid_gitops.clients.kube import ObjectRef
 
     ref = ObjectRef.of(ks)
@@ -414,11 +428,13 @@ def wait_kustomization(kube: Kube, ks: dict[str, Any], ancestry: Ancestry | None
     # Seen an attempt at an older revision first: the next attempt covering the commit is a
     # fresh one, made for this sync.
     seen_older_attempt = False
-    for obj in _watch(kube, ref, deadline, progress):
+    # With a scaler check the watch ticks every second, so KEDA's verdict is read while Flux
+    # sits in its health check (no Kustomization event comes then).
+    for obj in _watch(kube, ref, deadline, progress, chunk=TTY_REFRESH_SECONDS if scalers else None):
         if obj is None:
-            if last is not None:
-                progress.update("apply", _apply_state(ref, last, target))
-            continue
+            if last is None:
+                continue
+            obj = last  # a tick: judge the last state again (KEDA's verdict may have come)
         last = obj
         if flux.is_suspended(obj):
             refuse_suspended([obj])
@@ -439,6 +455,13 @@ def wait_kustomization(kube: Kube, ks: dict[str, Any], ancestry: Ancestry | None
         fresh = fresh_artifact or flux.last_handled(obj) == token or seen_older_attempt
         if failed and tried and fresh and flux.generation_current(obj):
             raise SyncFailed(_failure_message(ref, obj, failed, target))
+        if scalers is not None and tried and fresh:
+            try:
+                scalers.check(keda.scaled_jobs_in(obj))
+            except SyncFailed as exc:
+                raise SyncFailed(f"{exc.message}\n  {ref} is still running health checks at "
+                                 f"{flux.format_revision(attempted)}; Flux reports HealthCheckFailed when its "
+                                 f"timeout runs out", hint=exc.hint) from None
         if not tried:
             seen_older_attempt = True
         progress.update("apply", _apply_state(ref, obj, target))
@@ -560,6 +583,8 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
     # Look at Flux first: refuse a suspended object before pushing anything.
     kss = collect_kustomizations(kube, options.kustomization, options.namespace)
     target_ks = kss[-1]
+    scaler_watch = keda.ScalerWatch(kube, _scaled_jobs_before(kube, kss),
+                                    keda_version=lambda: keda.installed_version(kube))
     src_ref = source_ref_of(target_ks)
     try:
         source = kube.get(src_ref)
@@ -614,9 +639,14 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
     final: dict[str, Any] = target_ks
     for ks, is_same in zip(kss, same):
         final = wait_kustomization(kube, ks, ancestry if is_same else None, token, deadline, progress, timeout_text,
-                                   fresh_artifact=is_same and artifact_changed)
+                                   fresh_artifact=is_same and artifact_changed, scalers=scaler_watch)
         applied[flux.name_of(final)] = flux.applied_revision(final) or ""
     stages["apply"] = time.monotonic() - t
+
+    t = time.monotonic()
+    scalers = wait_scalers(kube, kss, scaler_watch, deadline, progress, timeout_text)
+    if scalers:
+        stages["scaler"] = time.monotonic() - t
 
     agents: AgentsOutcome | None = None
     if options.wait_agents:
@@ -640,7 +670,39 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
         stages["agents"] = time.monotonic() - t
 
     return SyncResult(commit=target, pushed=outcome.pushed, source=str(src_ref), kustomizations=applied,
-                      stages=stages, elapsed=time.monotonic() - t0, agents=agents)
+                      stages=stages, elapsed=time.monotonic() - t0, agents=agents, scalers=scalers)
+
+
+# --- KEDA -------------------------------------------------------------------------------------
+
+
+def _scaled_jobs_before(kube: Kube, kss: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int | None, str]]:
+    """Generation and KEDA verdict of each ScaledJob the Kustomizations applied last time."""
+    out: dict[tuple[str, str], tuple[int | None, str]] = {}
+    for ks in kss:
+        for ns, name in keda.scaled_jobs_in(ks):
+            out[(ns, name)] = keda.ScalerWatch.snapshot(kube.get_or_none(keda.ref(ns, name)))
+    return out
+
+
+def wait_scalers(kube: Kube, kss: list[dict[str, Any]], watch: keda.ScalerWatch, deadline: float,
+                 progress: Progress, timeout_text: str) -> dict[str, str]:
+    """Until KEDA accepts every ScaledJob the (now applied) Kustomizations hold."""
+    from raibid_gitops.clients.kube import ObjectRef
+
+    targets: list[tuple[str, str]] = []
+    for ks in kss:
+        now = kube.get(ObjectRef.of(ks))
+        targets += [t for t in keda.scaled_jobs_in(now) if t not in targets]
+    if not targets:
+        return {}
+    verdicts = watch.wait(targets, deadline=deadline, timeout_text=timeout_text,
+                          report=lambda text: progress.update("scaler", text))
+    out = {}
+    for (ns, name), v in verdicts.items():
+        progress.done("scaler", f"ScaledJob {ns}/{name} accepted by KEDA ({v.reason})")
+        out[f"{ns}/{name}"] = v.reason
+    return out
 
 
 # --- suspend / resume -------------------------------------------------------------------------
