@@ -16,6 +16,7 @@ pytest.importorskip("textual")
 from raibid_tui.app import RaibidApp  # noqa: E402
 from raibid_tui.sources import Sources  # noqa: E402
 from raibid_tui.sources.agents import AgentRow  # noqa: E402
+from raibid_gitops.gitops.keda import Pool, Verdict  # noqa: E402
 from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState  # noqa: E402
 from raibid_tui.sources.flux import Condition, EventRow, FluxRow  # noqa: E402
 from raibid_tui.sources.queue import QueueStats  # noqa: E402
@@ -97,6 +98,13 @@ AGENTS = (
 )
 
 
+POOL = (
+    Pool(namespace="raibid-ci", name="raibid-agent", max_replicas=5, min_replicas=0,
+         verdict=Verdict("accepted", "ScaledJobReady", "ScaledJob is defined correctly and is ready for scaling"),
+         active=3, succeeded=12, failed=1),
+)
+
+
 class FixedFlux:
     """Answers the detail view's event query with fixed events."""
 
@@ -124,6 +132,7 @@ async def fill(pilot) -> None:
     app.query_one("#changes-panel").show(CHANGES)
     app.query_one("#queue-panel").show(QUEUE)
     app.query_one("#agents-panel").show(AGENTS)
+    app.query_one("#pool-panel").show(POOL)
     await pilot.pause()
 
 
@@ -235,7 +244,8 @@ class TestAgentsTab:
     """The Agents tab: id, state, current job, settings hash, last heartbeat."""
 
     def test_stale_agent_stands_out(self, snap_compare):
-        """The agent on other settings than the live ConfigMap is marked ⚠ stale; the summary counts it."""
+        """The pool KEDA runs (3 agent Jobs of max 5, KEDA accepted) heads the tab; the agent on
+        other settings than the live ConfigMap is marked ⚠ stale; the summary counts it."""
 
         async def run_before(pilot):
             await fill(pilot)

@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from raibid_tui.sources import Sources
-from raibid_tui.widgets.agents import AgentsPanel
+from raibid_tui.widgets.agents import AgentsPanel, PoolPanel
 from raibid_tui.widgets.changes import ChangesPanel
 from raibid_tui.widgets.flux import FluxPanel
 from raibid_tui.widgets.queue import QueuePanel
@@ -68,6 +68,7 @@ class RaibidApp(App[int]):
             with TabPane("Queue [3]", id="queue"):
                 yield QueuePanel(live=self.live, id="queue-panel")
             with TabPane("Agents [4]", id="agents"):
+                yield PoolPanel(live=self.live, id="pool-panel")
                 yield AgentsPanel(live=self.live, id="agents-panel")
         yield Footer()
 

@@ -24,6 +24,8 @@ class Sources:
     changes: Any = None
     queue: Any = None
     agents: Any = None
+    #: KEDA's agent pool (ScaledJobs and their Jobs), shown on the Agents tab.
+    pool: Any = None
     #: Shown in the header: the cluster and namespace being watched.
     where: str = ""
 
@@ -54,6 +56,7 @@ def build(*, kubeconfig: str | None = None, context: str | None = None, namespac
     from raibid_tui.sources.changes import ChangesSource
     from raibid_tui.sources.flux import FluxSource
     from raibid_tui.sources.kube import KubeConn
+    from raibid_tui.sources.pool import PoolSource
     from raibid_tui.sources.queue import QueueSource
     from raibid_tui.sources.redisconn import RedisConn
 
@@ -65,5 +68,6 @@ def build(*, kubeconfig: str | None = None, context: str | None = None, namespac
     ns = None if all_namespaces else (namespace or "flux-system")
     flux = FluxSource(kube, ns, subject=changes.commit_subject)
     queue = QueueSource(redis_conn, settings)
+    pool = PoolSource(kubeconfig, context, settings.cluster.namespace if settings is not None else None)
     where = f"{context or 'current context'} · {'all namespaces' if ns is None else 'namespace ' + ns}"
-    return Sources(flux=flux, changes=changes, queue=queue, agents=agents, where=where)
+    return Sources(flux=flux, changes=changes, queue=queue, agents=agents, pool=pool, where=where)

@@ -1,4 +1,5 @@
-"""The Agents tab: id, state, current job, settings hash (stale ones stand out), heartbeat."""
+"""The Agents tab: the pool KEDA runs (agent Jobs against maxReplicas, KEDA's verdict) above
+the agents' heartbeats: id, state, current job, settings hash (stale ones stand out), heartbeat."""
 
 from __future__ import annotations
 
@@ -62,3 +63,52 @@ class AgentsPanel(PollingPanel):
         self.query_one("#agents-summary", Static).update(
             f"{len(agents)} agent(s); live settings {expected}"
             + (f"; [b red]{stale} on old settings[/]" if stale else ""))
+
+
+POOL_STYLE = {"accepted": "green", "rejected": "bold red", "pending": "yellow"}
+
+
+def pool_line(p: Any) -> Text:
+    """``raibid-ci/raibid-agent  KEDA accepted  3 agent Jobs running of max 5 · 12 done · 0 failed``."""
+    line = Text(f"{p.namespace}/{p.name}  ")
+    line.append(f"KEDA {p.verdict.state}", style=POOL_STYLE.get(p.verdict.state, ""))
+    if p.verdict.reason:
+        line.append(f" ({p.verdict.reason})")
+    cap = "?" if p.max_replicas is None else str(p.max_replicas)
+    line.append(f"  {p.active} agent Job(s) running of max {cap}", style="bold" if p.active else "")
+    line.append(f" · {p.succeeded} done · {p.failed} failed")
+    if p.verdict.rejected and p.verdict.message:
+        line.append(f"\n  {p.verdict.message}", style="red")
+    return line
+
+
+class PoolPanel(PollingPanel):
+    """The pool as KEDA runs it, from Kubernetes (a Redis outage does not hide it)."""
+
+    INTERVAL = 3.0
+    TITLE_DOWN = "Kubernetes unreachable — the pool is not current"
+
+    DEFAULT_CSS = """
+    PoolPanel { height: auto; max-height: 8; }
+    PoolPanel #pool-lines { padding: 0 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="pool-banner")
+        yield Static("", id="pool-lines")
+
+    def source(self) -> Any:
+        return self.app.sources.pool
+
+    def read(self) -> tuple[Any, ...]:
+        return self.source().pools()
+
+    def show(self, pools: tuple[Any, ...]) -> None:
+        text = Text("Pool: ", style="bold")
+        if not pools:
+            text.append("no ScaledJob (is the overlay applied and KEDA installed?)", style="dim")
+        for i, p in enumerate(pools):
+            if i:
+                text.append("\n      ")
+            text.append_text(pool_line(p))
+        self.query_one("#pool-lines", Static).update(text)
