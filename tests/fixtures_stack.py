@@ -2,12 +2,18 @@
 
 Session scope, one of each, on free 127.0.0.1 ports, in pytest's tmp dirs:
 
-- ``kube``   etcd + kube-apiserver, Flux and KEDA CRDs applied, namespace flux-system
-- ``flux``   source-controller + kustomize-controller against ``kube``
+- ``kube``   etcd + kube-apiserver + kube-controller-manager + kube-scheduler, and KWOK with one
+             DGX Spark node (arm64, 20 CPU, 128 GiB, 1 GPU); Flux, KEDA and KWOK CRDs applied,
+             a default StorageClass, namespace flux-system
+- ``flux``   notification-, source- and kustomize-controller against ``kube``
+- ``keda``   the KEDA operator against ``kube``, with the stack's cluster DNS (a hosts file)
+- ``cluster_redis``  redis-server on port 6379 of a loopback address of its own: the Redis
+             that a generated repository's ``raibid-redis`` Service stands for
 - ``gitea``  Gitea with admin user, token and organisation ``raibid``
 
-Function scope: ``kube_namespace`` (a unique namespace) and ``gitea_repo`` (a fresh, empty
-repository in the organisation).
+Function scope: ``kube_namespace`` (a unique namespace), ``gitea_repo`` (a fresh, empty
+repository in the organisation) and ``redis_service`` (makes ``raibid-redis.<ns>`` reachable
+for KEDA: Secret, DNS name).
 
 A test that uses any of them is marked ``stack`` automatically, so ``pytest -m 'not stack'``
 runs only the fast tests. A missing binary is a failure, not a skip: a suite that silently
@@ -16,6 +22,7 @@ skips its integration tests proves nothing.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +33,8 @@ from typing import TypeVar
 import pytest
 
 from raibid_gitops.devstack import processes
+from raibid_gitops.devstack.keda import KedaOperator, start_keda
+from raibid_gitops.devstack.redis_server import RedisServer, free_loopback_address, start_redis
 from raibid_gitops.devstack.processes import (
     FluxControllers,
     GiteaServer,
@@ -34,8 +43,12 @@ from raibid_gitops.devstack.processes import (
     StackNotBuilt,
 )
 
+#: The port of the generated raibid-redis Service (base/redis.yaml), kept by the stack's Redis.
+REDIS_PORT = 6379
+
 #: Fixtures that need the stack; a test using one is marked `stack`.
-STACK_FIXTURES = frozenset({"kube", "flux", "gitea", "kube_namespace", "gitea_repo", "kube_client"})
+STACK_FIXTURES = frozenset({"kube", "flux", "gitea", "kube_namespace", "gitea_repo", "kube_client", "keda",
+                            "cluster_redis", "redis_service"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -74,6 +87,65 @@ def flux(kube: KubeStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="session")
+def keda(kube: KubeStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KedaOperator]:
+    operator = _start("the KEDA operator", lambda: start_keda(kube, tmp_path_factory.mktemp("keda")))
+    yield operator
+    operator.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The Redis behind every generated repository's raibid-redis Service, on the Service's
+    port (6379) at a loopback address of its own."""
+    server = _start("Redis", lambda: start_redis(tmp_path_factory.mktemp("cluster-redis"), port=REDIS_PORT,
+                                                  host=free_loopback_address(REDIS_PORT)))
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class RedisService:
+    """What ``redis_service(ns)`` set up: the names and the server behind them."""
+
+    namespace: str
+    address: str  # as queue.redisAddress spells it: raibid-redis.<ns>.svc.cluster.local:6379
+    server: RedisServer
+
+
+@pytest.fixture
+def redis_service(kube: KubeStack, keda: KedaOperator, cluster_redis: RedisServer
+                  ) -> Iterator[Callable[[str], RedisService]]:
+    """``redis_service(namespace)`` makes the generated raibid-redis Service of ``namespace``
+    reachable for KEDA as in a cluster: its DNS name resolves to ``cluster_redis`` and the
+    Secret raibid-redis holds that server's password (as bootstrap creates it). The namespace
+    is created if missing; Redis is flushed, so each test starts with an empty queue."""
+    from raibid_gitops import contract
+    from raibid_gitops.clients.redis import connect
+
+    names: list[str] = []
+
+    def make(namespace: str) -> RedisService:
+        host = f"raibid-redis.{namespace}.svc.cluster.local"
+        keda.hosts.add(host, cluster_redis.host)
+        names.append(host)
+        # apply: either may exist already (a namespace Flux made, a second call).
+        kube.kubectl("apply", "-f", "-", input=json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
+        kube.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": contract.REDIS_SECRET, "namespace": namespace},
+            "stringData": {contract.REDIS_SECRET_KEY: cluster_redis.password}}))
+        client = connect(cluster_redis.url, password=cluster_redis.password)
+        client.flushall()
+        client.close()
+        return RedisService(namespace, f"{host}:{REDIS_PORT}", cluster_redis)
+
+    yield make
+    for host in names:
+        keda.hosts.remove(host)
+
+
+@pytest.fixture(scope="session")
 def gitea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GiteaServer]:
     server = _start("Gitea", lambda: processes.start_gitea(tmp_path_factory.mktemp("gitea")))
     yield server
@@ -92,12 +164,11 @@ def kube_client(kube: KubeStack):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def kube_namespace(kube: KubeStack) -> Iterator[str]:
-    """A namespace of the test's own. Deleted after; with no kube-controller-manager (no
-    namespace controller) it stays Terminating, which is harmless: the name is unique."""
+    """A namespace of the test's own, deleted after (the namespace controller finishes it)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     kube.kubectl("create", "namespace", name)
     yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    kube.kubectl("delete", "namespace", name, "--ignore-not-found", "--timeout=120s")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from raibid_gitops.devstack.processes import (
     FluxControllers,
     GiteaServer,
     KubeStack,
-    StackError,
     describe_logs,
 )
 
@@ -101,15 +100,16 @@ def _flux_state(kube: KubeStack) -> str:
 
 
 def test_init_push_flux_applies_overlay(
-    kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, gitea_repo, kube_client, tmp_path: Path,
+    kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, gitea_repo, kube_client, redis_service,
+    tmp_path: Path,
 ) -> None:
-    """`raibid gitops init` -> git push -> Flux applies overlays/dgx-spark at the pushed commit."""
+    """`raibid gitops init` -> git push -> Flux applies overlays/dgx-spark at the pushed commit,
+    with the default settings (flux.wait: true: Redis Available, KEDA's ScaledJob Ready)."""
     repo = tmp_path / "config"
-    # wait=false: there is no kube-controller-manager, so a Deployment never becomes Ready and
-    # a waiting Kustomization would never be Ready either (see STACK.md).
+    redis_service("raibid-ci")
     _raibid("gitops", "init", str(repo),
             "--set", f"gitea.url={gitea.url}", "--set", f"gitea.owner={gitea_repo.owner}",
-            "--set", f"gitea.repo={gitea_repo.name}", "--set", "flux.wait=false",
+            "--set", f"gitea.repo={gitea_repo.name}",
             "--remote", gitea_repo.clone_url, cwd=tmp_path)
     gitea_repo.git("push", "origin", "main", cwd=repo)
     sha = gitea_repo.git("rev-parse", "HEAD", cwd=repo).strip()
@@ -137,6 +137,7 @@ def test_init_push_flux_applies_overlay(
                             f"{_flux_state(kube)}\n{describe_logs(flux.processes)}")
             time.sleep(1)
         assert ks["status"]["observedGeneration"] == ks["metadata"]["generation"]
+        assert ks["spec"]["wait"] is True
 
         settings_text = (repo / "overlays" / "dgx-spark" / "settings.yaml").read_text()
         settings = YAML(typ="safe").load(settings_text)
@@ -151,16 +152,10 @@ def test_init_push_flux_applies_overlay(
 
 
 def _remove_flux_objects(kube: KubeStack) -> None:
-    """Leave flux-system as found, for later tests on the same session stack.
-
-    Pruning is turned off first: a pruning delete would delete namespace raibid-ci, which then
-    stays Terminating for ever (no namespace controller here) and breaks every later apply.
-    """
-    try:
-        kube.kubectl("patch", "kustomization", "raibid-config", "-n", "flux-system", "--type=merge",
-                     "-p", '{"spec":{"prune":false}}')
-    except StackError:
-        pass  # not created: the test failed before `kubectl apply`
+    """Leave flux-system as found, for later tests on the same session stack. Deleting the
+    Kustomization prunes what it applied, namespace raibid-ci included; the namespace
+    controller finishes that deletion."""
     kube.kubectl("delete", "kustomization,gitrepository", "raibid-config", "-n", "flux-system",
-                 "--ignore-not-found", "--timeout=60s")
+                 "--ignore-not-found", "--timeout=120s")
+    kube.kubectl("delete", "namespace", "raibid-ci", "--ignore-not-found", "--timeout=120s")
     kube.kubectl("delete", "secret", "raibid-config-auth", "-n", "flux-system", "--ignore-not-found")

@@ -3,7 +3,10 @@ and the Flux source- and kustomize-controllers.
 
 Every test gets its own Gitea repository, its own Flux namespace with its own GitRepository and
 Kustomization, and its own workload namespace (``cluster.namespace``), so tests do not see each
-other's objects. There is no kube-controller-manager, so the Kustomizations use ``wait: false``.
+other's objects. The Kustomizations wait for health (``wait: true``) as the generated one does: the
+stack's controller-manager, scheduler and KWOK node make Redis's StatefulSet Available, and the
+KEDA operator must accept each ScaledJob (its Redis is the stack's, reached through
+``redis_service``).
 """
 
 from __future__ import annotations
@@ -109,17 +112,17 @@ def create_gitea_repo(gitea: Any, name: str) -> str:
 
 
 def make_env(kube_stack: Any, gitea: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> FluxEnv:
+             redis_service: Any) -> FluxEnv:
     """A config repo pushed to a new Gitea repo, and Flux objects applying it; waits for the
     first Ready."""
     name = "t" + uuid.uuid4().hex[:8]
     flux_ns, workload_ns = f"{name}-flux", f"{name}-ci"
     url = create_gitea_repo(gitea, name)
     repo = tmp_path / name
+    redis = redis_service(workload_ns)
     init(repo, remote=url, assignments=[
-        f"cluster.namespace={workload_ns}",
-        f"queue.redisAddress=raibid-redis.{workload_ns}.svc.cluster.local:6379",
-        "flux.wait=false", "flux.interval=10m", f"gitea.url={gitea.url}", f"gitea.repo={name}",
+        f"cluster.namespace={workload_ns}", f"queue.redisAddress={redis.address}",
+        "flux.interval=10m", f"gitea.url={gitea.url}", f"gitea.repo={name}",
     ])
     kubeconfig = str(kube_stack.kubeconfig)
     kube = kube_mod.connect(kubeconfig)
@@ -135,7 +138,7 @@ def make_env(kube_stack: Any, gitea: Any, tmp_path: Path, monkeypatch: pytest.Mo
                        "stringData": {"username": gitea.admin_user, "password": gitea.token}})
     # A long interval: in these tests only sync's requests (and source changes) reconcile.
     for obj in (flux.git_repository(name, flux_ns, url=url, interval="10m", secret="auth"),
-                flux.kustomization(name, flux_ns, source=name, interval="10m")):
+                flux.kustomization(name, flux_ns, source=name, interval="10m", wait=True)):
         res = kube.resource(obj["apiVersion"], obj["kind"])
         kube.request("POST", res.path(flux_ns), what=f"{obj['kind']} {name}", body=obj)
     kube_mod.wait_for(kube, env.ks_ref, lambda o: flux.is_ready(o) and bool(flux.applied_revision(o)),
@@ -153,8 +156,9 @@ def destroy_env(env: FluxEnv) -> None:
 
 
 @pytest.fixture
-def flux_env(kube: Any, flux: Any, gitea: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FluxEnv]:
-    env = make_env(kube, gitea, tmp_path, monkeypatch)
+def flux_env(kube: Any, flux: Any, gitea: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             redis_service: Any) -> Iterator[FluxEnv]:
+    env = make_env(kube, gitea, tmp_path, monkeypatch, redis_service)
     yield env
     destroy_env(env)
 
@@ -250,11 +254,12 @@ class TestSync:
         assert flux_env.remote_head() == theirs
 
     def test_timeout_has_its_own_exit_code(self, kube: Any, flux: Any, gitea: Any, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+                                           monkeypatch: pytest.MonkeyPatch, redis_service: Any,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
         # Flux follows a mirror that never receives our pushes: the commit never arrives.
         mirror = "m" + uuid.uuid4().hex[:8]
         mirror_url = create_gitea_repo(gitea, mirror)
-        env = make_env(kube, gitea, tmp_path, monkeypatch)
+        env = make_env(kube, gitea, tmp_path, monkeypatch, redis_service)
         try:
             _git(env.repo, *env.gitea_auth(), "push", "-q", mirror_url, "HEAD:refs/heads/main")
             env.kube.patch(env.source_ref, {"spec": {"url": mirror_url}})
