@@ -365,7 +365,8 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
         old_objects = _render(root)
     effective = {c.key: requested[c.key] for c in changes}
     co.touched.add(layout.SETTINGS_PATH)
-    settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH), encoding="utf-8")
+    settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH, expected=new_settings),
+                             encoding="utf-8")
     co.touched.update(generate.apply_settings(root, new_settings))
     report = verify(root)
     if not report.ok:

@@ -52,7 +52,8 @@ def write_tree(dst: Path, settings: Settings, changes: dict[str, Any]) -> None:
         shutil.copytree(src / name, dst / name, symlinks=False)
     settings_path = dst / layout.SETTINGS_PATH
     settings_path.write_text(
-        settingsdoc.update_text(settings_path.read_text(encoding="utf-8"), changes, layout.SETTINGS_PATH),
+        settingsdoc.update_text(settings_path.read_text(encoding="utf-8"), changes, layout.SETTINGS_PATH,
+                                expected=settings),
         encoding="utf-8",
     )
     apply_settings(dst, settings)
