@@ -50,6 +50,9 @@ def list_dead(client: redis.Redis, settings: Settings, *, limit: int = 100) -> l
 
 
 def _find(client: redis.Redis, settings: Settings, job_id: str) -> DeadLetter:
+    from raibid_gitops.queue.jobs import check_job_id
+
+    check_job_id(job_id)
     with redis_errors(client, f"reading {settings.queue.dead_letter_stream}"):
         for eid, f in client.xrange(settings.queue.dead_letter_stream):
             if f.get(c.FIELD_JOB_ID) == job_id:
