@@ -37,7 +37,7 @@ class TestSubmit:
     @pytest.mark.parametrize("spec,message", [
         (dict(repo="nope", ref="main"), "is not OWNER/NAME"),
         (dict(repo="a/b", ref="--upload-pack=x"), "is not a valid git ref"),
-        (dict(repo="a/b", ref="main", commit="xyz"), "not a hexadecimal commit"),
+        (dict(repo="a/b", ref="main", commit="xyz"), "not a commit id"),
         (dict(repo="a/b", ref="main", checkout="svn"), "checkout must be"),
     ])
     def test_invalid_spec_refused(self, spec, message):

@@ -70,8 +70,9 @@ def retry(client: redis.Redis, settings: Settings, job_id: str) -> str:
         flat += [k, v]
     with redis_errors(client, f"retrying job {job_id}"):
         return str(scripts_for(client).requeue(
-            keys=[q.stream, c.job_key(job_id), q.dead_letter_stream],
-            args=[q.consumer_group, "", dead.id, f"{time.time():.6f}", *flat],
+            keys=[q.stream, c.job_key(job_id), q.dead_letter_stream, c.job_logs_key(job_id), c.FINISHED_INDEX,
+                  c.JOBS_INDEX],
+            args=[q.consumer_group, "", dead.id, f"{time.time():.6f}", job_id, *flat],
         ))
 
 

@@ -166,8 +166,9 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
     with redis_errors(client, f"submitting a job to {q.stream}"):
         try:
             entry_id = scripts_for(client).submit(
-                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id)],
-                args=[q.consumer_group, q.max_len, job_id, f"{now:.6f}", len(entry) * 2, *_flat(entry), *_flat(record)],
+                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
+                args=[q.consumer_group, q.max_len, job_id, f"{now:.6f}", q.retention.finished_job_seconds,
+                      q.retention.finished_jobs, len(entry) * 2, *_flat(entry), *_flat(record)],
             )
         except _r.ResponseError as exc:
             if "JOBEXISTS" in str(exc):
@@ -217,9 +218,11 @@ class CancelResult:
 def cancel(client: redis.Redis, settings: Settings, job_id: str) -> CancelResult:
     check_job_id(job_id)
     with redis_errors(client, f"cancelling job {job_id}"):
+        keep = settings.queue.retention
         status, detail = scripts_for(client).cancel(
-            keys=[c.job_key(job_id), c.job_logs_key(job_id)],
-            args=[f"{time.time():.6f}", settings.agents.log_max_len],
+            keys=[c.job_key(job_id), c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
+            args=[f"{time.time():.6f}", settings.agents.log_max_len, job_id, keep.finished_job_seconds,
+                  keep.finished_jobs],
         )
     if status == "missing":
         raise JobNotFound(f"job {job_id} not found", hint="`raibid queue list` shows the known jobs")
