@@ -38,6 +38,7 @@ from raibid_gitops.clients.git import (
     fetch_branch,
     is_ancestor,
     redact,
+    refuse_credentials,
     rev_parse,
 )
 from raibid_gitops.errors import (
@@ -399,6 +400,7 @@ def set_settings(
     auth = auth or auth_from_env()
     if _is_url(repo):
         url = str(repo)
+        refuse_credentials(url, "-C")
         if auth is None:
             from raibid_gitops.clients.git import credential_token
 
@@ -491,8 +493,7 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
                 g.push(remote, f"HEAD:refs/heads/{target_branch}")
             except PushRejected as exc:
                 if not exc.non_fast_forward:
-                    raise PushRejected(exc.message, hint="the branch is protected or you may not push to it: "
-                                       "propose the change with --pr instead") from None
+                    raise  # its hint says why (protection, permissions), when git told us
                 if attempt >= max_attempts:
                     raise PushRejected(
                         f"{target_branch} kept moving: gave up after {attempt} attempts; nothing was pushed",
