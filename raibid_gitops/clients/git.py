@@ -18,7 +18,9 @@ from typing import Iterator
 from raibid_gitops.errors import GitError, PushRejected
 
 DEFAULT_AUTHOR = ("raibid-gitops", "raibid-gitops@localhost")
-_SECRETISH = re.compile(r"(Authorization: (?:token|Basic|Bearer) )\S+|(://[^/\s:@]+:)[^@\s/]+@", re.I)
+#: An Authorization header's value, or the user part of a URL (``user:password@`` and also a
+#: bare ``TOKEN@``: tokens are often given as the user name).
+_SECRETISH = re.compile(r"(Authorization: (?:token|Basic|Bearer) )\S+|(://)[^/\s@]+@", re.I)
 
 
 _UNREACHABLE = re.compile(

@@ -204,7 +204,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _assignment_text(requested: dict[str, Any]) -> str:
-    return " ".join(f"{k}={format_value(v)}" for k, v in requested.items())
+    from raibid_gitops.errors import shown
+
+    # Values are shown cut: a refused value may be anything the user (or a script) passed.
+    return " ".join(f"{k}={shown(format_value(v))}" for k, v in requested.items())
 
 
 def _is_url(target: str | Path | None) -> bool:
