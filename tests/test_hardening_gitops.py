@@ -226,6 +226,22 @@ class TestMessages:
             server.server_close()
 
 
+    def test_push_refused_by_a_protection_hook_still_points_to_pr(self, config_repo: Path, tmp_path: Path):
+        """The other side of the wording fix: a real refusal (a pre-receive hook, as Gitea's
+        branch protection is) keeps the hint to propose the change with --pr."""
+        bare = tmp_path / "origin.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(config_repo), str(bare)], check=True)
+        hook = bare / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\necho 'Gitea: Not allowed to push to protected branch main' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        subprocess.run(["git", "remote", "add", "origin", str(bare)], cwd=config_repo, check=True)
+        subprocess.run(["git", "fetch", "-q", "origin"], cwd=config_repo, check=True)
+        before = git_state(config_repo)
+        r = raibid("gitops", "set", "agents.maxReplicas=6", "-C", str(config_repo))
+        refused(r, "was refused", "protected", "--pr")
+        assert git_state(config_repo) == before
+
+
 class TestStrictValues:
     """Item 8: no silent coercion; camelCase keys only; quantities as Kubernetes reads them."""
 

@@ -148,7 +148,7 @@ def parse_trailers(message: str) -> dict[str, Any]:
     """``Raibid-Set`` trailers of a commit message -> {key: value text}."""
     out: dict[str, Any] = {}
     for line in message.splitlines():
-        m = re.match(r"^Raibid-Set:\s*([^=\s]+)=(.*)$", line.strip())
+        m = re.fullmatch(r"Raibid-Set:\s*([^=\s]+)=(.*)", line.strip())
         if m:
             out[m.group(1)] = m.group(2)
     return out
