@@ -47,6 +47,9 @@ def agent_key(agent_id: str) -> str:
 
 #: Index of all job ids, newest last (a sorted set scored by submit time).
 JOBS_INDEX = f"{KEY_PREFIX}:jobs:index"
+#: Finished jobs (a sorted set scored by finish time): what retention removes, oldest first
+#: (``queue.retention``). A job is only ever in it while its state is final.
+FINISHED_INDEX = f"{KEY_PREFIX}:jobs:finished"
 #: Pattern to find live agents with SCAN.
 AGENT_PATTERN = f"{KEY_PREFIX}:agent:*"
 

@@ -12,6 +12,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from raibid_gitops.problems import Problem
 
+#: Rejected input is shown only this far: a message (or a log line) must not carry a whole
+#: hostile value back to the terminal, the log or an HTTP client.
+SHOWN_CHARS = 40
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as an error message may show it: quoted (so a newline or a space is visible),
+    cut to ``limit`` characters, with its full length when cut."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
 
 class RaibidError(Exception):
     """Base class of every error raibid-gitops reports to a user."""
@@ -48,8 +61,14 @@ class VerifyFailed(RaibidError):
 
     exit_code = 1
 
+    #: Problems listed in the message; a longer list ends with how many more there are.
+    LISTED = 20
+
     def __init__(self, problems: list["Problem"]):
-        super().__init__(f"verify found {len(problems)} problem(s)")
+        lines = [f"  {p.format()}" for p in problems[: self.LISTED]]
+        if len(problems) > self.LISTED:
+            lines.append(f"  ... and {len(problems) - self.LISTED} more (`raibid gitops verify` lists them all)")
+        super().__init__(f"verify found {len(problems)} problem(s):\n" + "\n".join(lines))
         self.problems = problems
 
 

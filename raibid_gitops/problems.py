@@ -19,8 +19,10 @@ class Problem:
     def format(self) -> str:
         loc = self.file + (f":{self.line}" if self.line else "")
         text = f"{loc}: {self.field}: {self.message}"
-        if self.expected is not None or self.found is not None:
-            text += f" (expected {self.expected!s}, found {self.found!s})"
+        parts = [f"{what} {value}" for what, value in (("expected", self.expected), ("found", self.found))
+                 if value is not None]
+        if parts:
+            text += f" ({', '.join(parts)})"
         return text
 
     def to_dict(self) -> dict[str, object]:

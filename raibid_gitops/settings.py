@@ -11,13 +11,22 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
-from raibid_gitops import contract
-from raibid_gitops.errors import SettingsError
+from raibid_gitops import contract, names
+from raibid_gitops.errors import SettingsError, shown
 from raibid_gitops.problems import Problem
 from raibid_gitops.quantities import format_bytes, format_cpu, parse_quantity
 
@@ -29,9 +38,22 @@ SCHEMA_FILE = "settings.schema.json"
 #: couple of heartbeats (GC pause, slow Redis) is not mistaken for a dead one.
 CLAIM_HEARTBEAT_FACTOR = 3
 
+# Patterns of string settings. pydantic runs them with Rust's regex engine, where ``$`` is
+# the end of the text (no trailing newline slips through), and they go into the JSON schema
+# for editors, whose ECMAScript ``$`` means the same.
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION = r"^([0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m|h)){1,4}$"
 _STREAM = r"^[A-Za-z0-9:_.\-{}]+$"
+#: Redis keys and group names stay short: they are repeated in every entry's metadata.
+_STREAM_MAX = 200
+
+
+class CrossFieldError(ValueError):
+    """A rule over several settings; ``fields`` names them, the one to blame first."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class _Model(BaseModel):
@@ -42,11 +64,19 @@ class _Model(BaseModel):
 
 
 def _quantity(kind: str):
+    """A positive Kubernetes quantity, written as a number (``2``) or a string (``"2"``, ``4Gi``).
+
+    The text is kept exactly: no stripping, so ``" 2"`` or ``"2\n"`` is refused here rather
+    than by the Kubernetes schema after it was committed."""
+
     def check(v: Any) -> str:
         if isinstance(v, bool):
             raise ValueError(f"{kind} must be a quantity like 2 or 4Gi, not a boolean")
+        if not isinstance(v, (str, int, float)):
+            raise ValueError(f"{kind} must be a quantity like 2 or 4Gi")
         s = str(v)
-        parse_quantity(s)
+        if parse_quantity(s) <= 0:
+            raise ValueError(f"{kind} must be more than 0")
         return s
 
     return check
@@ -68,61 +98,89 @@ class Cluster(_Model):
     capacity: Capacity = Capacity()
 
 
+class Retention(_Model):
+    """How long the queue keeps what is finished. Unfinished jobs are never removed."""
+
+    finished_job_seconds: StrictInt = Field(
+        7 * 86400, ge=60, le=365 * 86400,
+        description="Seconds a finished job's status record and logs are kept after it finished.")
+    finished_jobs: StrictInt = Field(
+        1000, ge=10, le=1_000_000,
+        description="Most finished jobs kept (records and logs); the oldest go first. "
+                    "Bounds Redis memory when many jobs finish within finishedJobSeconds.")
+    dead_letters: StrictInt = Field(
+        1000, ge=10, le=1_000_000,
+        description="Most entries kept in the dead-letter stream (XADD MAXLEN ~).")
+
+
 class Queue(_Model):
     redis_address: str = Field(
         "raibid-redis.raibid-ci.svc.cluster.local:6379", pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$",
-        description="host:port of Redis, as seen from the agents and KEDA.",
+        max_length=260, description="host:port of Redis, as seen from the agents and KEDA.",
     )
-    stream: str = Field("raibid:jobs", pattern=_STREAM, description="The job stream.")
-    consumer_group: str = Field("raibid-agents", pattern=_STREAM,
+    stream: str = Field("raibid:jobs", pattern=_STREAM, max_length=_STREAM_MAX, description="The job stream.")
+    consumer_group: str = Field("raibid-agents", pattern=_STREAM, max_length=_STREAM_MAX,
                                 description="Consumer group of the agents; KEDA measures its lag.")
-    dead_letter_stream: str = Field("raibid:jobs:dead", pattern=_STREAM,
+    dead_letter_stream: str = Field("raibid:jobs:dead", pattern=_STREAM, max_length=_STREAM_MAX,
                                     description="Where entries go after maxDeliveries failed deliveries.")
-    max_len: int = Field(10000, ge=100, le=10_000_000,
-                         description="Approximate cap of the job stream (XADD MAXLEN ~).")
-    max_deliveries: int = Field(3, ge=1, le=100,
-                                description="Deliveries of one entry before it is dead-lettered.")
-    claim_idle_seconds: int = Field(300, ge=5, le=86400,
-                                    description="Idle time after which another agent takes over an entry.")
-    heartbeat_seconds: int = Field(15, ge=1, le=3600,
-                                   description="How often an agent refreshes its heartbeat and its entry's idle time.")
+    max_len: StrictInt = Field(10000, ge=100, le=10_000_000,
+                               description="Approximate cap of the job stream (XADD MAXLEN ~).")
+    max_deliveries: StrictInt = Field(3, ge=1, le=100,
+                                      description="Deliveries of one entry before it is dead-lettered.")
+    claim_idle_seconds: StrictInt = Field(300, ge=5, le=86400,
+                                          description="Idle time after which another agent takes over an entry.")
+    heartbeat_seconds: StrictInt = Field(15, ge=1, le=3600,
+                                         description="How often an agent refreshes its heartbeat and its entry's idle time.")
+    retention: Retention = Retention()
+
+    @field_validator("redis_address")
+    @classmethod
+    def _port_in_range(cls, v: str) -> str:
+        port = int(v.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+        return v
 
     @model_validator(mode="after")
     def _names_distinct(self) -> "Queue":
         if self.stream == self.dead_letter_stream:
-            raise ValueError("queue.deadLetterStream must differ from queue.stream")
+            raise CrossFieldError("queue.deadLetterStream must differ from queue.stream",
+                                  "queue.deadLetterStream", "queue.stream")
         if self.claim_idle_seconds < CLAIM_HEARTBEAT_FACTOR * self.heartbeat_seconds:
-            raise ValueError(
+            raise CrossFieldError(
                 f"queue.claimIdleSeconds ({self.claim_idle_seconds}) must be at least "
                 f"{CLAIM_HEARTBEAT_FACTOR} x queue.heartbeatSeconds ({self.heartbeat_seconds}) = "
-                f"{CLAIM_HEARTBEAT_FACTOR * self.heartbeat_seconds}, or live agents' jobs get taken over"
+                f"{CLAIM_HEARTBEAT_FACTOR * self.heartbeat_seconds}, or live agents' jobs get taken over",
+                "queue.claimIdleSeconds", "queue.heartbeatSeconds",
             )
         return self
 
 
 class Step(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\- ]{1,64}$")
-    run: str = Field(min_length=1)
-    timeout_seconds: int = Field(1800, ge=1, le=86400)
+    #: A shell script; 64 KiB is far more than a step needs and bounds what a job record carries.
+    run: str = Field(min_length=1, max_length=65536)
+    timeout_seconds: StrictInt = Field(1800, ge=1, le=86400)
 
 
 class Agents(_Model):
-    image: str = Field("gitea.raibid-ci.svc.cluster.local:3000/raibid/agent:0.1.0", min_length=1,
+    image: str = Field("gitea.raibid-ci.svc.cluster.local:3000/raibid/agent:0.1.0", min_length=1, max_length=512,
                        pattern=r"^[^\s]+$", description="Agent image (arm64), built from agent/Containerfile.")
-    min_replicas: int = Field(0, ge=0, le=64, description="Agents kept even with an empty queue (0: scale from zero).")
-    max_replicas: int = Field(8, ge=1, le=64, description="Most agents (Jobs) at once.")
+    min_replicas: StrictInt = Field(0, ge=0, le=64,
+                                    description="Agents kept even with an empty queue (0: scale from zero).")
+    max_replicas: StrictInt = Field(8, ge=1, le=64, description="Most agents (Jobs) at once.")
     cpu: str = Field("2", description="CPU request and limit of one agent.")
     memory: str = Field("4Gi", description="Memory request and limit of one agent.")
-    gpus: int = Field(0, ge=0, le=8, description="nvidia.com/gpu per agent; >0 also sets runtimeClassName nvidia.")
-    job_timeout_seconds: int = Field(3600, ge=60, le=7 * 86400,
-                                     description="Hard limit of one CI job (the Job's activeDeadlineSeconds).")
-    ttl_seconds_after_finished: int = Field(600, ge=0, le=7 * 86400,
-                                            description="How long a finished agent Job is kept.")
-    idle_timeout_seconds: int = Field(60, ge=1, le=3600,
-                                      description="A --once agent exits 0 when no job comes within this.")
-    log_max_len: int = Field(10000, ge=100, le=1_000_000, description="Log lines kept per job (MAXLEN ~).")
+    gpus: StrictInt = Field(0, ge=0, le=8, description="nvidia.com/gpu per agent; >0 also sets runtimeClassName nvidia.")
+    job_timeout_seconds: StrictInt = Field(3600, ge=60, le=7 * 86400,
+                                           description="Hard limit of one CI job (the Job's activeDeadlineSeconds).")
+    ttl_seconds_after_finished: StrictInt = Field(600, ge=0, le=7 * 86400,
+                                                  description="How long a finished agent Job is kept.")
+    idle_timeout_seconds: StrictInt = Field(60, ge=1, le=3600,
+                                            description="A --once agent exits 0 when no job comes within this.")
+    log_max_len: StrictInt = Field(10000, ge=100, le=1_000_000, description="Log lines kept per job (MAXLEN ~).")
     default_pipeline: tuple[Step, ...] = Field(
-        (Step(name="test", run="make test", timeout_seconds=1800),),
+        (Step(name="test", run="make test", timeout_seconds=1800),), max_length=100,
         description="Steps run when a repository has no .raibid.yml.",
     )
 
@@ -132,34 +190,51 @@ class Agents(_Model):
     @model_validator(mode="after")
     def _min_le_max(self) -> "Agents":
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"agents.minReplicas ({self.min_replicas}) must not exceed agents.maxReplicas ({self.max_replicas})"
+            raise CrossFieldError(
+                f"agents.minReplicas ({self.min_replicas}) must not exceed agents.maxReplicas ({self.max_replicas})",
+                "agents.minReplicas", "agents.maxReplicas",
             )
         return self
 
 
 class Scaling(_Model):
-    polling_interval: int = Field(10, ge=1, le=3600, description="Seconds between KEDA's checks of the stream.")
-    lag_count: int = Field(1, ge=1, le=10000, description="Queued entries per agent (KEDA lagCount).")
-    activation_lag_count: int = Field(0, ge=0, le=10000,
-                                      description="Lag above which the pool wakes from zero; 0 = one job wakes it.")
+    polling_interval: StrictInt = Field(10, ge=1, le=3600, description="Seconds between KEDA's checks of the stream.")
+    lag_count: StrictInt = Field(1, ge=1, le=10000, description="Queued entries per agent (KEDA lagCount).")
+    activation_lag_count: StrictInt = Field(0, ge=0, le=10000,
+                                            description="Lag above which the pool wakes from zero; 0 = one job wakes it.")
     scaling_strategy: Literal["default", "custom", "accurate", "eager"] = Field(
         "accurate", description="KEDA ScaledJob scalingStrategy.strategy.")
-    successful_jobs_history_limit: int = Field(5, ge=0, le=100)
-    failed_jobs_history_limit: int = Field(10, ge=0, le=100)
+    successful_jobs_history_limit: StrictInt = Field(5, ge=0, le=100)
+    failed_jobs_history_limit: StrictInt = Field(10, ge=0, le=100)
 
 
 class Gitea(_Model):
-    url: str = Field("http://gitea.raibid-ci.svc.cluster.local:3000", pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
-                     description="Base URL of Gitea as the cluster reaches it.")
-    owner: str = Field("raibid", pattern=r"^[A-Za-z0-9_.\-]+$")
-    repo: str = Field("raibid-config", pattern=r"^[A-Za-z0-9_.\-]+$")
-    branch: str = Field("main", pattern=r"^[A-Za-z0-9_./\-]+$")
+    url: str = Field("http://gitea.raibid-ci.svc.cluster.local:3000", pattern=r"^https?://[^\s/@]+(/[^\s]*)?$",
+                     max_length=512, description="Base URL of Gitea as the cluster reaches it (no credentials).")
+    owner: str = Field("raibid", pattern=r"^[A-Za-z0-9_.\-]+$", max_length=40)
+    repo: str = Field("raibid-config", pattern=r"^[A-Za-z0-9_.\-]+$", max_length=100)
+    branch: str = Field("main", pattern=r"^[A-Za-z0-9_./\-]+$", max_length=255)
 
     @field_validator("url")
     @classmethod
     def _no_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    # Gitea's and git's own rules beyond the character set (the patterns stay for editors).
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, v: str) -> str:
+        return _checked(v, names.owner_problem(v))
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, v: str) -> str:
+        return _checked(v, names.repo_name_problem(v))
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        return _checked(v, names.branch_problem(v))
 
     @property
     def clone_url(self) -> str:
@@ -168,10 +243,23 @@ class Gitea(_Model):
 
 class Flux(_Model):
     interval: str = Field("1m", pattern=_DURATION, description="How often Flux fetches and applies.")
-    path: str = Field("./overlays/dgx-spark", pattern=r"^\./[A-Za-z0-9_./\-]*$")
+    path: str = Field("./overlays/dgx-spark", pattern=r"^\./[A-Za-z0-9_./\-]*$", max_length=255)
     prune: StrictBool = Field(True, description="Delete objects removed from the repository.")
     timeout: str = Field("5m", pattern=_DURATION)
     wait: StrictBool = Field(True, description="Wait for applied objects to become ready (health checks).")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_repo(cls, v: str) -> str:
+        if ".." in v.split("/"):
+            raise ValueError(f"flux.path {shown(v)} must stay inside the repository (no '..')")
+        return v
+
+
+def _checked(value: str, problem: str | None) -> str:
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 class Settings(_Model):
@@ -191,9 +279,10 @@ class Settings(_Model):
         host = self.queue.redis_address.rsplit(":", 1)[0]
         parts = host.split(".")
         if len(parts) >= 3 and parts[2] == "svc" and parts[1] != self.cluster.namespace:
-            raise ValueError(
+            raise CrossFieldError(
                 f"queue.redisAddress ({self.queue.redis_address}) points at namespace {parts[1]!r} "
-                f"but cluster.namespace is {self.cluster.namespace!r}"
+                f"but cluster.namespace is {self.cluster.namespace!r}",
+                "queue.redisAddress", "cluster.namespace",
             )
         return self
 
@@ -203,15 +292,17 @@ class Settings(_Model):
         cap = self.cluster.capacity
         need_cpu = parse_quantity(self.agents.cpu) * n
         if need_cpu > parse_quantity(cap.cpu):
-            raise ValueError(
+            raise CrossFieldError(
                 f"agents.maxReplicas ({n}) x agents.cpu ({self.agents.cpu}) = {format_cpu(need_cpu)} CPU "
-                f"exceeds cluster.capacity.cpu ({cap.cpu})"
+                f"exceeds cluster.capacity.cpu ({cap.cpu})",
+                "agents.maxReplicas", "agents.cpu", "cluster.capacity.cpu",
             )
         need_mem = parse_quantity(self.agents.memory) * n
         if need_mem > parse_quantity(cap.memory):
-            raise ValueError(
+            raise CrossFieldError(
                 f"agents.maxReplicas ({n}) x agents.memory ({self.agents.memory}) = {format_bytes(need_mem)} "
-                f"exceeds cluster.capacity.memory ({cap.memory})"
+                f"exceeds cluster.capacity.memory ({cap.memory})",
+                "agents.maxReplicas", "agents.memory", "cluster.capacity.memory",
             )
         return self
 
@@ -230,7 +321,7 @@ class Settings(_Model):
         node: Any = self.data()
         for part in key.split("."):
             if not isinstance(node, dict) or part not in node:
-                raise SettingsError(f"unknown setting {key!r}", hint=did_you_mean(key))
+                raise SettingsError(f"unknown setting {shown(key)}", hint=did_you_mean(key[:200]))
             node = node[part]
         return node
 
@@ -279,43 +370,58 @@ def _loc_to_key(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-_NAMED_KEY = re.compile(r"\b(?:cluster|queue|agents|scaling|gitea|flux)\.[A-Za-z]+(?:\.[A-Za-z]+)?")
+def _found(value: Any) -> str | None:
+    """The rejected value as a problem shows it: short, and never a whole hostile value."""
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and len(str(value)) > 40:
+        return f"a number of {len(str(value))} digits"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else shown(value)
 
 
-def problems_from_validation(exc: ValidationError, file: str, lines: dict[str, int] | None = None) -> list[Problem]:
+def problems_from_validation(exc: ValidationError, file: str, lines: dict[str, int] | None = None,
+                             touched: Iterable[str] = ()) -> list[Problem]:
+    """Located problems from a validation error. A cross-field rule is reported on the setting
+    the caller changed (``touched``, e.g. the keys of `set`), else on the first it names."""
+    touched = list(touched)
     problems: list[Problem] = []
     for err in exc.errors():
         key = _loc_to_key(err["loc"])
         msg = err["msg"]
+        found = _found(err.get("input"))
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-            # A cross-field rule is reported on the first setting its message names.
-            named = _NAMED_KEY.search(msg)
-            if named:
-                key = named.group(0)
+            cause = (err.get("ctx") or {}).get("error")
+            fields = getattr(cause, "fields", ())
+            if fields:
+                key = next((f for f in touched if f in fields), fields[0])
+                found = None  # the message itself shows every value involved
         if err["type"] == "extra_forbidden":
-            msg = "unknown setting; " + did_you_mean(key)
-        found = err.get("input")
-        found_s = None if isinstance(found, dict) or err["type"] == "extra_forbidden" else json.dumps(found, default=str)
+            msg = "unknown setting; " + did_you_mean(key[:200])
+            found = None
         line = None
         if lines:
             probe = key
             while probe and probe not in lines:
                 probe = probe.rpartition(".")[0]
             line = lines.get(probe)
-        problems.append(Problem(file=file, field=key or "(root)", message=msg, line=line, found=found_s))
+        problems.append(Problem(file=file, field=key or "(root)", message=msg, line=line, found=found))
     return problems
 
 
-def validate_data(data: Any, file: str = SETTINGS_FILE, lines: dict[str, int] | None = None) -> Settings:
+def validate_data(data: Any, file: str = SETTINGS_FILE, lines: dict[str, int] | None = None,
+                  touched: Iterable[str] = ()) -> Settings:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SettingsError(f"{file}: the top level must be a mapping of sections (cluster, queue, agents, ...)")
     try:
-        return Settings.model_validate(data)
+        # By the camelCase names only: the Python names (max_replicas) are for code, and a file
+        # using them would pass here while `set` edits the camelCase key beside it.
+        return Settings.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
-        problems = problems_from_validation(exc, file, lines)
+        problems = problems_from_validation(exc, file, lines, touched)
         raise SettingsError(
             f"{file} is not valid:\n" + "\n".join("  " + p.format() for p in problems),
             problems=problems,
@@ -324,21 +430,32 @@ def validate_data(data: Any, file: str = SETTINGS_FILE, lines: dict[str, int] | 
 
 
 def load_text(text: str, file: str = SETTINGS_FILE) -> Settings:
-    """Parse and validate settings.yaml text; every failure names the file, line and field."""
+    """Parse and validate settings.yaml text; every failure names the file, line and field.
+
+    Bounded (see :mod:`raibid_gitops.yamlio`): text over 256 KiB, or aliases expanding past
+    10,000 values, are refused before anything walks the data, so a hostile version cannot
+    stall the CLI, the TUI or an agent (which then keeps its last good settings)."""
     from raibid_gitops import yamlio
 
     doc = yamlio.load_settings_doc(text, file)
     return validate_data(yamlio.to_plain(doc), file, yamlio.key_lines(doc))
 
 
-def load_path(path: Path) -> Settings:
+def load_path(path: Path, file: str | None = None) -> Settings:
+    """Load a settings file; ``file`` names it in messages (default: the path)."""
+    name = file or str(path)
     try:
+        from raibid_gitops import yamlio
+
+        yamlio.check_settings_size(path.stat().st_size, name)  # before reading a huge file at all
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SettingsError(f"{path} does not exist", hint="run `raibid gitops init DIR` to create a config repository") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"cannot read {path}: {exc}") from None
-    return load_text(text, str(path))
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return load_text(text, name)
 
 
 def defaults() -> Settings:
@@ -356,7 +473,11 @@ def json_schema() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # KEY=VALUE parsing for `init --set` and `set`
 
-_INT_RE = re.compile(r"^-?[0-9]+$")
+#: Integers on the command line: an optional sign and at most 18 digits (every integer
+#: setting is far smaller; this keeps int() away from Python's 4300-digit limit).
+_INT_RE = re.compile(r"-?[0-9]{1,18}")
+#: A KEY=VALUE is at most this long: the longest value is a pipeline given as JSON.
+MAX_ASSIGNMENT = 65536
 
 
 def coerce_value(key: str, raw: str) -> Any:
@@ -364,32 +485,36 @@ def coerce_value(key: str, raw: str) -> Any:
 
     YAML-1.1 spellings (yes/no/on/off) are refused for booleans: Kubernetes tools read them
     as booleans while a YAML-1.2 reader reads strings, which is how config drifts silently.
+    Nothing is trimmed: ``"20\n"`` is refused, not read as 20.
     """
     current = Settings().get(key)  # raises with a hint for unknown keys
     if isinstance(current, bool):
-        low = raw.strip().lower()
-        if low in ("true", "false"):
-            return low == "true"
-        raise SettingsError(f"{key} must be true or false, not {raw!r}")
+        if raw in ("true", "false"):
+            return raw == "true"
+        raise SettingsError(f"{key} must be true or false, not {shown(raw)}")
     if isinstance(current, int):
-        if not _INT_RE.match(raw.strip()):
-            raise SettingsError(f"{key} must be an integer, not {raw!r}")
+        if not _INT_RE.fullmatch(raw):
+            raise SettingsError(f"{key} must be an integer (digits only), not {shown(raw)}")
         return int(raw)
     if isinstance(current, (list, tuple)):
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            value = None
+        if not isinstance(value, list):
             raise SettingsError(f"{key} takes a JSON list, e.g. '[{{\"name\":\"test\",\"run\":\"make test\"}}]'") from None
+        return value
     return raw
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
+        if len(item) > MAX_ASSIGNMENT:
+            raise SettingsError(f"{shown(item)} is too long (at most {MAX_ASSIGNMENT} characters)")
         key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise SettingsError(f"{item!r} is not KEY=VALUE", hint="e.g. agents.maxReplicas=6")
+        if not sep or not key or key != key.strip():
+            raise SettingsError(f"{shown(item)} is not KEY=VALUE", hint="e.g. agents.maxReplicas=6")
         if key in out:
             raise SettingsError(f"{key} is given twice")
         out[key] = coerce_value(key, value)
@@ -404,4 +529,4 @@ def apply_assignments(settings: Settings, changes: dict[str, Any], file: str = S
         for part in parts[:-1]:
             node = node[part]
         node[parts[-1]] = value
-    return validate_data(data, file)
+    return validate_data(data, file, touched=changes)

@@ -12,6 +12,21 @@ from typing import Any
 
 from raibid_gitops.errors import SettingsError
 
+#: settings.yaml is a few KiB. 256 KiB leaves room for long comments and pipelines, keeps a
+#: parse within a second or two on the node (ruamel reads ~200 KiB/s of dense YAML there), and
+#: the ConfigMap Flux makes of it far below Kubernetes' 1 MiB.
+MAX_SETTINGS_BYTES = 256 * 1024
+#: Nodes of a settings document once aliases are expanded. The defaults are ~60 nodes and a
+#: long pipeline a few hundred; anchors and aliases cost nothing to parse but every walk over
+#: the data (validation, hashing, the ConfigMap consumers) pays for the expanded tree, which
+#: nested aliases make exponential ("billion laughs": 3 KB -> 400 MB).
+MAX_SETTINGS_NODES = 10_000
+#: Nesting of a settings document (agents.defaultPipeline[0].name is 4 deep).
+MAX_SETTINGS_DEPTH = 32
+#: The same bounds for manifests we parse (marked patches, kustomize's output): a whole
+#: rendered overlay is a few thousand nodes.
+MAX_MANIFEST_NODES = 200_000
+MAX_MANIFEST_DEPTH = 100
 #: Plain scalars that YAML 1.1 (and so much of the Kubernetes tool chain) reads as booleans
 #: or null, while ruamel (YAML 1.2) reads them as strings.
 YAML11_TRAPS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
@@ -34,27 +49,114 @@ def _problem_location(exc: Exception) -> tuple[int | None, str]:
     return ((mark.line + 1) if mark is not None else None, problem)
 
 
-def load_rt(text: str, file: str) -> Any:
-    """Round-trip load one document; a malformed file raises SettingsError naming the line."""
+def _malformed(file: str, line: int | None, problem: str, hint: str | None = None) -> SettingsError:
+    from raibid_gitops.problems import Problem
+
+    where = f"{file}:{line}" if line else file
+    return SettingsError(f"{where}: malformed YAML: {problem}", hint=hint,
+                         problems=[Problem(file=file, line=line, field="(yaml)", message=f"malformed YAML: {problem}")])
+
+
+def _unreadable(file: str, text: str, exc: BaseException) -> SettingsError:
+    """A failure of the YAML library that is not a YAMLError: too deep, or a number too long."""
+    if isinstance(exc, RecursionError):
+        return _malformed(file, None, "nested too deeply", hint="settings are a few levels deep; remove the nesting")
+    long_number = re.search(r"[0-9]{1000,}", text)
+    if long_number:
+        line = text.count("\n", 0, long_number.start()) + 1
+        return _malformed(file, line, f"a number of {len(long_number.group(0))} digits",
+                          hint="numbers in settings have at most a few digits")
+    return _malformed(file, None, type(exc).__name__)
+
+
+def check_bounds(doc: Any, file: str, *, max_nodes: int = MAX_SETTINGS_NODES,
+                 max_depth: int = MAX_SETTINGS_DEPTH) -> None:
+    """Refuse a document whose tree, with every alias expanded, has more than ``max_nodes``
+    nodes or is nested deeper than ``max_depth``.
+
+    Counted on the parsed data, where an alias is a shared reference: each shared container
+    is measured once (memoised by identity), so checking costs as little as parsing did, and
+    a document that would expand to millions of nodes is refused before anything walks it.
+    """
+    memo: dict[int, tuple[int, int]] = {}  # id(container) -> (expanded nodes, height)
+
+    def measure(node: Any, depth: int) -> tuple[int, int]:
+        if isinstance(node, dict):
+            children: Any = [v for kv in node.items() for v in kv]
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            return 1, 0
+        key = id(node)
+        if key not in memo:
+            if depth > max_depth:
+                raise _too_big(file, f"it is nested deeper than {max_depth} levels")
+            size, height = 1, 0
+            for child in children:
+                n, h = measure(child, depth + 1)
+                size, height = size + n, max(height, h + 1)
+                if size > max_nodes:
+                    raise _too_big(file, f"with its aliases expanded it has more than {max_nodes} values")
+            memo[key] = (size, height)
+        size, height = memo[key]
+        if depth + height > max_depth:
+            raise _too_big(file, f"it is nested deeper than {max_depth} levels")
+        return size, height
+
+    measure(doc, 0)
+
+
+def _too_big(file: str, why: str) -> SettingsError:
+    from raibid_gitops.problems import Problem
+
+    message = f"{file} is refused: {why}"
+    return SettingsError(message, hint="YAML anchors and aliases (&name / *name) are fine for a few values, "
+                                       "not to build large structures; write the values out",
+                         problems=[Problem(file=file, field="(file)", message=f"refused: {why}")])
+
+
+def load_rt(text: str, file: str, *, max_nodes: int = MAX_SETTINGS_NODES,
+            max_depth: int = MAX_SETTINGS_DEPTH) -> Any:
+    """Round-trip load one document, bounded (:func:`check_bounds`); a malformed file raises
+    SettingsError naming the line."""
     from ruamel.yaml.error import YAMLError
 
     try:
-        return rt_yaml().load(text)
+        doc = rt_yaml().load(text)
     except YAMLError as exc:
         line, problem = _problem_location(exc)
-        where = f"{file}:{line}" if line else file
-        raise SettingsError(f"{where}: malformed YAML: {problem}", hint="check the indentation and quoting") from None
+        raise _malformed(file, line, problem, hint="check the indentation and quoting") from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise _unreadable(file, text, exc) from None
+    check_bounds(doc, file, max_nodes=max_nodes, max_depth=max_depth)
+    return doc
 
 
 def load_all_rt(text: str, file: str) -> list[Any]:
+    """Every document of a manifest file, bounded like :func:`load_rt` with manifest limits."""
     from ruamel.yaml.error import YAMLError
 
     try:
-        return [d for d in rt_yaml().load_all(text) if d is not None]
+        docs = [d for d in rt_yaml().load_all(text) if d is not None]
     except YAMLError as exc:
         line, problem = _problem_location(exc)
-        where = f"{file}:{line}" if line else file
-        raise SettingsError(f"{where}: malformed YAML: {problem}") from None
+        raise _malformed(file, line, problem) from None
+    except (RecursionError, ValueError, OverflowError) as exc:
+        raise _unreadable(file, text, exc) from None
+    check_bounds(docs, file, max_nodes=MAX_MANIFEST_NODES, max_depth=MAX_MANIFEST_DEPTH)
+    return docs
+
+
+def check_settings_size(size: int, file: str) -> None:
+    """Refuse settings of ``size`` bytes over :data:`MAX_SETTINGS_BYTES` before parsing them."""
+    from raibid_gitops.problems import Problem
+
+    if size > MAX_SETTINGS_BYTES:
+        why = f"it is {size} bytes; settings.yaml may have at most {MAX_SETTINGS_BYTES} ({MAX_SETTINGS_BYTES // 1024} KiB)"
+        raise SettingsError(f"{file} is refused: {why}",
+                            hint="settings.yaml holds settings only; keep large content (scripts, data) in the "
+                                 "repositories the jobs build",
+                            problems=[Problem(file=file, field="(file)", message=f"refused: {why}")])
 
 
 def dump_rt(doc: Any) -> str:
@@ -126,6 +228,7 @@ def load_settings_doc(text: str, file: str) -> Any:
     """Load settings.yaml for validation, refusing YAML-1.1 traps with a located message."""
     from raibid_gitops.problems import Problem
 
+    check_settings_size(len(text.encode("utf-8", "surrogatepass")), file)
     doc = load_rt(text, file)
     traps = yaml11_traps(doc)
     if traps:
@@ -141,14 +244,14 @@ def load_settings_doc(text: str, file: str) -> Any:
     return doc
 
 
-_NUMERIC = re.compile(r"^(?:[-+]?[0-9][0-9_.:eE+-]*|0x[0-9a-fA-F]+|0o[0-7]+|\.inf|\.nan)$")
+_NUMERIC = re.compile(r"[-+]?[0-9][0-9_.:eE+-]*|0x[0-9a-fA-F]+|0o[0-7]+|\.inf|\.nan")
 
 
 def needs_quotes(text: str) -> bool:
     """Whether plain ``text`` would be misread: by a YAML-1.1 reader (``on``, ``yes``, ``1e3``,
     sexagesimal ``1:30``) or by any YAML reader (a leading indicator, ``: ``, `` #``, padding)."""
     return (
-        text == "" or text.lower() in YAML11_TRAPS or _NUMERIC.match(text) is not None
+        text == "" or text.lower() in YAML11_TRAPS or _NUMERIC.fullmatch(text) is not None
         or text != text.strip() or text[:1] in "!&*{}[],#|>@`\"'%?:-" or ": " in text or " #" in text
     )
 

@@ -184,6 +184,52 @@ class TestCheckout:
         assert job.state == c.STATE_FAILED and ".raibid.yml is not valid" in job.reason
 
 
+def _bomb(levels: int = 7, width: int = 9) -> str:
+    """Nested aliases: ~3 KB of YAML that expands to width**levels values (4.8 million)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+class TestUntrustedInput:
+    """What reaches the agent through Redis or a repository is checked again before use."""
+
+    def test_entry_escaping_the_git_base_url_is_refused(self, redis_client, git_repo, tmp_path):
+        base, _ = git_repo
+        # A repository next to the base directory: what "../remote" would reach.
+        outside = base.parent / "remote.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(base / "raibid" / "hello.git"), str(outside)], check=True)
+        w = make_worker(redis_client, settings_text({"name": "default", "run": "echo ran"}))
+        w.runner = Runner(git_base_url=base.as_uri())
+        q = w.holder.current().settings.queue
+        # Written straight into Redis, past the producer's checks (anyone with the password can).
+        job_id = "evil-1"
+        from raibid_gitops.queue.jobs import ensure_group
+
+        ensure_group(redis_client, w.holder.current().settings)
+        eid = redis_client.xadd(q.stream, {c.FIELD_JOB_ID: job_id, c.FIELD_REPO: "../remote", c.FIELD_REF: "main",
+                                           c.FIELD_COMMIT: "", c.FIELD_CHECKOUT: c.CHECKOUT_GIT})
+        redis_client.hset(c.job_key(job_id), mapping={c.REC_STATE: c.STATE_QUEUED, c.REC_ENTRY_ID: eid,
+                                                      c.REC_ATTEMPT: "0", c.REC_REPO: "../remote"})
+        assert w.run() == 0
+        job = get_job(redis_client, job_id)
+        logs = [line.format() for line in read_logs(redis_client, job_id)]
+        assert job.state == c.STATE_FAILED and "refused" in job.reason and "not a Gitea" in job.reason
+        assert not any("checking out" in line or line == "ran" for line in logs), logs
+
+    def test_alias_bomb_pipeline_fails_the_job_not_the_agent(self, redis_client, git_repo):
+        base, _ = git_repo
+        work = base.parent / "work"
+        (work / ".raibid.yml").write_text(_bomb() + "steps:\n  - name: x\n    run: *a7\n")
+        env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@x", GIT_COMMITTER_NAME="t",
+                   GIT_COMMITTER_EMAIL="t@x")
+        subprocess.run(["git", "commit", "-q", "-am", "bomb"], cwd=work, env=env, check=True)
+        subprocess.run(["git", "push", "-q", "origin", "main"], cwd=work, env=env, check=True)
+        job, _ = run_one(redis_client, settings_text(), JobSpec("raibid/hello", "main"),
+                         Runner(git_base_url=base.as_uri()))
+        assert job.state == c.STATE_FAILED and "aliases expanded" in job.reason
+
+
 class TestMetricsAndTidiness:
     def test_metrics_endpoint(self, redis_client):
         import socket

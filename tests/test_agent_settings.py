@@ -96,6 +96,63 @@ class TestRunningAgent:
         assert "refused settings version" in agents.log_text("hot")
 
 
+def alias_bomb(levels: int = 7, width: int = 9) -> str:
+    """Valid settings plus nested anchors that expand to width**levels values (the probe's 3 KB file)."""
+    lines = ["x0: &x0 [a, a, a, a, a, a, a, a, a]"]
+    lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    return FAST_SETTINGS + "\n".join(lines) + "\n"
+
+
+@pytest.mark.redis
+class TestHostileSettings:
+    """A settings version built to exhaust the agent is refused at once; the agent keeps serving."""
+
+    def test_running_agent_keeps_its_last_good_snapshot(self, redis_client, agents: AgentPool, settings_dir):
+        good = load_text(FAST_SETTINGS).hash()
+        agents.spawn(agent_id="steady")
+        agent = c.agent_key("steady")
+        wait_until(lambda: redis_client.hget(agent, c.AGENT_SETTINGS_HASH) == good, 30, what="the agent's heartbeat")
+        kubelet_write(settings_dir, {"settings.yaml": alias_bomb()})
+        wait_until(lambda: redis_client.hget(agent, c.AGENT_SETTINGS_ERROR), 20, what="the refusal in the heartbeat")
+        assert "aliases expanded" in redis_client.hget(agent, c.AGENT_SETTINGS_ERROR)
+        assert redis_client.hget(agent, c.AGENT_SETTINGS_HASH) == good
+        job = submit(redis_client, load_text(FAST_SETTINGS), NOCHECKOUT)
+        wait_until(lambda: get_job(redis_client, job.job_id).final, 30, what="a job after the refusal")
+        done = get_job(redis_client, job.job_id)
+        assert done.state == c.STATE_SUCCEEDED and done.settings_hash == good
+        # A huge version (over the size limit) is refused the same way.
+        kubelet_write(settings_dir, {"settings.yaml": FAST_SETTINGS + "# " + "x" * (300 * 1024) + "\n"})
+        wait_until(lambda: "bytes" in (redis_client.hget(agent, c.AGENT_SETTINGS_ERROR) or ""), 20,
+                   what="the size refusal in the heartbeat")
+        assert agents.procs[0].poll() is None
+
+    def test_agent_refuses_to_start_on_hostile_settings(self, redis_client, agents: AgentPool, settings_dir):
+        kubelet_write(settings_dir, {"settings.yaml": alias_bomb()})
+        proc = agents.spawn(agent_id="never", once=True)
+        assert proc.wait(60) == 2
+        log = agents.log_text("never")
+        assert "no valid settings" in log and "aliases expanded" in log and "Traceback" not in log
+
+
+@pytest.mark.redis
+class TestWorkdir:
+    def test_missing_workdir_refuses_to_start_and_takes_no_job(self, redis_client, agents: AgentPool, tmp_path):
+        settings = load_text(FAST_SETTINGS)
+        job = submit(redis_client, settings, NOCHECKOUT)
+        proc = agents.spawn("--workdir", str(tmp_path / "missing"), agent_id="nowork")
+        assert proc.wait(60) == 2
+        log = agents.log_text("nowork")
+        assert "--workdir" in log and "does not exist" in log and "Traceback" not in log
+        assert get_job(redis_client, job.job_id).state == c.STATE_QUEUED
+        assert redis_client.xpending(settings.queue.stream, settings.queue.consumer_group)["pending"] == 0
+
+    def test_file_as_workdir_refused(self, agents: AgentPool, tmp_path):
+        f = tmp_path / "afile"
+        f.write_text("x")
+        proc = agents.spawn("--workdir", str(f), agent_id="filework")
+        assert proc.wait(60) == 2 and "is not a directory" in agents.log_text("filework")
+
+
 class TestConfigMapWatch:
     """Against a real kube-apiserver: list, watch from the resourceVersion, relist on 410."""
 

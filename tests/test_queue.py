@@ -37,7 +37,7 @@ class TestSubmit:
     @pytest.mark.parametrize("spec,message", [
         (dict(repo="nope", ref="main"), "is not OWNER/NAME"),
         (dict(repo="a/b", ref="--upload-pack=x"), "is not a valid git ref"),
-        (dict(repo="a/b", ref="main", commit="xyz"), "not a hexadecimal commit"),
+        (dict(repo="a/b", ref="main", commit="xyz"), "not a commit id"),
         (dict(repo="a/b", ref="main", checkout="svn"), "checkout must be"),
     ])
     def test_invalid_spec_refused(self, spec, message):
@@ -143,3 +143,51 @@ class TestCli:
         monkeypatch.chdir(tmp_path)
         code, _, err = self._run(capsys, redis_server, "stats")
         assert code == 2 and "RAIBID_REDIS_PASSWORD" in err
+
+
+class TestHostileInput:
+    """Issue 12 items 3 and 4 through `raibid queue`: refused with exit 2, nothing queued."""
+
+    def _run(self, capsys, redis_server, *argv):
+        code = cli_main(["queue", *argv, "--redis-url", redis_server.url])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    @pytest.mark.parametrize("args,words", [
+        (("--repo", "../remote", "--ref", "main"), "not a Gitea user or organisation name"),
+        (("--repo", "raibid/..", "--ref", "main"), "not a Gitea repository name"),
+        (("--repo", "raibid/x.git", "--ref", "main"), "not a Gitea repository name"),
+        (("--repo", "a--b/x", "--ref", "main"), "no two of"),
+        (("--repo", "raibid/hello", "--ref", "main\n"), "not a valid git ref"),
+        (("--repo", "raibid/hello", "--ref", "main.lock"), "'.lock'"),
+        (("--repo", "raibid/hello", "--ref", "a//b"), "double '/'"),
+        (("--repo", "raibid/hello", "--ref", ".hidden"), "start with '.'"),
+        (("--repo", "raibid/hello", "--ref", "main", "--commit", "abc123\n"), "not a commit id"),
+        (("--repo", "raibid/hello", "--ref", "x" * 5000), "5000 characters"),
+    ])
+    def test_submit_refused(self, capsys, monkeypatch, redis_server, redis_client, tmp_path, args, words):
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        monkeypatch.chdir(tmp_path)
+        code, _, err = self._run(capsys, redis_server, "submit", *args)
+        assert code == 2 and words in err, err
+        assert "x" * 100 not in err
+        assert redis_client.exists(Settings().queue.stream) == 0
+
+    def test_uppercase_commit_is_queued_lowercase(self, capsys, monkeypatch, redis_server, redis_client, tmp_path):
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        monkeypatch.chdir(tmp_path)
+        code, out, err = self._run(capsys, redis_server, "submit", "--repo", "raibid/hello", "--ref", "main",
+                                   "--commit", "ABCDEF1234567")
+        assert code == 0, err
+        assert get_job(redis_client, out.strip()).commit == "abcdef1234567"
+
+    def test_job_ids_and_limits(self, capsys, monkeypatch, redis_server, tmp_path):
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        monkeypatch.chdir(tmp_path)
+        code, _, err = self._run(capsys, redis_server, "status", "j" * 3000)
+        assert code == 2 and "is not a job id" in err and "j" * 100 not in err
+        code, _, err = self._run(capsys, redis_server, "cancel", "a b\n")
+        assert code == 2 and "is not a job id" in err
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["queue", "list", "--limit", "-5"])
+        assert exc.value.code == 2

@@ -120,3 +120,31 @@ def test_json_schema_has_ranges_enums_and_rejects_unknown():
     assert '"accurate"' in text and "additionalProperties" in text
     agents = schema["$defs"]["Agents"]["properties"]
     assert agents["maxReplicas"]["minimum"] == 1
+
+
+def test_no_string_setting_takes_a_trailing_newline():
+    """Issue 12 item 4, closed for the class: every string setting, given its own default plus a
+    newline (what `$` instead of a whole-string match lets through), is refused."""
+    from raibid_gitops.errors import SettingsError
+    from raibid_gitops.settings import Settings, all_keys, apply_assignments
+
+    base = Settings()
+    strings = [k for k in all_keys() if isinstance(base.get(k), str)]
+    assert len(strings) >= 15
+    for key in strings:
+        for bad in (base.get(key) + "\n", " " + base.get(key), base.get(key) + " "):
+            with pytest.raises(SettingsError):
+                apply_assignments(base, {key: bad})
+
+
+def test_integers_are_strict():
+    from raibid_gitops.errors import SettingsError
+    from raibid_gitops.settings import Settings, all_keys, apply_assignments
+
+    base = Settings()
+    ints = [k for k in all_keys() if type(base.get(k)) is int]
+    assert "queue.retention.finishedJobs" in ints
+    for key in ints:
+        for bad in (True, float(base.get(key)), str(base.get(key))):
+            with pytest.raises(SettingsError):
+                apply_assignments(base, {key: bad})

@@ -187,6 +187,21 @@ class TestBackendErrors:
             config_repo / "overlays/dgx-spark/settings.yaml").hash()
 
 
+    def test_changes_with_hostile_settings_at_head(self, config_repo):
+        """Nested aliases at HEAD (issue 12): the tab shows the refusal; the queue and agents
+        tabs fall back to the defaults' names instead of hanging on the expansion."""
+        settings = config_repo / "overlays/dgx-spark/settings.yaml"
+        lines = ["x0: &x0 [a, a, a, a, a, a, a, a, a]"]
+        lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9) + "]" for i in range(1, 8)]
+        settings.write_text(settings.read_text() + "\n".join(lines) + "\n")
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "bomb"],
+                       cwd=config_repo, check=True)
+        source = ChangesSource(config_repo, None, None, None)
+        head = source.snapshot().settings[0]
+        assert "aliases expanded" in head.error
+        assert source.settings().queue.stream == "raibid:jobs"
+
+
 class TestCommandLine:
     """`raibid tui` parses the flux-style options and starts without importing textual early."""
 

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, SettingsHolder
     from raibid_agent.worker import Worker
 
+    # Checked before anything else: an agent that cannot make a checkout would take a job
+    # only to fail it (and the next, and the next); refusing to start keeps the jobs queued.
+    workroot = check_workdir(args.workdir)
     holder = SettingsHolder()
     metrics = Metrics()
 
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     agent_id = args.agent_id or f"{socket.gethostname()}-{os.getpid()}"
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    runner = Runner(token_file=args.gitea_token_file, git_base_url=args.git_base_url, workroot=args.workdir)
+    runner = Runner(token_file=args.gitea_token_file, git_base_url=args.git_base_url, workroot=workroot)
     worker = Worker(client, holder, agent_id, runner, metrics, once=args.once)
 
     def on_term(signum: int, _frame: object) -> None:
@@ -126,6 +129,27 @@ def run(args: argparse.Namespace) -> int:
         return worker.run()
     finally:
         source.stop()
+
+
+def check_workdir(workdir: str | None) -> str | None:
+    """``--workdir`` must be an existing directory the agent can create checkouts in."""
+    import tempfile
+
+    from raibid_gitops.errors import AgentError
+
+    if workdir is None:
+        return None
+    if not os.path.isdir(workdir):
+        raise AgentError(f"--workdir {workdir} is not a directory" if os.path.exists(workdir)
+                         else f"--workdir {workdir} does not exist",
+                         hint="create it (or mount an emptyDir there), or leave --workdir out to use the temp dir")
+    try:
+        probe = tempfile.mkdtemp(prefix=".raibid-probe-", dir=workdir)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise AgentError(f"cannot create checkouts in --workdir {workdir}: {exc.strerror or exc}",
+                         hint="give the agent a writable directory") from None
+    return workdir
 
 
 if __name__ == "__main__":  # pragma: no cover

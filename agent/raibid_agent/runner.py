@@ -29,6 +29,7 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raibid_gitops import contract as c
+from raibid_gitops import names
 from raibid_gitops.settings import Step
 
 from raibid_agent.logsink import LogSink
@@ -50,7 +51,7 @@ class Pipeline(BaseModel):
     """``.raibid.yml``: the steps a repository asks for."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: tuple[Step, ...] = Field(min_length=1)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=100)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,13 @@ class Runner:
             raise CheckoutFailed(f"git {args[0]} took longer than {timeout:.0f}s") from None
 
     def checkout(self, job: JobSpec, workdir: Path, sink: LogSink, deadline: float) -> None:
+        # The entry came from Redis, which anyone with its password can write: check the names
+        # again, as the producer did, before they become a URL and git arguments. A repo of
+        # "../x" would otherwise clone from outside the Git base URL.
+        problem = (names.repo_problem(job.repo) or names.ref_problem(job.ref)
+                   or (names.commit_problem(job.commit) if job.commit else None))
+        if problem:
+            raise CheckoutFailed(f"refused: {problem}")
         base = (self.git_base_url or job.gitea_url).rstrip("/")
         url = f"{base}/{job.repo}.git"
         token = read_token(self.token_file)
@@ -179,11 +187,22 @@ class Runner:
         from ruamel.yaml import YAML
         from ruamel.yaml.error import YAMLError
 
+        from raibid_gitops import yamlio
+        from raibid_gitops.errors import SettingsError
+
+        # The repository is untrusted: the same bounds as settings.yaml (size, alias
+        # expansion, depth), so a hostile .raibid.yml fails its job instead of its agent.
         try:
+            if path.stat().st_size > yamlio.MAX_SETTINGS_BYTES:
+                raise PipelineInvalid(f"{c.PIPELINE_FILE} is larger than {yamlio.MAX_SETTINGS_BYTES} bytes")
             data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
-            steps = Pipeline.model_validate(data).steps
-        except (YAMLError, ValidationError, UnicodeDecodeError) as exc:
-            raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {str(exc).splitlines()[0]}") from None
+            yamlio.check_bounds(data, c.PIPELINE_FILE)
+            steps = Pipeline.model_validate(data, by_alias=True, by_name=False).steps
+        except SettingsError as exc:
+            raise PipelineInvalid(exc.message) from None
+        except (YAMLError, ValidationError, UnicodeDecodeError, RecursionError, ValueError, OSError) as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {first[:200]}") from None
         sink.system(f"pipeline from {c.PIPELINE_FILE}: {', '.join(s.name for s in steps)}")
         return steps
 

@@ -125,9 +125,11 @@ class Worker:
         flat = _flatten(entry.fields)
         with redis_errors(self.client, f"dead-lettering entry {entry.id}"):
             self.scripts.dead_letter(
-                keys=[q.stream, q.dead_letter_stream, c.job_key(job_id or "-"), c.job_logs_key(job_id or "-")],
+                keys=[q.stream, q.dead_letter_stream, c.job_key(job_id or "-"), c.job_logs_key(job_id or "-"),
+                      c.JOBS_INDEX, c.FINISHED_INDEX],
                 args=[q.consumer_group, entry.id, reason, entry.deliveries, f"{time.time():.6f}",
-                      snap.settings.agents.log_max_len, *flat],
+                      snap.settings.agents.log_max_len, job_id, q.retention.finished_job_seconds,
+                      q.retention.finished_jobs, q.retention.dead_letters, *flat],
             )
         self.metrics.dead_letters.inc()
         log.error("entry %s (job %s) moved to %s: %s", entry.id, job_id or "?", q.dead_letter_stream, reason)
@@ -138,8 +140,9 @@ class Worker:
         job_id = entry.fields.get(c.FIELD_JOB_ID, "")
         flat = _flatten(entry.fields)
         with redis_errors(self.client, f"requeueing entry {entry.id}"):
-            self.scripts.requeue(keys=[q.stream, c.job_key(job_id), q.dead_letter_stream],
-                                 args=[q.consumer_group, entry.id, "", f"{time.time():.6f}", *flat])
+            self.scripts.requeue(keys=[q.stream, c.job_key(job_id), q.dead_letter_stream, c.job_logs_key(job_id),
+                                       c.FINISHED_INDEX, c.JOBS_INDEX],
+                                 args=[q.consumer_group, entry.id, "", f"{time.time():.6f}", job_id, *flat])
         log.info("draining: gave back job %s", job_id)
 
     def handle(self, snap: Snapshot, entry: Entry) -> str | None:
@@ -201,9 +204,10 @@ class Worker:
             try:
                 with redis_errors(self.client, f"storing the result of job {job_id}"):
                     res = self.scripts.finish(
-                        keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
+                        keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
                         args=[q.consumer_group, entry.id, attempt, outcome.state, outcome.exit_code,
-                              outcome.reason, f"{time.time():.6f}", snap.settings.agents.log_max_len],
+                              outcome.reason, f"{time.time():.6f}", snap.settings.agents.log_max_len, job_id,
+                              q.retention.finished_job_seconds, q.retention.finished_jobs],
                     )
                 break
             except RedisUnavailable as exc:

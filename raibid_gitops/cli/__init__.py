@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except OSError as exc:
+        # Commands translate the file-system errors they expect; one they did not (a disk
+        # full mid-write, a permission changed under us) still gets one line, not a traceback.
+        where = f" ({exc.filename})" if exc.filename else ""
+        return fail(f"{exc.strerror or exc}{where}")
     except BrokenPipeError:
         return 0
 

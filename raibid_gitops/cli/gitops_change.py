@@ -81,11 +81,12 @@ def register(cmds: argparse._SubParsersAction) -> None:
 def _author(text: str | None) -> tuple[str, str] | None:
     if not text:
         return None
-    m = re.match(r"^\s*(.+?)\s*<([^<>\s]+@[^<>\s]+)>\s*$", text)
-    if not m:
-        from raibid_gitops.errors import SettingsError
+    # Whole-string match: a newline in NAME would forge a second header line in the commit.
+    m = re.fullmatch(r"[ \t]*([^<>\n]+?)[ \t]*<([^<>\s]+@[^<>\s]+)>[ \t]*", text)
+    if not m or len(text) > 256:
+        from raibid_gitops.errors import SettingsError, shown
 
-        raise SettingsError(f"--author {text!r} is not 'NAME <EMAIL>'")
+        raise SettingsError(f"--author {shown(text)} is not 'NAME <EMAIL>'")
     return m.group(1), m.group(2)
 
 

@@ -25,7 +25,9 @@ def duration(text: str) -> float:
         return float(text)
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 90s, 5m, 1m30s)")
+        from raibid_gitops.errors import shown
+
+        raise argparse.ArgumentTypeError(f"invalid duration {shown(text)} (use e.g. 90s, 5m, 1m30s)")
     return sum(float(n) * _UNITS[u] for n, u in parts)
 
 

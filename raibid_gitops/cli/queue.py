@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("list", help="recent jobs, newest first")
     p.add_argument("--state", default=None, help="only jobs in this state (queued, running, succeeded, ...)")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=_limit, default=50, help="at most this many jobs (1-1000, default 50)")
     _common(p, output=True)
     p.set_defaults(handler=cmd_list)
 
@@ -81,8 +81,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_dead_drop)
     dead.set_defaults(handler=lambda args: (dead.print_help(sys.stderr), 2)[1])
 
-    p = cmds.add_parser("serve-webhooks", help="accept Gitea push webhooks and queue a job per push")
-    p.add_argument("--listen", default="0.0.0.0:8080", metavar="HOST:PORT")
+    p = cmds.add_parser("serve-webhooks", help="accept Gitea push webhooks and queue a job per push",
+                        description="Accept Gitea push webhooks (HMAC-SHA256 checked) and queue a job per push. "
+                                    "Listens on 127.0.0.1 unless told otherwise: to let Gitea in the cluster reach it, "
+                                    "--listen 0.0.0.0:8080 behind a Service and a NetworkPolicy that admits only Gitea.")
+    p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="address to listen on (default 127.0.0.1:8080; port 0 picks a free one)")
     p.add_argument("--secret-file", default=None,
                    help="file with the webhook secret (default: $RAIBID_WEBHOOK_SECRET_FILE or $RAIBID_WEBHOOK_SECRET)")
     _common(p)
@@ -92,6 +96,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- plumbing -------------------------------------------------------------------------------
+
+
+def _limit(text: str) -> int:
+    # A bound, so that `list` cannot be asked to read the whole index in one call.
+    import re
+
+    if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError("must be a number from 1 to 1000")
+    return int(text)
+
 
 
 def _settings(args: argparse.Namespace):  # -> Settings
@@ -244,26 +258,24 @@ def cmd_dead_drop(args: argparse.Namespace) -> int:
 def cmd_serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
-    from raibid_gitops.errors import QueueError
     from raibid_gitops.queue import submit
     from raibid_gitops.queue.jobs import ensure_group
-    from raibid_gitops.queue.webhooks import make_server, read_secret
+    from raibid_gitops.queue.webhooks import WebhookServer, parse_listen, read_secret
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    host, port = parse_listen(args.listen)
     settings = _settings(args)
     secret = read_secret(args.secret_file)
     client = _client(args, settings)
     ensure_group(client, settings)  # fail early if Redis is unreachable, and KEDA needs the group
-    host, _, port = args.listen.rpartition(":")
-    try:
-        server = make_server(host or "0.0.0.0", int(port), secret, lambda spec: submit(client, settings, spec))
-    except (OSError, ValueError) as exc:
-        raise QueueError(f"cannot listen on {args.listen}: {exc}") from None
-    print(f"listening for Gitea push webhooks on {args.listen}", file=sys.stderr)
+    server = WebhookServer(host, port, secret, lambda spec: submit(client, settings, spec))
+    bound_host, bound_port = server.start()
+    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"listening for Gitea push webhooks on {shown_host}:{bound_port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
+        server.stop()
     return 0

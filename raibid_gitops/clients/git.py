@@ -18,7 +18,9 @@ from typing import Iterator
 from raibid_gitops.errors import GitError, PushRejected
 
 DEFAULT_AUTHOR = ("raibid-gitops", "raibid-gitops@localhost")
-_SECRETISH = re.compile(r"(Authorization: (?:token|Basic|Bearer) )\S+|(://[^/\s:@]+:)[^@\s/]+@", re.I)
+#: An Authorization header's value, or the user part of a URL (``user:password@`` and also a
+#: bare ``TOKEN@``: tokens are often given as the user name).
+_SECRETISH = re.compile(r"(Authorization: (?:token|Basic|Bearer) )\S+|(://)[^/\s@]+@", re.I)
 
 
 _UNREACHABLE = re.compile(
@@ -30,6 +32,33 @@ _UNREACHABLE = re.compile(
 def redact(text: str) -> str:
     """Remove credentials from text that came from git (URLs with passwords, auth headers)."""
     return _SECRETISH.sub(lambda m: (m.group(1) or m.group(2)) + "***" + ("@" if m.group(2) else ""), text)
+
+
+def credentials_in(url: str) -> bool:
+    """Whether ``url`` carries credentials: any user part of an http(s) URL (a token is often
+    given as the user name), or a password in any other URL. scp-style ``git@host:path`` has
+    only a user name, which is not a secret."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        if parts.scheme in ("http", "https"):
+            return bool(parts.username or parts.password)
+        return bool(parts.password)
+    except ValueError:  # e.g. a malformed port: not a URL we would put credentials in either
+        return "@" in url and "://" in url
+
+
+def refuse_credentials(url: str, what: str) -> None:
+    """Refuse a URL with credentials: git would store it in .git/config and print it."""
+    if credentials_in(url):
+        raise GitError(f"{what} {redact(url)} carries credentials; refusing to store them in .git/config",
+                       hint="give the URL without user:password@ and set RAIBID_GITEA_TOKEN (or "
+                            "RAIBID_GITEA_TOKEN_FILE): the token then travels only in a header")
+
+
+#: HTTP status of a failed smart-HTTP exchange, as git and curl report it.
+_HTTP_STATUS = re.compile(r"returned error: (\d{3})|RPC failed; HTTP (\d{3})")
 
 
 def _env() -> dict[str, str]:
@@ -184,6 +213,16 @@ class Repo:
             detail = _UNREACHABLE.search(text).group(0)  # type: ignore[union-attr]
             raise GitError(f"push of {refspec} to {remote} failed: cannot reach the remote ({detail.strip().rstrip(chr(39))})",
                            hint="check that Gitea is running and the remote URL (`git remote -v`)")
+        http = _HTTP_STATUS.search(text)
+        code = int(http.group(1) or http.group(2)) if http else None
+        if status != 0 and not rejected and code is not None and code >= 500:
+            # The server failed; it did not refuse us. Nothing was pushed; retrying may work.
+            raise GitError(f"push of {refspec} to {remote} failed: the remote answered HTTP {code} (a server "
+                           "error); nothing was pushed",
+                           hint="retry in a moment; if it persists, look at Gitea's log")
+        if status != 0 and not rejected and code in (401, 403):
+            raise PushRejected(f"push of {refspec} to {remote} was refused: HTTP {code} (not allowed)",
+                               hint="set RAIBID_GITEA_TOKEN to a token that may push to this repository")
         if status != 0 or rejected:
             # "failed to update ref"/"cannot lock ref": another push updated the branch while
             # ours was being received (Gitea under concurrent writers). Same meaning as a
@@ -191,9 +230,13 @@ class Repo:
             non_ff = any(w in text for w in ("non-fast-forward", "fetch first", "[rejected]", "stale info",
                                              "failed to update ref", "cannot lock ref", "incorrect old value"))
             detail = " ".join(ln.strip() for ln in (rejected or text.strip().splitlines()[-3:]))
+            lowered = text.lower()
+            protected = any(w in lowered for w in ("protected", "pre-receive hook declined", "not allowed to push"))
             raise PushRejected(
                 f"push of {refspec} to {remote} was refused: {detail.strip()}",
-                non_fast_forward=non_ff and "protected" not in text.lower(),
+                non_fast_forward=non_ff and not protected,
+                hint=("the branch is protected or you may not push to it: propose the change with --pr instead"
+                      if protected else None),
             )
 
 

@@ -88,25 +88,37 @@ def cut(text: str, limit: int = MAX_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _message_of(resp: Any) -> str:
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """Text from a server with every credential we sent removed: the token, basic-auth parts,
+    and anything shaped like an Authorization header or a URL password. A proxy or an error
+    page that echoes the request must not bring a header value back to the terminal."""
+    from raibid_gitops.clients.git import redact
+
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return redact(text)
+
+
+def _message_of(resp: Any, secrets: Iterable[str] = ()) -> str:
     try:
         data = resp.json()
     except ValueError:
-        return cut(resp.text or resp.reason or "")
+        return cut(scrub(resp.text or resp.reason or "", secrets))
     if isinstance(data, dict):
         msg = data.get("message") or data.get("error") or ""
         errors = data.get("errors")
         if errors:
             msg = f"{msg} ({'; '.join(map(str, errors))})" if msg else "; ".join(map(str, errors))
-        return cut(str(msg))
-    return cut(str(data))
+        return cut(scrub(str(msg), secrets))
+    return cut(scrub(str(data), secrets))
 
 
-def _raise_for(method: str, path: str, resp: Any) -> None:
+def _raise_for(method: str, path: str, resp: Any, secrets: Iterable[str] = ()) -> None:
     """One exception class per status family; the message names the call and Gitea's words."""
     status = resp.status_code
     what = f"Gitea {method} {path} answered {status}"
-    msg = _message_of(resp)
+    msg = _message_of(resp, secrets)
     text = f"{what}: {msg}" if msg else what
     if status == 404:
         raise GiteaNotFound(text, status=status)
@@ -137,10 +149,15 @@ class Gitea:
         # Proxies from the environment would route loopback test servers and in-cluster Gitea
         # through a corporate proxy; the config repository's Gitea is always direct.
         self._session.trust_env = False
+        #: Every credential value this client sends, to scrub from what servers send back.
+        self._secrets: tuple[str, ...] = ()
         if token:
             self._session.headers["Authorization"] = f"token {token}"
+            self._secrets = (token,)
         elif basic_auth:
             self._session.auth = basic_auth
+            pair = f"{basic_auth[0]}:{basic_auth[1]}"
+            self._secrets = (basic_auth[1], pair, base64.b64encode(pair.encode()).decode())
 
     def __repr__(self) -> str:
         authed = "Authorization" in self._session.headers or self._session.auth is not None
@@ -198,10 +215,11 @@ class Gitea:
                         return resp.json()
                     except ValueError:
                         raise GiteaError(f"Gitea {method} {path} answered {resp.status_code} with a body that "
-                                         f"is not JSON: {cut(resp.text, 120)}", status=resp.status_code) from None
+                                         f"is not JSON: {cut(scrub(resp.text, self._secrets), 120)}",
+                                         status=resp.status_code) from None
                 if resp.status_code not in _RETRY_STATUS:
-                    _raise_for(method, path, resp)
-                last_error = f"Gitea {method} {path} answered {resp.status_code}: {_message_of(resp)}"
+                    _raise_for(method, path, resp, self._secrets)
+                last_error = f"Gitea {method} {path} answered {resp.status_code}: {_message_of(resp, self._secrets)}"
             if attempt + 1 < self.attempts:
                 delay = self._sleep_for(attempt, resp)
                 log.debug("%s; retrying in %.2fs (attempt %d/%d)", last_error, delay, attempt + 2, self.attempts)

@@ -38,6 +38,7 @@ from raibid_gitops.clients.git import (
     fetch_branch,
     is_ancestor,
     redact,
+    refuse_credentials,
     rev_parse,
 )
 from raibid_gitops.errors import (
@@ -147,7 +148,7 @@ def parse_trailers(message: str) -> dict[str, Any]:
     """``Raibid-Set`` trailers of a commit message -> {key: value text}."""
     out: dict[str, Any] = {}
     for line in message.splitlines():
-        m = re.match(r"^Raibid-Set:\s*([^=\s]+)=(.*)$", line.strip())
+        m = re.fullmatch(r"Raibid-Set:\s*([^=\s]+)=(.*)", line.strip())
         if m:
             out[m.group(1)] = m.group(2)
     return out
@@ -203,7 +204,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _assignment_text(requested: dict[str, Any]) -> str:
-    return " ".join(f"{k}={format_value(v)}" for k, v in requested.items())
+    from raibid_gitops.errors import shown
+
+    # Values are shown cut: a refused value may be anything the user (or a script) passed.
+    return " ".join(f"{k}={shown(format_value(v))}" for k, v in requested.items())
 
 
 def _is_url(target: str | Path | None) -> bool:
@@ -365,7 +369,8 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
         old_objects = _render(root)
     effective = {c.key: requested[c.key] for c in changes}
     co.touched.add(layout.SETTINGS_PATH)
-    settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH), encoding="utf-8")
+    settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH, expected=new_settings),
+                             encoding="utf-8")
     co.touched.update(generate.apply_settings(root, new_settings))
     report = verify(root)
     if not report.ok:
@@ -398,6 +403,7 @@ def set_settings(
     auth = auth or auth_from_env()
     if _is_url(repo):
         url = str(repo)
+        refuse_credentials(url, "-C")
         if auth is None:
             from raibid_gitops.clients.git import credential_token
 
@@ -490,8 +496,7 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
                 g.push(remote, f"HEAD:refs/heads/{target_branch}")
             except PushRejected as exc:
                 if not exc.non_fast_forward:
-                    raise PushRejected(exc.message, hint="the branch is protected or you may not push to it: "
-                                       "propose the change with --pr instead") from None
+                    raise  # its hint says why (protection, permissions), when git told us
                 if attempt >= max_attempts:
                     raise PushRejected(
                         f"{target_branch} kept moving: gave up after {attempt} attempts; nothing was pushed",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raibid_gitops.errors import ConfigRepoError, KubeError, KubeNotFound
+from raibid_gitops.errors import ConfigRepoError, KubeError, KubeNotFound, shown
 from raibid_gitops.gitops import flux
 from raibid_gitops.gitops.layout import FLUX_NAMESPACE, FLUX_OBJECT_NAME, OVERLAY_DIR
 
@@ -126,10 +126,12 @@ def render(root: Path, ref: str | None) -> tuple[list[dict[str, Any]], str]:
 
 
 def _resolve(root: Path, ref: str) -> str:
+    if ref.startswith("-") or "\n" in ref:  # an option to git, or a second line: not a revision
+        raise ConfigRepoError(f"{shown(ref)} is not a commit of {root}", hint="e.g. --ref HEAD or --ref origin/main")
     proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
                           capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise ConfigRepoError(f"{ref!r} is not a commit of {root}",
+        raise ConfigRepoError(f"{shown(ref)} is not a commit of {root}",
                               hint="pass a branch, tag or commit, e.g. --ref HEAD or --ref origin/main")
     return proc.stdout.strip()
 

@@ -36,8 +36,9 @@ TRANSIENT_REASONS = frozenset({
     "Progressing", "ProgressingWithRetry", "DependencyNotReady", "ReconciliationInProgress", "NewRevision",
 })
 
-_REVISION = re.compile(r"^(?:(?P<ref>.+?)@)?(?P<algo>sha1|sha256):(?P<digest>[0-9a-f]+)$")
-_LEGACY = re.compile(r"^(?P<ref>.+)/(?P<digest>[0-9a-f]{40}|[0-9a-f]{64})$")
+# Matched whole (fullmatch): a revision is one line, and ``$`` would also take a trailing newline.
+_REVISION = re.compile(r"(?:(?P<ref>.+?)@)?(?P<algo>sha1|sha256):(?P<digest>[0-9a-f]+)")
+_LEGACY = re.compile(r"(?P<ref>.+)/(?P<digest>[0-9a-f]{40}|[0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,10 @@ def parse_revision(text: str | None) -> Revision | None:
     if not text:
         return None
     text = text.strip()
-    m = _REVISION.match(text)
+    m = _REVISION.fullmatch(text)
     if m:
         return Revision(m.group("ref"), m.group("algo"), m.group("digest"))
-    m = _LEGACY.match(text)
+    m = _LEGACY.fullmatch(text)
     if m:
         digest = m.group("digest")
         return Revision(m.group("ref"), "sha1" if len(digest) == 40 else "sha256", digest)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,8 @@ def write_tree(dst: Path, settings: Settings, changes: dict[str, Any]) -> None:
         shutil.copytree(src / name, dst / name, symlinks=False)
     settings_path = dst / layout.SETTINGS_PATH
     settings_path.write_text(
-        settingsdoc.update_text(settings_path.read_text(encoding="utf-8"), changes, layout.SETTINGS_PATH),
+        settingsdoc.update_text(settings_path.read_text(encoding="utf-8"), changes, layout.SETTINGS_PATH,
+                                expected=settings),
         encoding="utf-8",
     )
     apply_settings(dst, settings)
@@ -79,24 +81,51 @@ def apply_settings(root: Path, settings: Settings) -> list[str]:
 
 def init(target: Path, *, assignments: list[str] | None = None, remote: str | None = None,
          force: bool = False, author: tuple[str, str] | None = None) -> InitResult:
-    from raibid_gitops.clients.git import Repo
+    from raibid_gitops.clients.git import Repo, refuse_credentials
     from raibid_gitops.gitops import verify as verify_mod
 
-    target = target.resolve() if target.exists() else Path(os.path.abspath(target))
-    if target.exists() and not target.is_dir():
-        raise ConfigRepoError(f"{target} exists and is not a directory")
-    if target.exists() and any(target.iterdir()) and not force:
-        raise ConfigRepoError(f"{target} is not empty", hint="choose an empty or new directory, or pass --force to replace it")
     # Validate everything before touching the disk.
+    if remote:
+        refuse_credentials(remote, "--remote")
     changes = settings_mod.parse_assignments(assignments or [])
     settings = settings_mod.apply_assignments(settings_mod.defaults(), changes, "--set")
 
+    target = Path(os.path.abspath(target))
+    if target.is_symlink():
+        # rename() would replace the link itself (or fail on a dangling one); either way not
+        # what was asked. Resolving it silently would write somewhere the user did not name.
+        pointee = os.readlink(target)
+        raise ConfigRepoError(f"{target} is a symbolic link (to {pointee})" + ("" if target.exists() else ", which is dangling"),
+                              hint="give the directory it should point at, or remove the link")
+    if target.exists() and not target.is_dir():
+        raise ConfigRepoError(f"{target} exists and is not a directory")
+    try:
+        non_empty = target.exists() and any(target.iterdir())
+    except OSError as exc:
+        raise ConfigRepoError(f"cannot read {target}: {exc.strerror or exc}") from None
+    if non_empty and not force:
+        raise ConfigRepoError(f"{target} is not empty", hint="choose an empty or new directory, or pass --force to replace it")
     parent = target.parent
     if not parent.is_dir():
         raise ConfigRepoError(f"{parent} does not exist", hint="create the parent directory first")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=parent))
+    # An existing directory keeps its mode; a new one gets what mkdir would give it (mkdtemp
+    # makes the staging directory 0700).
+    if target.exists():
+        mode = stat.S_IMODE(target.stat().st_mode)
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o777 & ~umask
     try:
-        write_tree(staging, settings, changes)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=parent))
+    except OSError as exc:
+        raise ConfigRepoError(f"cannot create {target}: {exc.strerror or exc} (in {parent})",
+                              hint="choose a directory you can write to") from None
+    try:
+        try:
+            write_tree(staging, settings, changes)
+        except OSError as exc:
+            raise ConfigRepoError(f"cannot write the config repository in {parent}: {exc.strerror or exc}") from None
         kustomize_checked = True
         report = verify_mod.verify(staging)
         missing_kustomize = [p for p in report.problems if p.field == "(kustomize build)" and "on PATH" in p.message]
@@ -110,14 +139,21 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
         commit = repo.commit_all(subject + ("\n\n" + body if body else "") + "\n", author=author)
         if remote:
             repo.add_remote(remote)
-        if target.exists():
-            # --force: swap the old directory out only now that the new one is complete.
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
-            target.rename(trash / "old")
-            staging.rename(target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            staging.rename(target)
+        try:
+            os.chmod(staging, mode)
+            if target.exists():
+                # --force (or an empty directory): swap the old directory out only now that the
+                # new one is complete.
+                trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+                target.rename(trash / "old")
+                staging.rename(target)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                staging.rename(target)
+        except OSError as exc:
+            raise ConfigRepoError(f"cannot move the new config repository into {target}: {exc.strerror or exc}",
+                                  hint="is it a mount point, or on another file system? create it in a new "
+                                       "directory instead") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -12,6 +12,8 @@ from raibid_gitops.errors import KustomizeError
 
 #: A build of this overlay takes well under a second; a hung build is a bug, not load.
 BUILD_TIMEOUT_SECONDS = 120
+#: kustomize's error output is cut to this many characters in our message.
+MAX_ERROR_CHARS = 2000
 
 
 def command() -> list[str]:
@@ -42,6 +44,8 @@ def build(path: Path) -> str:
         raise KustomizeError(f"cannot run {cmd[0]}: {exc}") from None
     if proc.returncode != 0:
         msg = proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}"
+        if len(msg) > MAX_ERROR_CHARS:  # kustomize quotes whole files in some errors
+            msg = msg[:MAX_ERROR_CHARS] + f"... ({len(msg)} characters)"
         raise KustomizeError(f"kustomize build of {path} failed: {msg}")
     return proc.stdout
 
@@ -49,9 +53,23 @@ def build(path: Path) -> str:
 def parse(text: str) -> list[dict[str, Any]]:
     """Rendered YAML to plain objects (YAML 1.2 safe load, as the API server would get them)."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    from raibid_gitops import yamlio
+    from raibid_gitops.errors import SettingsError
 
     y = YAML(typ="safe", pure=True)
-    return [d for d in y.load_all(text) if d]
+    try:
+        docs = [d for d in y.load_all(text) if d]
+        # Aliases in a hand-edited patch may survive into the output: bound the expansion
+        # before schemas, diffs and the ConfigMap check walk it.
+        yamlio.check_bounds(docs, "kustomize output", max_nodes=yamlio.MAX_MANIFEST_NODES,
+                            max_depth=yamlio.MAX_MANIFEST_DEPTH)
+    except SettingsError as exc:
+        raise KustomizeError(exc.message) from None
+    except (YAMLError, RecursionError, ValueError) as exc:
+        raise KustomizeError(f"kustomize output is not readable YAML: {str(exc).splitlines()[0][:200]}") from None
+    return docs
 
 
 def build_objects(path: Path) -> list[dict[str, Any]]:

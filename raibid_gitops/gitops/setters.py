@@ -14,6 +14,7 @@ the value keeps its quoting: ``"1"`` stays a string (KEDA metadata), ``8`` stays
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,10 @@ from typing import Any, Iterator
 
 from raibid_gitops.settings import Settings
 
-MARKER = re.compile(r'#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\}\s*$')
+MARKER = re.compile(r'#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\}\s*\Z')
 _LINE = re.compile(
     r'^(?P<prefix>\s*(?:-\s+)?(?P<key>[^\s#:"\'][^:#]*?):[ \t]+)(?P<value>\S.*?)(?P<gap>[ \t]+)'
-    r'(?P<marker>#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\})\s*$'
+    r'(?P<marker>#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\})\s*\Z'
 )
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 
@@ -61,7 +62,9 @@ def _parse_scalar(text: str) -> Any:
 
 
 def _double_quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # JSON's string escapes are YAML's double-quoted escapes: a newline or a control
+    # character becomes visible (\n, \u0007) instead of being folded away by a reader.
+    return json.dumps(text, ensure_ascii=False)
 
 
 def render_value(value: Any, old_text: str) -> str:
@@ -70,7 +73,7 @@ def render_value(value: Any, old_text: str) -> str:
     from raibid_gitops.yamlio import needs_quotes
 
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    if old_text[:1] == "'":
+    if old_text[:1] == "'" and text.isprintable():
         return "'" + text.replace("'", "''") + "'"
     if old_text[:1] == '"' or (not isinstance(value, (bool, int, float)) and needs_quotes(text)):
         return _double_quoted(text)

@@ -29,7 +29,13 @@ def resolve_target(root: Path | None = None, *, url: str | None = None, remote: 
     """The Gitea repository of the config repository at ``root`` (or the one ``url`` names)."""
     from raibid_gitops.clients.gitea import RepoRef, parse_repo_url
 
+    from raibid_gitops.clients.git import refuse_credentials
+
     env_url = os.environ.get("RAIBID_GITEA_URL", "").strip().rstrip("/")
+    if url:
+        refuse_credentials(url, "--gitea-url")
+    if env_url:
+        refuse_credentials(env_url, "RAIBID_GITEA_URL")
     explicit = parse_repo_url(url) if url else None
     if url and explicit is None:
         raise ConfigRepoError(f"{url} is not an http(s) repository URL",

@@ -4,7 +4,8 @@
 - every marked manifest field equals its setting; generated files are current;
 - kustomize builds the overlay and the Flux objects;
 - every rendered object validates against its schema;
-- the rendered ConfigMap carries exactly settings.yaml.
+- the rendered ConfigMap carries exactly settings.yaml;
+- no rendered ConfigMap or Secret holds more than Kubernetes takes (1 MiB of data).
 The same check runs on a hand edit pushed with git or made in Gitea's web editor.
 """
 
@@ -19,6 +20,11 @@ from raibid_gitops.errors import KustomizeError, SettingsError
 from raibid_gitops.gitops import generated, kustomize, layout, schemas, setters
 from raibid_gitops.problems import Problem
 from raibid_gitops.settings import Settings, load_path
+
+
+#: The API server refuses a ConfigMap or Secret whose data (keys and values) exceeds 1 MiB
+#: (``MaxSecretSize``, used for both); Flux would then fail the whole apply.
+MAX_CONFIG_DATA_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -89,6 +95,7 @@ def check_render(root: Path, settings: Settings, report: Report) -> None:
             continue
         for obj in objs:
             report.problems.extend(schemas.validate_object(obj, rel))
+            report.problems.extend(check_data_size(obj, rel))
         report.objects.extend(objs)
     settings_text = (root / layout.SETTINGS_PATH).read_text(encoding="utf-8")
     cms = [o for o in report.objects if o.get("kind") == "ConfigMap"
@@ -104,11 +111,30 @@ def check_render(root: Path, settings: Settings, report: Report) -> None:
                                            message=f"data.{contract.SETTINGS_KEY} is not {layout.SETTINGS_PATH}"))
 
 
+def check_data_size(obj: dict[str, Any], rel: str) -> list[Problem]:
+    """A ConfigMap or Secret over the API server's 1 MiB limit, counted as it counts (every
+    key and value of data and binaryData; binaryData as its decoded bytes)."""
+    if obj.get("kind") not in ("ConfigMap", "Secret"):
+        return []
+    size = 0
+    for section in ("data", "stringData", "binaryData"):
+        for key, value in (obj.get(section) or {}).items():
+            text = str(value)
+            size += len(str(key).encode())
+            size += len(text) * 3 // 4 if section == "binaryData" else len(text.encode("utf-8", "surrogatepass"))
+    if size <= MAX_CONFIG_DATA_BYTES:
+        return []
+    name = (obj.get("metadata") or {}).get("name", "?")
+    return [Problem(file=rel, field=f"{obj['kind']} {name}",
+                    message=f"holds {size} bytes of data; Kubernetes refuses more than {MAX_CONFIG_DATA_BYTES} (1 MiB)",
+                    expected=f"<= {MAX_CONFIG_DATA_BYTES}", found=str(size))]
+
+
 def verify(root: Path, *, render: bool = True) -> Report:
     """Check the config repository at ``root``; problems are collected, never raised."""
     report = Report(root=root)
     try:
-        settings = load_path(root / layout.SETTINGS_PATH)
+        settings = load_path(root / layout.SETTINGS_PATH, layout.SETTINGS_PATH)
     except SettingsError as exc:
         report.problems.extend(exc.problems or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
         return report

@@ -50,6 +50,9 @@ def list_dead(client: redis.Redis, settings: Settings, *, limit: int = 100) -> l
 
 
 def _find(client: redis.Redis, settings: Settings, job_id: str) -> DeadLetter:
+    from raibid_gitops.queue.jobs import check_job_id
+
+    check_job_id(job_id)
     with redis_errors(client, f"reading {settings.queue.dead_letter_stream}"):
         for eid, f in client.xrange(settings.queue.dead_letter_stream):
             if f.get(c.FIELD_JOB_ID) == job_id:
@@ -67,8 +70,9 @@ def retry(client: redis.Redis, settings: Settings, job_id: str) -> str:
         flat += [k, v]
     with redis_errors(client, f"retrying job {job_id}"):
         return str(scripts_for(client).requeue(
-            keys=[q.stream, c.job_key(job_id), q.dead_letter_stream],
-            args=[q.consumer_group, "", dead.id, f"{time.time():.6f}", *flat],
+            keys=[q.stream, c.job_key(job_id), q.dead_letter_stream, c.job_logs_key(job_id), c.FINISHED_INDEX,
+                  c.JOBS_INDEX],
+            args=[q.consumer_group, "", dead.id, f"{time.time():.6f}", job_id, *flat],
         ))
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from raibid_gitops import contract as c
+from raibid_gitops import names
 from raibid_gitops.clients.redis import redis_errors
-from raibid_gitops.errors import JobNotFound, QueueError
+from raibid_gitops.errors import JobNotFound, QueueError, shown
 from raibid_gitops.queue.scripts import scripts_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,10 +23,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from raibid_gitops.settings import Settings
 
-_REPO = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
-_SHA = re.compile(r"^[0-9a-f]{7,64}$")
-#: A ref as git allows it, minus what would let it act as an option or escape the command.
-_REF = re.compile(r"^(?!-)[A-Za-z0-9_./\-]{1,255}$")
+#: Job ids: what new_job_id makes, and what a caller may pass, kept to key-safe characters
+#: and a length that does not bloat every key and log line.
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id as the commands take it; QueueError (without echoing it whole) if malformed."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise QueueError(f"{shown(job_id)} is not a job id", hint="`raibid queue list` shows the job ids")
+    return job_id
 
 
 @dataclass(frozen=True)
@@ -86,14 +93,21 @@ class JobSpec:
     checkout: str = c.CHECKOUT_GIT
 
     def __post_init__(self) -> None:
+        # Each check is the one the agent repeats before it clones (see raibid_gitops.names).
         if self.checkout not in (c.CHECKOUT_GIT, c.CHECKOUT_NONE):
-            raise QueueError(f"checkout must be {c.CHECKOUT_GIT!r} or {c.CHECKOUT_NONE!r}, not {self.checkout!r}")
-        if not _REPO.match(self.repo):
-            raise QueueError(f"repository {self.repo!r} is not OWNER/NAME", hint="e.g. --repo raibid/hello")
-        if not _REF.match(self.ref) or ".." in self.ref:
-            raise QueueError(f"ref {self.ref!r} is not a valid git ref", hint="e.g. --ref main or --ref refs/heads/main")
-        if self.commit and not _SHA.match(self.commit):
-            raise QueueError(f"commit {self.commit!r} is not a hexadecimal commit id")
+            raise QueueError(f"checkout must be {c.CHECKOUT_GIT!r} or {c.CHECKOUT_NONE!r}, not {shown(self.checkout)}")
+        problem = names.repo_problem(self.repo)
+        if problem:
+            raise QueueError(problem, hint="e.g. --repo raibid/hello")
+        problem = names.ref_problem(self.ref)
+        if problem:
+            raise QueueError(problem, hint="e.g. --ref main or --ref refs/heads/main")
+        if self.commit:
+            # git reads commit ids in either case; we store them as git prints them.
+            object.__setattr__(self, "commit", self.commit.lower())
+            problem = names.commit_problem(self.commit)
+            if problem:
+                raise QueueError(problem, hint="e.g. --commit 3f2a9c1 (git rev-parse HEAD prints one)")
 
     def entry_fields(self, job_id: str, now: float) -> dict[str, str]:
         return {c.FIELD_JOB_ID: job_id, c.FIELD_REPO: self.repo, c.FIELD_REF: self.ref,
@@ -140,7 +154,7 @@ def ensure_group(client: redis.Redis, settings: Settings) -> bool:
 
 def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: str | None = None) -> Submitted:
     """Queue one job: the stream entry, its status record and the index entry, atomically."""
-    job_id = job_id or new_job_id()
+    job_id = check_job_id(job_id) if job_id else new_job_id()
     now = time.time()
     entry = spec.entry_fields(job_id, now)
     record = {c.REC_STATE: c.STATE_QUEUED, c.REC_REPO: spec.repo, c.REC_REF: spec.ref, c.REC_COMMIT: spec.commit,
@@ -152,8 +166,9 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
     with redis_errors(client, f"submitting a job to {q.stream}"):
         try:
             entry_id = scripts_for(client).submit(
-                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id)],
-                args=[q.consumer_group, q.max_len, job_id, f"{now:.6f}", len(entry) * 2, *_flat(entry), *_flat(record)],
+                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
+                args=[q.consumer_group, q.max_len, job_id, f"{now:.6f}", q.retention.finished_job_seconds,
+                      q.retention.finished_jobs, len(entry) * 2, *_flat(entry), *_flat(record)],
             )
         except _r.ResponseError as exc:
             if "JOBEXISTS" in str(exc):
@@ -163,6 +178,7 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
 
 
 def get_job(client: redis.Redis, job_id: str) -> Job:
+    check_job_id(job_id)
     with redis_errors(client, f"reading job {job_id}"):
         rec = client.hgetall(c.job_key(job_id))
     if not rec:
@@ -200,10 +216,13 @@ class CancelResult:
 
 
 def cancel(client: redis.Redis, settings: Settings, job_id: str) -> CancelResult:
+    check_job_id(job_id)
     with redis_errors(client, f"cancelling job {job_id}"):
+        keep = settings.queue.retention
         status, detail = scripts_for(client).cancel(
-            keys=[c.job_key(job_id), c.job_logs_key(job_id)],
-            args=[f"{time.time():.6f}", settings.agents.log_max_len],
+            keys=[c.job_key(job_id), c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
+            args=[f"{time.time():.6f}", settings.agents.log_max_len, job_id, keep.finished_job_seconds,
+                  keep.finished_jobs],
         )
     if status == "missing":
         raise JobNotFound(f"job {job_id} not found", hint="`raibid queue list` shows the known jobs")

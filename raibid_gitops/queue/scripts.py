@@ -9,6 +9,16 @@ neither is (the job is then delivered again, never lost).
 Rules every script keeps (DESIGN.md): XACK only together with a stored final result; never
 XDEL on the job stream; trim the job stream only below what the consumer group has delivered
 and acknowledged.
+
+Retention (``queue.retention``): a job that becomes final is entered in ``FINISHED_INDEX``
+(scored by finish time) and its record and logs get a TTL of ``finishedJobSeconds``. Every
+script that adds or finishes a job then removes the oldest finished jobs past
+``finishedJobSeconds`` or beyond ``finishedJobs`` (at most :data:`RETAIN_BATCH` per call, so
+a script stays short; each call removes more than it adds until the backlog is gone). Only
+jobs in ``FINISHED_INDEX`` whose record says final are ever removed: queued and running jobs
+never are. The TTL is the backstop when no more jobs come. The dead-letter stream is capped
+at ``deadLetters`` entries (MAXLEN ~). The removed jobs' keys are named in the script, not
+passed as KEYS: fine on the single Redis raibid-ci runs (a Redis Cluster would need hash tags).
 """
 
 from __future__ import annotations
@@ -21,6 +31,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import redis
 
 _FINAL = "{" + ", ".join(f"['{s}']=true" for s in sorted(c.FINAL_STATES)) + "}"
+#: Most finished jobs one script call removes (see the module doc).
+RETAIN_BATCH = 100
+JOB_PREFIX = c.job_key("")
+LOGS_SUFFIX = c.job_logs_key("")[len(JOB_PREFIX):]
+assert c.job_logs_key("x") == JOB_PREFIX + "x" + LOGS_SUFFIX
 
 _COMMON = f"""
 local FINAL = {_FINAL}
@@ -30,29 +45,54 @@ local function idlt(a, b)
   a1, a2, b1, b2 = tonumber(a1), tonumber(a2), tonumber(b1), tonumber(b2)
   return a1 < b1 or (a1 == b1 and a2 < b2)
 end
+local function retain(finished, index, now, keepsec, keepcount)
+  local expired = redis.call('ZCOUNT', finished, '-inf', '(' .. (tonumber(now) - tonumber(keepsec)))
+  local over = redis.call('ZCARD', finished) - tonumber(keepcount)
+  local n = math.min(math.max(expired, over), {RETAIN_BATCH})
+  if n <= 0 then return 0 end
+  local removed = 0
+  for _, id in ipairs(redis.call('ZRANGE', finished, 0, n - 1)) do
+    local key = '{JOB_PREFIX}' .. id
+    local st = redis.call('HGET', key, '{c.REC_STATE}')
+    if not st or FINAL[st] then
+      redis.call('DEL', key, key .. '{LOGS_SUFFIX}')
+      redis.call('ZREM', index, id)
+      removed = removed + 1
+    end
+    -- A job no longer final (queued again) left the index when it was requeued; never delete it.
+    redis.call('ZREM', finished, id)
+  end
+  return removed
+end
+local function finished(job, logs, finishedkey, jobid, now, keepsec)
+  redis.call('ZADD', finishedkey, now, jobid)
+  redis.call('EXPIRE', job, keepsec)
+  redis.call('EXPIRE', logs, keepsec)
+end
 local function syslog(logs, maxlen, now, line)
   redis.call('XADD', logs, 'MAXLEN', '~', maxlen, '*',
              '{c.LOG_TIME}', now, '{c.LOG_SOURCE}', '{c.LOG_SOURCE_SYSTEM}', '{c.LOG_LINE}', line)
 end
 """
 
-# KEYS: stream, job, index, logs
-# ARGV: group, maxLen, jobId, now, nEntry, entry k/v..., record k/v...
+# KEYS: stream, job, index, logs, finished
+# ARGV: group, maxLen, jobId, now, keepSeconds, keepCount, nEntry, entry k/v..., record k/v...
 # Trimming: MAXLEN ~ alone can cut entries the group has not delivered yet (a backlog longer
 # than maxLen) or that are still pending (an old long job), losing them. So the cut point is
 # the id maxLen entries from the end, lowered to the group's last-delivered id and to the
 # oldest pending id, and given to XADD as MINID ~.
 SUBMIT = _COMMON + f"""
-local stream, job, index, logs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, job, index, logs, finishedkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, maxlen, jobid, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local n = tonumber(ARGV[5])
+local keepsec, keepcount = ARGV[5], ARGV[6]
+local n = tonumber(ARGV[7])
 if redis.call('EXISTS', job) == 1 then
   return redis.error_reply('JOBEXISTS job ' .. jobid .. ' already exists')
 end
 redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
 local entry, record = {{}}, {{}}
-for i = 6, 5 + n do entry[#entry + 1] = ARGV[i] end
-for i = 6 + n, #ARGV do record[#record + 1] = ARGV[i] end
+for i = 8, 7 + n do entry[#entry + 1] = ARGV[i] end
+for i = 8 + n, #ARGV do record[#record + 1] = ARGV[i] end
 local cut = nil
 local len = redis.call('XLEN', stream)
 if len >= maxlen then
@@ -77,6 +117,7 @@ else
 end
 redis.call('HSET', job, '{c.REC_ENTRY_ID}', id, unpack(record))
 redis.call('ZADD', index, now, jobid)
+retain(finishedkey, index, now, keepsec, keepcount)
 return id
 """
 
@@ -107,12 +148,14 @@ syslog(logs, maxlen, now, 'started by agent ' .. agent .. ' (attempt ' .. attemp
 return {{'ok', tostring(attempt)}}
 """
 
-# KEYS: job, stream, logs   ARGV: group, entryId, attempt, state, exitCode, reason, now, logMaxLen
+# KEYS: job, stream, logs, index, finished
+# ARGV: group, entryId, attempt, state, exitCode, reason, now, logMaxLen, jobId, keepSeconds, keepCount
 # The result and the XACK in one step; refused when another attempt owns the job now.
 FINISH = _COMMON + f"""
-local job, stream, logs = KEYS[1], KEYS[2], KEYS[3]
+local job, stream, logs, index, finishedkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, eid, attempt, state, code, reason, now, maxlen =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local jobid, keepsec, keepcount = ARGV[9], ARGV[10], ARGV[11]
 local rec = redis.call('HMGET', job, '{c.REC_STATE}', '{c.REC_ATTEMPT}')
 local st, att = rec[1], rec[2]
 if not st then
@@ -132,6 +175,8 @@ local line = '{c.LOG_FINISHED_PREFIX} ' .. state .. ' (exit ' .. code .. ')'
 if reason ~= '' then line = line .. ': ' .. reason end
 syslog(logs, maxlen, now, line)
 redis.call('XACK', stream, group, eid)
+finished(job, logs, finishedkey, jobid, now, keepsec)
+retain(finishedkey, index, now, keepsec, keepcount)
 return 'ok'
 """
 
@@ -149,34 +194,57 @@ redis.call('XCLAIM', stream, group, consumer, 0, eid, 'JUSTID')
 return {{1, cancel}}
 """
 
-# KEYS: stream, dead, job, logs   ARGV: group, entryId, reason, deliveries, now, logMaxLen, entry k/v...
+# KEYS: stream, dead, job, logs, index, finished
+# ARGV: group, entryId, reason, deliveries, now, logMaxLen, jobId, keepSeconds, keepCount, deadLetters, entry k/v...
 DEAD_LETTER = _COMMON + f"""
-local stream, dead, job, logs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, dead, job, logs, index, finishedkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local group, eid, reason, deliveries, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local jobid, keepsec, keepcount, deadmax = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local entry = {{}}
-for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
-redis.call('XADD', dead, '*', '{c.FIELD_REASON}', reason, '{c.FIELD_ORIGINAL_ID}', eid,
+for i = 11, #ARGV do entry[#entry + 1] = ARGV[i] end
+redis.call('XADD', dead, 'MAXLEN', '~', deadmax, '*', '{c.FIELD_REASON}', reason, '{c.FIELD_ORIGINAL_ID}', eid,
            '{c.FIELD_DELIVERIES}', deliveries, unpack(entry))
 local st = redis.call('HGET', job, '{c.REC_STATE}')
 if st and not FINAL[st] then
   redis.call('HSET', job, '{c.REC_STATE}', '{c.STATE_DEAD}', '{c.REC_REASON}', reason,
              '{c.REC_FINISHED_AT}', now, '{c.REC_UPDATED_AT}', now)
   syslog(logs, maxlen, now, '{c.LOG_FINISHED_PREFIX} {c.STATE_DEAD}: ' .. reason)
+  if jobid ~= '' then finished(job, logs, finishedkey, jobid, now, keepsec) end
 end
 redis.call('XACK', stream, group, eid)
+retain(finishedkey, index, now, keepsec, keepcount)
 return 'ok'
 """
 
-# KEYS: stream, job, dead   ARGV: group, oldEntryId or '', deadEntryId or '', now, entry k/v...
+# KEYS: stream, job, dead, logs, finished, index
+# ARGV: group, oldEntryId or '', deadEntryId or '', now, jobId, entry k/v...
 # Puts a job back in the queue as a new entry: a drained agent's just-delivered entry, or a
 # dead letter being retried. The dead-letter stream is a human work list, so its entry is
-# removed here; the job stream itself is never XDEL'ed.
+# removed here; the job stream itself is never XDEL'ed. A job queued again is unfinished:
+# it leaves the finished index and its keys lose their retention TTL. If retention already
+# removed its record, the record is made again from the entry's fields.
 REQUEUE = f"""
-local stream, job, dead = KEYS[1], KEYS[2], KEYS[3]
-local group, old, deadid, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local stream, job, dead, logs, finishedkey, index = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local group, old, deadid, now, jobid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local entry = {{}}
-for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
 redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+if redis.call('EXISTS', job) == 0 then
+  local rec = {{}}
+  for i = 1, #entry, 2 do
+    local k = entry[i]
+    if k == '{c.FIELD_REPO}' or k == '{c.FIELD_REF}' or k == '{c.FIELD_COMMIT}' or k == '{c.FIELD_CHECKOUT}'
+       or k == '{c.FIELD_SUBMITTED_AT}' then
+      rec[#rec + 1] = k
+      rec[#rec + 1] = entry[i + 1]
+    end
+  end
+  redis.call('HSET', job, '{c.REC_ATTEMPT}', '0', unpack(rec))
+end
+redis.call('ZREM', finishedkey, jobid)
+redis.call('ZADD', index, 'NX', now, jobid)
+redis.call('PERSIST', job)
+redis.call('PERSIST', logs)
 local id = redis.call('XADD', stream, '*', unpack(entry))
 redis.call('HSET', job, '{c.REC_STATE}', '{c.STATE_QUEUED}', '{c.REC_ENTRY_ID}', id, '{c.REC_UPDATED_AT}', now)
 redis.call('HDEL', job, '{c.REC_REASON}', '{c.REC_EXIT_CODE}', '{c.REC_FINISHED_AT}', '{c.REC_STARTED_AT}',
@@ -186,10 +254,10 @@ if deadid ~= '' then redis.call('XDEL', dead, deadid) end
 return id
 """
 
-# KEYS: job, logs   ARGV: now, logMaxLen
+# KEYS: job, logs, index, finished   ARGV: now, logMaxLen, jobId, keepSeconds, keepCount
 CANCEL = _COMMON + f"""
-local job, logs = KEYS[1], KEYS[2]
-local now, maxlen = ARGV[1], ARGV[2]
+local job, logs, index, finishedkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, maxlen, jobid, keepsec, keepcount = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local st = redis.call('HGET', job, '{c.REC_STATE}')
 if not st then return {{'missing', ''}} end
 if FINAL[st] then return {{'final', st}} end
@@ -198,6 +266,8 @@ if st == '{c.STATE_QUEUED}' then
   redis.call('HSET', job, '{c.REC_STATE}', '{c.STATE_CANCELLED}', '{c.REC_REASON}', 'cancelled before it started',
              '{c.REC_FINISHED_AT}', now, '{c.REC_UPDATED_AT}', now)
   syslog(logs, maxlen, now, '{c.LOG_FINISHED_PREFIX} {c.STATE_CANCELLED}: cancelled before it started')
+  finished(job, logs, finishedkey, jobid, now, keepsec)
+  retain(finishedkey, index, now, keepsec, keepcount)
   return {{'cancelled', ''}}
 end
 redis.call('HSET', job, '{c.REC_CANCEL_REQUESTED}', '1', '{c.REC_UPDATED_AT}', now)
