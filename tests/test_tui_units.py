@@ -10,21 +10,19 @@ from datetime import datetime, timezone
 
 import pytest
 
-pytest.importorskip("textual")
-
-from raibid_gitops.errors import KubeError, RaibidError  # noqa: E402
-from raibid_tui.app import RaibidApp  # noqa: E402
-from raibid_tui.sources import Sources  # noqa: E402
-from raibid_tui.sources.agents import parse_time, row_from_hash  # noqa: E402
-from raibid_tui.sources.changes import ChangesSource  # noqa: E402
-from raibid_tui.sources.flux import (  # noqa: E402
+from raibid_gitops.errors import KubeError, RaibidError
+from raibid_tui.app import RaibidApp
+from raibid_tui.sources import Sources
+from raibid_tui.sources.agents import parse_time, row_from_hash
+from raibid_tui.sources.changes import ChangesSource
+from raibid_tui.sources.flux import (
     FluxRow,
     FluxUpdate,
     row_from_object,
     sha_of,
     short_revision,
 )
-from raibid_tui.sources.kube import KubeConn  # noqa: E402
+from raibid_tui.sources.kube import KubeConn
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 A = "main@sha1:" + "a" * 40
