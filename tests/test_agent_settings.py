@@ -13,7 +13,7 @@ from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, Sett
 from raibid_gitops import contract as c
 from raibid_gitops.queue import JobSpec, get_job, submit
 from raibid_gitops.queue.jobs import read_logs
-from raibid_gitops.settings import load_text
+from raibid_gitops.settings import load_text, text_digest
 
 NOCHECKOUT = JobSpec("raibid/hello", "main", checkout=c.CHECKOUT_NONE)
 #: Invalid: claimIdleSeconds below 3 x heartbeatSeconds (a cross-field rule).
@@ -91,6 +91,7 @@ class TestRunningAgent:
         kubelet_write(settings_dir, {"settings.yaml": INVALID})
         wait_until(lambda: redis_client.hget(agent, c.AGENT_SETTINGS_ERROR), 10, what="the refusal in the heartbeat")
         assert "claimIdleSeconds" in redis_client.hget(agent, c.AGENT_SETTINGS_ERROR)
+        assert redis_client.hget(agent, c.AGENT_SETTINGS_REFUSED) == text_digest(INVALID)  # which version
         assert redis_client.hget(agent, c.AGENT_SETTINGS_HASH) == b_hash
         job3 = submit(redis_client, settings, NOCHECKOUT)
         wait_until(lambda: get_job(redis_client, job3.job_id).final, 30, what="job 3 to finish")

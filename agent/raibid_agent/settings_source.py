@@ -27,7 +27,7 @@ from typing import Callable
 
 from raibid_gitops import contract
 from raibid_gitops.errors import AgentError, SettingsError
-from raibid_gitops.settings import Settings, load_text
+from raibid_gitops.settings import Settings, load_text, text_digest
 
 log = logging.getLogger("raibid.agent.settings")
 
@@ -57,6 +57,8 @@ class Rejection:
     source_version: str
     message: str
     at: float
+    #: ``settings.text_digest`` of the refused text ("" when there was no text).
+    digest: str = ""
 
 
 class SettingsHolder:
@@ -99,7 +101,7 @@ class SettingsHolder:
         try:
             settings = load_text(text, file)
         except SettingsError as exc:
-            self.reject(source_version, str(exc))
+            self.reject(source_version, str(exc), digest=text_digest(text))
             return None
         digest = settings.hash()
         with self._cond:
@@ -115,8 +117,8 @@ class SettingsHolder:
             fn(snap, None)
         return snap
 
-    def reject(self, source_version: str, message: str) -> None:
-        rej = Rejection(source_version, message, time.time())
+    def reject(self, source_version: str, message: str, digest: str = "") -> None:
+        rej = Rejection(source_version, message, time.time(), digest)
         with self._cond:
             self._rejection = rej
             keep = self._snapshot
