@@ -51,6 +51,27 @@ class TestTakeOver:
         assert "took over entry" in agents.log_text("rescuer")
 
 
+class TestHeartbeat:
+    def test_a_job_outliving_claim_idle_is_not_taken_from_its_live_agent(self, redis_client, agents: AgentPool,
+                                                                          settings_dir):
+        """A job running well past queue.claimIdleSeconds (5 s here) while another agent polls
+        XAUTOCLAIM: the owner's heartbeat keeps resetting the entry's idle time, so the job runs
+        once, on its first agent."""
+        text = with_pipeline("sleep 9")  # claimIdleSeconds 5 in FAST_SETTINGS, plus a margin
+        kubelet_write(settings_dir, {"settings.yaml": text})
+        settings = load_text(text)
+        done = submit(redis_client, settings, NOCHECKOUT)
+        agents.spawn(agent_id="owner")
+        wait_until(lambda: state(redis_client, done.job_id) == c.STATE_RUNNING, 30, what="the job to start")
+        agents.spawn(agent_id="poacher")
+        wait_until(lambda: redis_client.exists(c.agent_key("poacher")), 30, what="the second agent's heartbeat")
+        wait_until(lambda: get_job(redis_client, done.job_id).final, 60, what="the job to finish")
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.agent, job.attempt) == (c.STATE_SUCCEEDED, "owner", 1)
+        assert "took over entry" not in agents.log_text("poacher")
+        assert finished_lines(redis_client, done.job_id) == ["finished: succeeded (exit 0)"]
+
+
 class TestPoison:
     def test_dead_letter_after_max_deliveries(self, redis_client, agents: AgentPool, settings_dir):
         """A job whose step kills its agent is run maxDeliveries (3) times, then dead-lettered."""
