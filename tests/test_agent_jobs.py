@@ -100,6 +100,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
+class TestDrain:
+    def test_entry_read_as_the_drain_begins_is_given_back(self, redis_client):
+        """The drain (SIGTERM) lands between reading an entry and starting it: the job is put back
+        as a new entry, at once, for another agent; not left pending until claimIdleSeconds."""
+        w = make_worker(redis_client, settings_text())
+        q = w.holder.current().settings.queue
+        done = submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+        read = w.next_entry
+
+        def read_then_drain(snap):  # the SIGTERM arrives right after XREADGROUP returned
+            entry = read(snap)
+            if entry is not None:
+                w.drain()
+            return entry
+
+        w.next_entry = read_then_drain  # type: ignore[method-assign]
+        assert w.run() == 0
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.attempt) == (c.STATE_QUEUED, 0)
+        assert job.entry_id != done.entry_id
+        assert redis_client.xpending(q.stream, q.consumer_group)["pending"] == 0
+        (group,) = redis_client.xinfo_groups(q.stream)
+        assert group["lag"] == 1, "the new entry waits for the next agent"
+
+
 class TestCancelRunning:
     def test_cancel_kills_the_step_group(self, redis_client, tmp_path):
         pidfile = tmp_path / "child.pid"

@@ -40,6 +40,9 @@ class TestTakeOver:
         done = submit(redis_client, settings, NOCHECKOUT)
         a = agents.spawn(agent_id="victim")
         wait_until(lambda: state(redis_client, done.job_id) == c.STATE_RUNNING, 30, what="the job to start")
+        # The heartbeat hash lives a few beats only (heartbeatSeconds 1 here), so a killed agent
+        # drops out of `sync --wait-agents` and the TUI by itself.
+        assert 0 < redis_client.ttl(c.agent_key("victim")) <= 3
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         agents.spawn(agent_id="rescuer")
@@ -49,6 +52,7 @@ class TestTakeOver:
         assert finished_lines(redis_client, done.job_id) == ["finished: succeeded (exit 0)"]
         assert redis_client.xpending(settings.queue.stream, settings.queue.consumer_group)["pending"] == 0
         assert "took over entry" in agents.log_text("rescuer")
+        wait_until(lambda: not redis_client.exists(c.agent_key("victim")), 30, what="the dead agent's heartbeat to expire")
 
 
 class TestHeartbeat:
