@@ -120,6 +120,9 @@ AGENT_JOB = "job"
 AGENT_SETTINGS_HASH = "settings_hash"
 AGENT_SETTINGS_GENERATION = "settings_generation"
 AGENT_SETTINGS_ERROR = "settings_error"
+#: ``settings.text_digest`` of the version refused in ``settings_error``: names *which* version
+#: was refused, so `sync --wait-agents` never blames a new commit for an older refusal.
+AGENT_SETTINGS_REFUSED = "settings_refused"
 AGENT_UPDATED_AT = "updated_at"
 AGENT_STARTED_AT = "started_at"
 AGENT_STATE_IDLE = "idle"

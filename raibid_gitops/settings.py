@@ -429,6 +429,14 @@ def validate_data(data: Any, file: str = SETTINGS_FILE, lines: dict[str, int] | 
         ) from None
 
 
+def text_digest(text: str) -> str:
+    """A digest of settings.yaml's text as written, for versions that do not validate (which
+    have no :meth:`Settings.hash`). Line endings and trailing blank space are normalised: git
+    output and a mounted ConfigMap file differ in those only."""
+    normal = text.replace("\r\n", "\n").rstrip()
+    return "sha256:" + hashlib.sha256(normal.encode()).hexdigest()[:16]
+
+
 def load_text(text: str, file: str = SETTINGS_FILE) -> Settings:
     """Parse and validate settings.yaml text; every failure names the file, line and field.
 

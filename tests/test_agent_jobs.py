@@ -100,6 +100,31 @@ def _alive(pid: int) -> bool:
         return False
 
 
+class TestDrain:
+    def test_entry_read_as_the_drain_begins_is_given_back(self, redis_client):
+        """The drain (SIGTERM) lands between reading an entry and starting it: the job is put back
+        as a new entry, at once, for another agent; not left pending until claimIdleSeconds."""
+        w = make_worker(redis_client, settings_text())
+        q = w.holder.current().settings.queue
+        done = submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+        read = w.next_entry
+
+        def read_then_drain(snap):  # the SIGTERM arrives right after XREADGROUP returned
+            entry = read(snap)
+            if entry is not None:
+                w.drain()
+            return entry
+
+        w.next_entry = read_then_drain  # type: ignore[method-assign]
+        assert w.run() == 0
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.attempt) == (c.STATE_QUEUED, 0)
+        assert job.entry_id != done.entry_id
+        assert redis_client.xpending(q.stream, q.consumer_group)["pending"] == 0
+        (group,) = redis_client.xinfo_groups(q.stream)
+        assert group["lag"] == 1, "the new entry waits for the next agent"
+
+
 class TestCancelRunning:
     def test_cancel_kills_the_step_group(self, redis_client, tmp_path):
         pidfile = tmp_path / "child.pid"
@@ -117,6 +142,29 @@ class TestCancelRunning:
         assert job.state == c.STATE_CANCELLED and "cancelled by request" in job.reason
         assert time.monotonic() - started < 10
         wait_until(lambda: not _alive(int(pidfile.read_text())), 10, what="the step's child to be killed")
+
+
+class TestTakenOver:
+    def test_agent_that_lost_its_entry_stops_the_job_and_records_nothing(self, redis_client, tmp_path):
+        """Another agent claimed the entry (as XAUTOCLAIM does when this one stalled): the
+        heartbeat notices, the step's process group is killed, and no result is stored: the new
+        owner runs the job and writes its one final status."""
+        pidfile = tmp_path / "child.pid"
+        w = make_worker(redis_client, settings_text({"name": "long", "run": f"sleep 120 & echo $! > {pidfile}; wait"}))
+        q = w.holder.current().settings.queue
+        done = submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+        t = threading.Thread(target=w.run, daemon=True)
+        t.start()
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, what="the step to start")
+        redis_client.xclaim(q.stream, q.consumer_group, "other-agent", 0, [done.entry_id])
+        t.join(30)
+        assert not t.is_alive(), "the agent kept running a job it no longer owns"
+        wait_until(lambda: not _alive(int(pidfile.read_text())), 10, what="the step's child to be killed")
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.attempt) == (c.STATE_RUNNING, 1)
+        assert not [x for x in read_logs(redis_client, done.job_id) if x.line.startswith(c.LOG_FINISHED_PREFIX)]
+        pending = redis_client.xpending_range(q.stream, q.consumer_group, min="-", max="+", count=5)
+        assert [(p["message_id"], p["consumer"]) for p in pending] == [(done.entry_id, "other-agent")]
 
 
 @pytest.fixture
@@ -161,6 +209,18 @@ class TestCheckout:
         assert "first commit" in logs and "default" not in logs
         assert "[raibid] pipeline from .raibid.yml: show" in logs
         assert not any("tok-very-secret" in line for line in logs)
+
+    def test_commit_not_served_by_id_is_checked_out_from_the_ref(self, redis_client, git_repo, monkeypatch):
+        """A server that refuses to send an unadvertised commit (protocol v0 here): the ref's
+        history is fetched instead, and the job still runs at its commit, not at the ref's tip."""
+        base, first = git_repo
+        monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+        monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")
+        monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0")
+        job, logs = run_one(redis_client, settings_text(), JobSpec("raibid/hello", "main", commit=first),
+                            Runner(git_base_url=base.as_uri()))
+        assert job.state == c.STATE_SUCCEEDED, logs
+        assert "first commit" in logs and "second commit" not in logs
 
     def test_missing_repo_fails_clearly(self, redis_client, git_repo, tmp_path):
         base, _ = git_repo

@@ -40,6 +40,9 @@ class TestTakeOver:
         done = submit(redis_client, settings, NOCHECKOUT)
         a = agents.spawn(agent_id="victim")
         wait_until(lambda: state(redis_client, done.job_id) == c.STATE_RUNNING, 30, what="the job to start")
+        # The heartbeat hash lives a few beats only (heartbeatSeconds 1 here), so a killed agent
+        # drops out of `sync --wait-agents` and the TUI by itself.
+        assert 0 < redis_client.ttl(c.agent_key("victim")) <= 3
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         agents.spawn(agent_id="rescuer")
@@ -49,6 +52,28 @@ class TestTakeOver:
         assert finished_lines(redis_client, done.job_id) == ["finished: succeeded (exit 0)"]
         assert redis_client.xpending(settings.queue.stream, settings.queue.consumer_group)["pending"] == 0
         assert "took over entry" in agents.log_text("rescuer")
+        wait_until(lambda: not redis_client.exists(c.agent_key("victim")), 30, what="the dead agent's heartbeat to expire")
+
+
+class TestHeartbeat:
+    def test_a_job_outliving_claim_idle_is_not_taken_from_its_live_agent(self, redis_client, agents: AgentPool,
+                                                                          settings_dir):
+        """A job running well past queue.claimIdleSeconds (5 s here) while another agent polls
+        XAUTOCLAIM: the owner's heartbeat keeps resetting the entry's idle time, so the job runs
+        once, on its first agent."""
+        text = with_pipeline("sleep 9")  # claimIdleSeconds 5 in FAST_SETTINGS, plus a margin
+        kubelet_write(settings_dir, {"settings.yaml": text})
+        settings = load_text(text)
+        done = submit(redis_client, settings, NOCHECKOUT)
+        agents.spawn(agent_id="owner")
+        wait_until(lambda: state(redis_client, done.job_id) == c.STATE_RUNNING, 30, what="the job to start")
+        agents.spawn(agent_id="poacher")
+        wait_until(lambda: redis_client.exists(c.agent_key("poacher")), 30, what="the second agent's heartbeat")
+        wait_until(lambda: get_job(redis_client, done.job_id).final, 60, what="the job to finish")
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.agent, job.attempt) == (c.STATE_SUCCEEDED, "owner", 1)
+        assert "took over entry" not in agents.log_text("poacher")
+        assert finished_lines(redis_client, done.job_id) == ["finished: succeeded (exit 0)"]
 
 
 class TestPoison:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import pytest
@@ -11,7 +13,7 @@ from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, Sett
 from raibid_gitops import contract as c
 from raibid_gitops.queue import JobSpec, get_job, submit
 from raibid_gitops.queue.jobs import read_logs
-from raibid_gitops.settings import load_text
+from raibid_gitops.settings import load_text, text_digest
 
 NOCHECKOUT = JobSpec("raibid/hello", "main", checkout=c.CHECKOUT_NONE)
 #: Invalid: claimIdleSeconds below 3 x heartbeatSeconds (a cross-field rule).
@@ -89,6 +91,7 @@ class TestRunningAgent:
         kubelet_write(settings_dir, {"settings.yaml": INVALID})
         wait_until(lambda: redis_client.hget(agent, c.AGENT_SETTINGS_ERROR), 10, what="the refusal in the heartbeat")
         assert "claimIdleSeconds" in redis_client.hget(agent, c.AGENT_SETTINGS_ERROR)
+        assert redis_client.hget(agent, c.AGENT_SETTINGS_REFUSED) == text_digest(INVALID)  # which version
         assert redis_client.hget(agent, c.AGENT_SETTINGS_HASH) == b_hash
         job3 = submit(redis_client, settings, NOCHECKOUT)
         wait_until(lambda: get_job(redis_client, job3.job_id).final, 30, what="job 3 to finish")
@@ -210,38 +213,147 @@ class TestConfigMapWatch:
 
 
 
+class LoopbackAPI:
+    """A minimal Kubernetes API on 127.0.0.1 for the one ConfigMap collection: scripted list
+    answers and watch streams, every request recorded in order. The real kube-apiserver of the
+    stack does not answer 410 on demand, so this is the only way to drive that path through the
+    real kubernetes client."""
+
+    NS = "ns"
+    PATH = f"/api/v1/namespaces/{NS}/configmaps"
+
+    def __init__(self, lists: list[tuple[str, str]], watches: list[list[dict]]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        self.requests: list[tuple[str, str | None]] = []  # ("list", None) / ("watch", resourceVersion)
+        self.release = threading.Event()  # ends the last, open watch
+        lists, watches = list(lists), list(watches)
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                q = parse_qs(url.query)
+                assert url.path == api.PATH and q.get("fieldSelector") == [f"metadata.name={c.SETTINGS_CONFIGMAP}"]
+                if q.get("watch") != ["true"]:
+                    api.requests.append(("list", None))
+                    rv, text = lists.pop(0)
+                    body = json.dumps({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": rv},
+                                       "items": [api.configmap(rv, text)]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                api.requests.append(("watch", (q.get("resourceVersion") or [None])[0]))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                events = watches.pop(0) if watches else None
+                for event in events or []:
+                    self.wfile.write(json.dumps(event).encode() + b"\n")
+                    self.wfile.flush()
+                if events is None:  # no script left: stay open, as a quiet watch does
+                    api.release.wait(60)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def configmap(rv: str, text: str) -> dict:
+        return {"kind": "ConfigMap", "apiVersion": "v1", "data": {c.SETTINGS_KEY: text},
+                "metadata": {"name": c.SETTINGS_CONFIGMAP, "namespace": LoopbackAPI.NS, "resourceVersion": rv}}
+
+    def kubeconfig(self, path) -> str:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "loop",
+            "clusters": [{"name": "loop", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "loop", "context": {"cluster": "loop", "user": "u"}}],
+        }))
+        return str(path)
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+GONE = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired",
+                                    "message": "too old resource version: 10 (11)", "code": 410}}
+
+
 class TestRelistOn410:
-    """The 410 Gone path, with a fake API (a real apiserver rarely answers 410 on demand)."""
+    """The watch answered with a 410 ERROR event, through the real kubernetes client: the agent
+    lists again at once (no retry pause) and watches from the new list's version."""
 
-    def test_gone_then_relist(self):
-        from types import SimpleNamespace
+    class PauseRecorder(threading.Event):
+        """The source's stop event, recording every pause taken on it (the retry delay)."""
 
-        from kubernetes.client.exceptions import ApiException
+        def __init__(self) -> None:
+            super().__init__()
+            self.pauses: list[float | None] = []
 
+        def wait(self, timeout: float | None = None) -> bool:
+            self.pauses.append(timeout)
+            return super().wait(timeout)
+
+    def _run(self, tmp_path, lists, watches, until: int):
+        api = LoopbackAPI(lists, watches)
         holder = SettingsHolder()
-        src = ConfigMapSource(holder, namespace="ns")
-        versions = iter([("10", with_pipeline("echo A")), ("12", with_pipeline("echo B"))])
-        watches: list[str] = []
-
-        def cm(rv: str, text: str):
-            return SimpleNamespace(metadata=SimpleNamespace(resource_version=rv), data={c.SETTINGS_KEY: text})
-
-        def list_once() -> str:
-            rv, text = next(versions)
-            holder.offer(text, rv, "cm")
-            return rv
-
-        def watch(rv: str) -> str:
-            watches.append(rv)
-            if len(watches) == 1:
-                raise ApiException(status=410, reason="Expired: too old resource version")
+        src = ConfigMapSource(holder, namespace=LoopbackAPI.NS, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"))
+        src._stop = self.PauseRecorder()  # noqa: SLF001 - count pauses instead of timing them
+        try:
+            src.load_initial()
+            src.start()
+            wait_until(lambda: len(api.requests) >= until, 30, what=f"{until} requests to the API")
+        finally:
             src.stop()
-            return rv
+            api.close()
+        return api, holder, src
 
-        src.list_once = list_once  # type: ignore[method-assign]
-        src._watch = watch  # type: ignore[method-assign]
-        src._rv = list_once()
-        src._run()
-        assert watches == ["10", "12"]  # watched, got 410, listed again, watched from the new version
+    def test_gone_relists_at_once_and_watches_from_the_new_version(self, tmp_path):
+        api, holder, src = self._run(
+            tmp_path, lists=[("10", with_pipeline("echo A")), ("12", with_pipeline("echo B"))],
+            watches=[[GONE]], until=4)
+        # list, watch from 10 -> 410, list again, watch from the relisted version 12.
+        assert api.requests[:4] == [("list", None), ("watch", "10"), ("list", None), ("watch", "12")]
+        assert (src.relists, src.retries) == (1, 0), "a 410 is not a failure"
+        assert src._stop.pauses == [], "no retry pause before the relist"  # noqa: SLF001
         assert holder.current().settings.agents.default_pipeline[0].run == "echo B"
-        assert src.relists == 1
+        assert holder.current().generation == 2
+
+    def test_bookmark_and_modified_resume_without_a_relist(self, tmp_path):
+        """A BOOKMARK only moves the version on (the client hands it over as a plain dict); a
+        watch that ends is resumed from the last version seen, without listing again."""
+        modified = {"type": "MODIFIED", "object": LoopbackAPI.configmap("11", with_pipeline("echo B"))}
+        bookmark = {"type": "BOOKMARK", "object": {"kind": "ConfigMap", "apiVersion": "v1",
+                                                   "metadata": {"resourceVersion": "13"}}}
+        api, holder, src = self._run(
+            tmp_path, lists=[("10", with_pipeline("echo A"))], watches=[[modified], [bookmark]], until=4)
+        assert api.requests[:4] == [("list", None), ("watch", "10"), ("watch", "11"), ("watch", "13")]
+        assert (src.relists, src.retries) == (0, 0)
+        assert holder.current().settings.agents.default_pipeline[0].run == "echo B"
+
+    def test_other_watch_errors_pause_then_relist(self, tmp_path, monkeypatch):
+        """Any other failure is retried after one RETRY_SECONDS pause (shortened here: the
+        pause is counted, not timed)."""
+        from raibid_agent import settings_source
+
+        monkeypatch.setattr(settings_source, "RETRY_SECONDS", 0.01)
+        broken = {"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                              "reason": "InternalError", "message": "etcd is down", "code": 500}}
+        api, holder, src = self._run(
+            tmp_path, lists=[("10", with_pipeline("echo A")), ("12", with_pipeline("echo A"))],
+            watches=[[broken]], until=4)
+        assert api.requests[:4] == [("list", None), ("watch", "10"), ("list", None), ("watch", "12")]
+        assert (src.relists, src.retries) == (1, 1)
+        assert src._stop.pauses == [0.01]  # noqa: SLF001
+        assert holder.current().generation == 1

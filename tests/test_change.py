@@ -26,7 +26,7 @@ from raibid_gitops.gitops.change import (
     set_settings,
 )
 from raibid_gitops.gitops.objdiff import diff_objects
-from raibid_gitops.settings import load_path
+from raibid_gitops.settings import load_path, load_text
 
 
 def git(repo: Path, *args: str) -> str:
@@ -186,7 +186,8 @@ class TestMovedBranch:
         result = set_settings(["scaling.pollingInterval=30"], repo=b)  # b is stale: its push is refused once
         assert result.attempts == 2 and result.pushed_to == "main"
         main = git(bare, "rev-parse", "main")
-        assert main == result.commit == git(b, "rev-parse", "HEAD")
+        assert main == result.commit == git(b, "rev-parse", "main")
+        assert git(b, "symbolic-ref", "--short", "HEAD") == "main"
         settings = git(bare, "show", f"main:{layout.SETTINGS_PATH}")
         assert "maxReplicas: 6\n" in settings and "pollingInterval: 30\n" in settings
         assert git(b, "status", "--porcelain") == ""
@@ -202,17 +203,37 @@ class TestMovedBranch:
         assert git(bare, "rev-parse", "main") == remote_head and git_state(b) == state
 
     def test_same_key_same_value_is_fine(self, remote_pair):
-        _, a, b = remote_pair
-        set_settings(["agents.maxReplicas=6"], repo=a)
+        """b asks for a value a already set, plus a new one: only the new one is committed, on
+        top of a's commit, and the remote ends with both."""
+        bare, a, b = remote_pair
+        first = set_settings(["agents.maxReplicas=6"], repo=a)
         result = set_settings(["agents.maxReplicas=6", "scaling.lagCount=3"], repo=b)
         assert [c.key for c in result.changes] == ["scaling.lagCount"]
+        assert result.attempts == 2 and result.pushed_to == "main"
+        assert git(bare, "rev-parse", "main") == result.commit == git(b, "rev-parse", "main")
+        assert git(b, "symbolic-ref", "--short", "HEAD") == "main"  # b's branch moved, not a detached HEAD
+        assert git(bare, "rev-parse", "main^") == first.commit
+        remote = load_text(git(bare, "show", f"main:{layout.SETTINGS_PATH}"))
+        assert (remote.agents.max_replicas, remote.scaling.lag_count) == (6, 3)
+        message = git(bare, "log", "-1", "--format=%B", "main")
+        assert "Raibid-Set: scaling.lagCount=3" in message and "agents.maxReplicas" not in message
+        assert git(b, "status", "--porcelain") == ""
+        assert git(a, "rev-parse", "HEAD") == first.commit and git(a, "status", "--porcelain") == ""
 
     def test_combination_that_no_longer_validates(self, remote_pair):
+        """b's change was fine on the commit it started from but not with a's change: refused,
+        and neither the remote, nor b, nor a changes."""
         bare, a, b = remote_pair
-        set_settings(["agents.cpu=4", "agents.maxReplicas=5"], repo=a)  # 20 CPU: full
+        first = set_settings(["agents.cpu=4", "agents.maxReplicas=5"], repo=a)  # 20 CPU: full
+        state_a, state_b = git_state(a), git_state(b)
         with pytest.raises(ChangeConflict, match="no longer validates"):
             set_settings(["cluster.capacity.cpu=16"], repo=b)  # fine with 8 x 2, not with 5 x 4
-        assert git(bare, "log", "-1", "--format=%s", "main").startswith("raibid: set agents.cpu")
+        assert git(bare, "rev-parse", "main") == first.commit
+        remote = load_text(git(bare, "show", f"main:{layout.SETTINGS_PATH}"))
+        assert (remote.agents.cpu, remote.agents.max_replicas, remote.cluster.capacity.cpu) == ("4", 5, "20")
+        assert git_state(b) == state_b
+        assert load_path(b / layout.SETTINGS_PATH).cluster.capacity.cpu == "20"
+        assert git_state(a) == state_a
 
     def test_refuses_to_push_unpushed_local_commits(self, remote_pair):
         bare, a, _ = remote_pair

@@ -26,7 +26,7 @@ from raibid_gitops.errors import (
     VerifyFailed,
 )
 from raibid_gitops.gitops import layout
-from raibid_gitops.gitops.change import set_settings
+from raibid_gitops.gitops.change import format_value, set_settings
 from raibid_gitops.gitops.generate import init
 from raibid_gitops.settings import load_text
 
@@ -175,16 +175,33 @@ class TestConcurrentWriters:
         final = remote_settings(api, ref)
         for key, value in self.KEYS.items():
             assert str(final.get(key)) == value, f"{key} lost"
-        log = subprocess.run(["git", "log", "--format=%s", "origin/main"], cwd=clones[0], capture_output=True,
-                             text=True, check=False)
-        gitea_repo.git("fetch", "--quiet", "origin", cwd=clones[0])
-        subjects = subprocess.run(["git", "log", "--format=%s", "origin/main"], cwd=clones[0], capture_output=True,
-                                  text=True, check=False).stdout.splitlines()
-        assert sum(s.startswith("raibid: set ") for s in subjects) == 10, log.stdout
+        seed = subprocess.run(["git", "rev-parse", "HEAD"], cwd=seeded, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        check = clones[0]
+        gitea_repo.git("fetch", "--quiet", "origin", cwd=check)
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=check, capture_output=True, text=True, check=True).stdout.strip()
+
+        tip = git("rev-parse", "origin/main")
+        assert tip == api.branch_head(ref, "main")
+        # The remote history since the seed is exactly the ten writers' commits, one after the
+        # other (no merge, nothing else), and the last one is the tip.
+        commits = {r.commit for r in results.values()}
+        assert len(commits) == 10 and tip in commits
+        assert set(git("rev-list", f"{seed}..{tip}").split()) == commits
+        assert git("rev-list", "--merges", f"{seed}..{tip}") == ""
+        subjects = git("log", "--format=%s", f"{seed}..{tip}").splitlines()
+        before = load_text((seeded / layout.SETTINGS_PATH).read_text())
+        assert sorted(subjects) == sorted(f"raibid: set {k} {format_value(before.get(k))} → {v}"
+                                          for k, v in self.KEYS.items())
         assert max(r.attempts for r in results.values()) > 1, "the writers did race"
-        # Every commit landed verified: the tip passes verify with all ten values.
-        assert subprocess.run(["git", "merge-base", "--is-ancestor", results["queue.maxDeliveries"].commit,
-                               "origin/main"], cwd=clones[0], check=False).returncode == 0
+        # The tip itself verifies, with all ten values.
+        from raibid_gitops.gitops.verify import verify
+
+        git("checkout", "--quiet", "--detach", tip)
+        report = verify(check)
+        assert report.ok, [str(p) for p in report.problems]
 
     def test_same_key_from_two_writers_is_reported(self, seeded: Path, gitea_repo, api: Gitea, ref: RepoRef,
                                                    tmp_path: Path):

@@ -97,3 +97,24 @@ def test_changed_settings_still_agree(tmp_path: Path):
 
 def test_configmap_has_no_name_hash(config_repo: Path):
     assert ("ConfigMap", contract.SETTINGS_CONFIGMAP) in rendered(config_repo)
+
+
+def test_redis_durability_flags_match_the_docs(project_root: Path):
+    """docs/agent-and-queue.md names Redis's durability flags as `flag value`; base/redis.yaml
+    must run exactly those (a doc that promises less fsyncing than the manifest, or more, misleads
+    whoever reasons about what a crash can lose)."""
+    import re
+
+    from ruamel.yaml import YAML
+
+    docs = (project_root / "docs" / "agent-and-queue.md").read_text()
+    claimed = dict(re.findall(r"`(appendonly|appendfsync|maxmemory-policy) ([\w-]+)`", docs))
+    assert set(claimed) == {"appendonly", "appendfsync", "maxmemory-policy"}, claimed
+
+    docs_yaml = list(YAML(typ="safe").load_all((project_root / "base" / "redis.yaml").read_text()))
+    sts = next(d for d in docs_yaml if d["kind"] == "StatefulSet")
+    (container,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
+    args = [str(a) for a in container["args"]]
+    flags = {a[2:]: v for a, v in zip(args, args[1:]) if a.startswith("--")}
+    assert {k: flags.get(k) for k in claimed} == claimed
+    assert claimed["appendfsync"] == "always", "the safer choice: an acknowledged write survives a node crash"

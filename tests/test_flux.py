@@ -213,14 +213,24 @@ class TestCli:
             duration("5 minutes")
 
     def test_commands_registered(self) -> None:
+        """Each command line reaches its own handler with the options parsed as given."""
         from raibid_gitops.cli import build_parser
+        from raibid_gitops.cli import gitops_sync as cmds
 
         parser = build_parser()
-        for argv in (["gitops", "sync", "--timeout", "2m", "--wait-agents"], ["gitops", "status", "-A", "-o", "json"],
-                     ["gitops", "diff", "--ref", "HEAD"], ["gitops", "suspend", "ks", "x", "-n", "ns"],
-                     ["gitops", "resume"]):
+        cases = [
+            (["gitops", "sync", "--timeout", "2m", "--wait-agents"], cmds.cmd_sync,
+             {"timeout": 120.0, "wait_agents": True, "kustomization": "raibid-config", "namespace": "flux-system"}),
+            (["gitops", "status", "-A", "-o", "json"], cmds.cmd_status, {"all_namespaces": True, "output": "json"}),
+            (["gitops", "diff", "--ref", "HEAD"], cmds.cmd_diff, {"ref": "HEAD"}),
+            (["gitops", "suspend", "ks", "x", "-n", "ns"], cmds.cmd_suspend,
+             {"kind": "ks", "name": "x", "namespace": "ns"}),
+            (["gitops", "resume"], cmds.cmd_resume, {"kind": "kustomization", "name": "raibid-config"}),
+        ]
+        for argv, handler, expected in cases:
             args = parser.parse_args(argv)
-            assert callable(args.handler)
+            assert args.handler is handler, argv
+            assert {k: getattr(args, k) for k in expected} == expected, argv
 
     def test_missing_kubeconfig_is_readable(self, tmp_path: Any) -> None:
         from raibid_gitops.clients import kube

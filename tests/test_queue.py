@@ -191,3 +191,65 @@ class TestHostileInput:
         with pytest.raises(SystemExit) as exc:
             cli_main(["queue", "list", "--limit", "-5"])
         assert exc.value.code == 2
+
+
+class TestFinishScript:
+    """The FINISH script stores a result and acks only for the attempt that owns the job now.
+
+    A stale attempt (its agent stalled, another agent took the entry over with XAUTOCLAIM and
+    started attempt 2) must neither store its result nor XACK: acking would drop the entry from
+    the pending list, and if the second agent then died nobody could take the job over again.
+    """
+
+    def _start(self, client, job_id: str, eid: str, agent: str) -> list[str]:
+        from raibid_gitops.queue.scripts import scripts_for
+
+        q = SMALL.queue
+        return scripts_for(client).start(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
+                                         args=[q.consumer_group, eid, agent, "1.0", "sha256:test", 100])
+
+    def _finish(self, client, job_id: str, eid: str, attempt: str, state: str, code: int, reason: str = "") -> str:
+        from raibid_gitops.queue.scripts import scripts_for
+
+        q = SMALL.queue
+        return scripts_for(client).finish(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
+                                          args=[q.consumer_group, eid, attempt, state, code, reason, "2.0", 100])
+
+    def _pending(self, client) -> list[tuple[str, str]]:
+        q = SMALL.queue
+        return [(p["message_id"], p["consumer"])
+                for p in client.xpending_range(q.stream, q.consumer_group, min="-", max="+", count=10)]
+
+    def _finished_lines(self, client, job_id: str) -> list[str]:
+        return [x.line for x in read_logs(client, job_id) if x.line.startswith(c.LOG_FINISHED_PREFIX)]
+
+    def test_superseded_attempt_neither_stores_nor_acks(self, redis_client):
+        q = SMALL.queue
+        done = submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        (_, [(eid, _)]), = redis_client.xreadgroup(q.consumer_group, "agent-1", {q.stream: ">"}, count=1)
+        assert self._start(redis_client, done.job_id, eid, "agent-1") == ["ok", "1"]
+
+        # agent-1 stalls; agent-2 takes the entry over and starts attempt 2.
+        _, claimed, *_ = redis_client.xautoclaim(q.stream, q.consumer_group, "agent-2", min_idle_time=0,
+                                                 start_id="0-0", count=1)
+        assert [e[0] for e in claimed] == [eid]
+        assert self._start(redis_client, done.job_id, eid, "agent-2") == ["ok", "2"]
+
+        # agent-1 wakes up and reports its (stale) result.
+        assert self._finish(redis_client, done.job_id, eid, "1", c.STATE_SUCCEEDED, 0) == "superseded"
+        assert self._pending(redis_client) == [(eid, "agent-2")], "a superseded FINISH must not XACK"
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.attempt, job.agent, job.exit_code) == (c.STATE_RUNNING, 2, "agent-2", None)
+        assert self._finished_lines(redis_client, done.job_id) == []
+
+        # The owner's result is stored and acked: exactly one final status.
+        assert self._finish(redis_client, done.job_id, eid, "2", c.STATE_FAILED, 1, "step x exited with 1") == "ok"
+        assert self._pending(redis_client) == []
+        job = get_job(redis_client, done.job_id)
+        assert (job.state, job.exit_code, job.reason) == (c.STATE_FAILED, 1, "step x exited with 1")
+        assert self._finished_lines(redis_client, done.job_id) == ["finished: failed (exit 1): step x exited with 1"]
+
+        # A late FINISH of attempt 1 after the job is final changes nothing.
+        assert self._finish(redis_client, done.job_id, eid, "1", c.STATE_SUCCEEDED, 0) == "already"
+        assert get_job(redis_client, done.job_id).state == c.STATE_FAILED
+        assert len(self._finished_lines(redis_client, done.job_id)) == 1

@@ -175,10 +175,15 @@ class TestGetAndSchema:
         r = raibid("gitops", "get", "agents.maxReplica", "-C", str(config_repo))
         assert r.returncode == 2 and "did you mean agents.maxReplicas" in r.stderr
 
-    def test_schema_is_json_and_matches_the_file_in_the_repo(self, config_repo: Path):
+    def test_schema_is_json_and_matches_the_checked_in_file(self, project_root: Path):
+        """The schema editors read is the checked-in overlays/dgx-spark/settings.schema.json:
+        a settings model change without regenerating it is caught here (a config repo made by
+        init would carry a fresh copy from the same generator, proving nothing)."""
         r = raibid("gitops", "schema")
+        assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["title"] == "raibid-ci settings.yaml"
-        assert r.stdout == (config_repo / layout.SCHEMA_PATH).read_text()
+        assert r.stdout == (project_root / layout.SCHEMA_PATH).read_text(), \
+            "settings.schema.json is stale: raibid gitops schema > overlays/dgx-spark/settings.schema.json"
 
     def test_help_imports_no_heavy_library(self):
         code = ("import sys; from raibid_gitops.cli import build_parser; build_parser().format_help();"

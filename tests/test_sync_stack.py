@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -338,39 +337,95 @@ class TestWaitAgents:
         assert rc == 0, err
         assert "no agent is running" in err
 
-    def test_waits_until_agents_report_the_new_hash(self, flux_env: FluxEnv, redis_server: Any, redis_client: Any,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    def test_waits_until_a_real_agent_runs_the_new_settings(self, flux_env: FluxEnv, redis_server: Any,
+                                                            redis_client: Any, cm_agents: Any,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+        """A real `raibid-agent --settings-configmap` watching the ConfigMap Flux applies: sync
+        returns once the agent's own heartbeat reports the new commit's settings hash."""
         from raibid_gitops import contract
         from raibid_gitops.settings import load_path
 
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
         old_hash = load_path(flux_env.repo / SETTINGS_PATH).hash()
-        key = contract.agent_key("agent-1")
-        redis_client.hset(key, mapping={contract.AGENT_STATE: contract.AGENT_STATE_IDLE,
-                                        contract.AGENT_SETTINGS_HASH: old_hash})
-        redis_client.expire(key, 60)
-        flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 20")
+        cm_agents.start("cm-agent", old_hash)
+        sha = flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 20")
         new_hash = load_path(flux_env.repo / SETTINGS_PATH).hash()
         assert new_hash != old_hash
-
-        # Play the agent: report the new hash once the ConfigMap carries it (as the agent's
-        # ConfigMap watch would), here by watching the ConfigMap through the API.
-        def agent() -> None:
-            cm = ObjectRef("v1", "ConfigMap", "raibid-settings", flux_env.workload_ns)
-            kube_mod.wait_for(flux_env.kube, cm, lambda o: "heartbeatSeconds: 20" in o["data"]["settings.yaml"],
-                              timeout=60)
-            redis_client.hset(key, contract.AGENT_SETTINGS_HASH, new_hash)
-
-        t = threading.Thread(target=agent, daemon=True)
-        t.start()
-        rc, out, err = run(flux_env.sync("--wait-agents", "--redis-url", redis_server.url, "--timeout", "60s",
+        rc, out, err = run(flux_env.sync("--wait-agents", "--redis-url", redis_server.url, "--timeout", "90s",
                                          "-o", "json"), capsys)
-        t.join(5)
-        assert rc == 0, err
+        assert rc == 0, err + cm_agents.logs()
         import json
 
         data = json.loads(out)
-        assert data["agents"]["settingsHash"] == new_hash
-        assert data["agents"]["agents"] == {"agent-1": new_hash}
+        assert data["commit"] == sha
+        assert data["agents"] == {"settingsHash": new_hash, "agents": {"cm-agent": new_hash}, "note": None}
+        beat = redis_client.hgetall(contract.agent_key("cm-agent"))
+        assert (beat[contract.AGENT_SETTINGS_HASH], beat[contract.AGENT_SETTINGS_GENERATION]) == (new_hash, "2")
+        assert f"settings {new_hash} applied" in cm_agents.logs()
 
+    def test_an_agent_refusing_the_settings_fails_the_sync_naming_it(self, flux_env: FluxEnv, redis_server: Any,
+                                                                     cm_agents: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+        """Settings the agent refuses (3 x heartbeatSeconds above claimIdleSeconds) are pushed by
+        hand and applied by Flux: sync fails with exit 1, naming the agent and its reason."""
+        from raibid_gitops.settings import load_path
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        old_hash = load_path(flux_env.repo / SETTINGS_PATH).hash()
+        cm_agents.start("picky-agent", old_hash)
+        sha = flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 120", message="too slow")
+        rc, _, err = run(flux_env.sync("--wait-agents", "--redis-url", redis_server.url, "--timeout", "90s"), capsys)
+        assert rc == 1, err + cm_agents.logs()
+        assert f"agent picky-agent refused the settings of {sha[:12]} and keeps {old_hash}: " in err
+        assert "claimIdleSeconds" in err.split("refused the settings", 1)[1]
+        assert flux.applied_revision(flux_env.ks()) == f"main@sha1:{sha}", "Flux did apply the commit"
+        assert "refused settings version" in cm_agents.logs()
+
+
+class ConfigMapAgents:
+    """Real `raibid-agent --settings-configmap` processes watching a FluxEnv's ConfigMap."""
+
+    def __init__(self, env: FluxEnv, redis_server: Any, redis_client: Any, logdir: Path) -> None:
+        self.env, self.redis_server, self.redis_client, self.logdir = env, redis_server, redis_client, logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, agent_id: str, expect_hash: str) -> None:
+        """Start one and wait until its heartbeat reports ``expect_hash`` (it read the ConfigMap)."""
+        import os
+        import sys
+        import time
+
+        from raibid_gitops import contract
+
+        log = open(self.logdir / f"{agent_id}.log", "ab")
+        env = dict(os.environ, RAIBID_REDIS_PASSWORD=self.redis_server.password, PYTHONUNBUFFERED="1")
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "raibid_agent.main", "--settings-configmap", "-n", self.env.workload_ns,
+             "--kubeconfig", self.env.kubeconfig, "--redis-url", self.redis_server.url, "--agent-id", agent_id,
+             "--gitea-token-file", "/nonexistent"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        log.close()
+        key = contract.agent_key(agent_id)
+        deadline = time.monotonic() + 60
+        while self.redis_client.hget(key, contract.AGENT_SETTINGS_HASH) != expect_hash:
+            if self.procs[-1].poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"agent {agent_id} did not report settings {expect_hash}:\n{self.logs()}")
+            time.sleep(0.1)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("*.log")))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(10)
+
+
+@pytest.fixture
+def cm_agents(flux_env: FluxEnv, redis_server: Any, redis_client: Any, tmp_path: Path) -> Iterator[ConfigMapAgents]:
+    logdir = tmp_path / "agent-logs"
+    logdir.mkdir()
+    pool = ConfigMapAgents(flux_env, redis_server, redis_client, logdir)
+    yield pool
+    pool.stop()

@@ -11,15 +11,13 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-pytest.importorskip("textual")
-
-from raibid_tui.app import RaibidApp  # noqa: E402
-from raibid_tui.sources import Sources  # noqa: E402
-from raibid_tui.sources.agents import AgentRow  # noqa: E402
-from raibid_gitops.gitops.keda import Pool, Verdict  # noqa: E402
-from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState  # noqa: E402
-from raibid_tui.sources.flux import Condition, EventRow, FluxRow  # noqa: E402
-from raibid_tui.sources.queue import QueueStats  # noqa: E402
+from raibid_tui.app import RaibidApp
+from raibid_tui.sources import Sources
+from raibid_tui.sources.agents import AgentRow
+from raibid_gitops.gitops.keda import Pool, Verdict
+from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState
+from raibid_tui.sources.flux import Condition, EventRow, FluxRow
+from raibid_tui.sources.queue import QueueStats
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 SIZE = (150, 34)

@@ -21,13 +21,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("textual")
-
-from raibid_tui.app import RaibidApp  # noqa: E402
-from raibid_tui.screens.confirm import ConfirmScreen  # noqa: E402
-from raibid_tui.screens.diff import DiffScreen  # noqa: E402
-from raibid_tui.screens.flux_detail import FluxDetailScreen  # noqa: E402
-from raibid_tui.sources import build  # noqa: E402
+from raibid_tui.app import RaibidApp
+from raibid_tui.screens.confirm import ConfirmScreen
+from raibid_tui.screens.diff import DiffScreen
+from raibid_tui.screens.flux_detail import FluxDetailScreen
+from raibid_tui.sources import build
 
 pytestmark = pytest.mark.stack
 
@@ -462,22 +460,30 @@ class TestChangesTab:
             await until(pilot, lambda: not panel.last.pulls, timeout=30, what="the PR to leave the list")
 
 
-@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+@pytest.fixture
+def tmux() -> str:
+    """The tmux binary; missing, it is a failure (never a skip: the terminal test would prove nothing)."""
+    path = shutil.which("tmux")
+    if not path:
+        pytest.fail("tmux is not installed (apt-get install tmux; .ci/run does it)", pytrace=False)
+    return path
+
+
 class TestInTmux:
     """`raibid tui` in a real terminal (tmux), its screen captured."""
 
-    def test_screen_shows_the_kustomization_and_revision(self, api_server, objs, tmp_path):
+    def test_screen_shows_the_kustomization_and_revision(self, tmux, api_server, objs, tmp_path):
         """The captured pane has the Kustomization row with its short revision; q quits cleanly."""
         session = f"raibid-tui-{uuid.uuid4().hex[:8]}"
         raibid = Path(sys.executable).with_name("raibid")
         cmd = (f"cd {tmp_path} && RAIBID_REDIS_URL={CLOSED_PORT_URL} {raibid} tui "
                f"--kubeconfig {api_server.kubeconfig} -n {objs.ns}; echo EXIT=$? > {tmp_path}/exit; sleep 30")
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "170", "-y", "40", cmd], check=True)
+        subprocess.run([tmux, "new-session", "-d", "-s", session, "-x", "170", "-y", "40", cmd], check=True)
         try:
             screen = ""
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                screen = subprocess.run([tmux, "capture-pane", "-p", "-t", session], capture_output=True,
                                         text=True).stdout
                 if "Kustomization" in screen and "main@1111aaaa" in screen:
                     break
@@ -485,7 +491,7 @@ class TestInTmux:
             line = next((l for l in screen.splitlines() if "Kustomization" in l and "raibid-config" in l), "")
             assert "main@1111aaaa" in line and "Ready" in line, screen
             assert "Traceback" not in screen
-            subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+            subprocess.run([tmux, "send-keys", "-t", session, "q"], check=True)
             quit_at = time.monotonic()
             while time.monotonic() - quit_at < 15 and not (tmp_path / "exit").exists():
                 time.sleep(0.1)
@@ -493,7 +499,7 @@ class TestInTmux:
             # The watches are unblocked on quit: no wait for a watch timeout.
             assert time.monotonic() - quit_at < 5
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+            subprocess.run([tmux, "kill-session", "-t", session], capture_output=True)
 
 
 class TestWithFluxControllers:

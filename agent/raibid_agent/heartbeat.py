@@ -75,6 +75,7 @@ class Heartbeat:
             c.AGENT_SETTINGS_HASH: snap.hash if snap else "",
             c.AGENT_SETTINGS_GENERATION: str(snap.generation if snap else 0),
             c.AGENT_SETTINGS_ERROR: rej.message[:2000] if rej else "",
+            c.AGENT_SETTINGS_REFUSED: rej.digest if rej else "",
             c.AGENT_UPDATED_AT: f"{time.time():.3f}", c.AGENT_STARTED_AT: self._started,
         })
         pipe.expire(key, TTL_BEATS * hb)

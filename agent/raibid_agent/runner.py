@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -100,6 +101,11 @@ class CheckoutFailed(Exception):
     pass
 
 
+#: git's words when the server wants credentials or refused them (HTTP 401/403).
+_AUTH_FAILED = re.compile(r"could not read Username|Authentication failed|terminal prompts disabled|"
+                          r"\b40[13]\b")
+
+
 def _without_userinfo(url: str) -> str:
     """A URL fit for a log line: any user:password@ part removed."""
     from urllib.parse import urlsplit, urlunsplit
@@ -136,8 +142,10 @@ class Runner:
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         env["GIT_TERMINAL_PROMPT"] = "0"
         if token:
-            env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                        "GIT_CONFIG_VALUE_0": f"Authorization: token {token}"})
+            # Appended to any GIT_CONFIG_* the environment already has, not over it.
+            n = int(env.get("GIT_CONFIG_COUNT") or 0)
+            env.update({"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": "http.extraHeader",
+                        f"GIT_CONFIG_VALUE_{n}": f"Authorization: token {token}"})
         timeout = max(1.0, min(GIT_TIMEOUT_SECONDS, deadline - time.monotonic()))
         try:
             return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -176,7 +184,16 @@ class Runner:
                 err = co.stderr
             else:
                 err = r.stderr
-        raise CheckoutFailed(_redact(err.strip(), token) or "git fetch failed")
+        raise CheckoutFailed(self._explain(_redact(err.strip(), token) or "git fetch failed", token))
+
+    def _explain(self, message: str, token: str | None) -> str:
+        """Say which side of authentication failed: git only says that it did."""
+        if not _AUTH_FAILED.search(message):
+            return message
+        if token is None:
+            where = self.token_file or "no --gitea-token-file given"
+            return f"{message}; no clone token was sent ({where} is missing or empty)"
+        return f"{message}; the clone token in {self.token_file} was refused"
 
     # -- pipeline --------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from typing import Callable
 
 from raibid_gitops import contract
 from raibid_gitops.errors import AgentError, SettingsError
-from raibid_gitops.settings import Settings, load_text
+from raibid_gitops.settings import Settings, load_text, text_digest
 
 log = logging.getLogger("raibid.agent.settings")
 
@@ -57,6 +57,8 @@ class Rejection:
     source_version: str
     message: str
     at: float
+    #: ``settings.text_digest`` of the refused text ("" when there was no text).
+    digest: str = ""
 
 
 class SettingsHolder:
@@ -99,7 +101,7 @@ class SettingsHolder:
         try:
             settings = load_text(text, file)
         except SettingsError as exc:
-            self.reject(source_version, str(exc))
+            self.reject(source_version, str(exc), digest=text_digest(text))
             return None
         digest = settings.hash()
         with self._cond:
@@ -115,8 +117,8 @@ class SettingsHolder:
             fn(snap, None)
         return snap
 
-    def reject(self, source_version: str, message: str) -> None:
-        rej = Rejection(source_version, message, time.time())
+    def reject(self, source_version: str, message: str, digest: str = "") -> None:
+        rej = Rejection(source_version, message, time.time(), digest)
         with self._cond:
             self._rejection = rej
             keep = self._snapshot
@@ -207,7 +209,10 @@ class ConfigMapSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._api = None
+        #: Lists after the first (each 410 Gone, or a failure, costs one), and failures that
+        #: paused RETRY_SECONDS: a 410 must relist at once, never wait out a retry.
         self.relists = 0
+        self.retries = 0
 
     @property
     def what(self) -> str:
@@ -256,8 +261,17 @@ class ConfigMapSource:
         return self.holder.require(self.what, hint="check that Flux applied the overlay (raibid gitops sync)")
 
     def _watch(self, rv: str) -> str:
-        """Watch from ``rv`` until the server ends the watch; returns the last version seen."""
+        """Watch from ``rv`` until the server ends the watch; returns the last version seen.
+
+        Raises :class:`_Gone` when the version is too old (410): the kubernetes client turns
+        the watch's ERROR event into an ApiException carrying the event's code (with
+        ``timeout_seconds`` given it does not retry by itself), and an HTTP 410 answer to the
+        watch request arrives the same way.
+        """
         from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        from raibid_gitops.clients.kube import translate
 
         w = watch.Watch()
         try:
@@ -266,24 +280,26 @@ class ConfigMapSource:
                                   timeout_seconds=WATCH_SECONDS, allow_watch_bookmarks=True):
                 if self._stop.is_set():
                     break
-                kind, obj = event["type"], event["object"]
-                if kind == "ERROR":
-                    raw = event.get("raw_object") or {}
-                    if raw.get("code") == 410:
-                        raise _Gone()
-                    raise RuntimeError(f"watch error: {raw.get('message', raw)}")
+                kind = event["type"]
+                if kind == "BOOKMARK":
+                    # Only a newer version to resume from; the client leaves its object a dict.
+                    rv = str(event["raw_object"]["metadata"]["resourceVersion"])
+                    continue
+                obj = event["object"]
                 rv = obj.metadata.resource_version
                 if kind in ("ADDED", "MODIFIED"):
                     self._offer(obj)
                 elif kind == "DELETED":
                     log.error("%s was deleted (keeping the last good settings)", self.what)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise _Gone() from None
+            raise translate(exc, self.what, verb="watch") from None
         finally:
             w.stop()
         return rv
 
     def _run(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         rv = getattr(self, "_rv", None)
         while not self._stop.is_set():
             try:
@@ -292,17 +308,13 @@ class ConfigMapSource:
                     self.relists += 1
                 rv = self._watch(rv)
             except _Gone:
+                # Not a failure: the watch cache moved past our version. List again at once;
+                # pausing would only delay the change that made the version expire.
                 log.info("watch of %s expired (410 Gone); listing again", self.what)
                 rv = None
-            except ApiException as exc:
-                if exc.status == 410:
-                    rv = None
-                    continue
-                log.warning("watch of %s failed (%s); retrying", self.what, exc.status)
-                rv = None
-                self._stop.wait(RETRY_SECONDS)
-            except Exception as exc:
-                log.warning("watch of %s failed: %s; retrying", self.what, exc)
+            except Exception as exc:  # a watcher must never die: keep the last good settings
+                log.warning("watch of %s failed: %s; listing again in %gs", self.what, exc, RETRY_SECONDS)
+                self.retries += 1
                 rv = None
                 self._stop.wait(RETRY_SECONDS)
 

@@ -270,16 +270,33 @@ def push_if_needed(repo: Repo, branch: str, *, push: bool = True) -> PushOutcome
     )
 
 
-def settings_hash_at(repo: Repo, commit: str) -> str:
-    """The settings hash of ``overlays/dgx-spark/settings.yaml`` at ``commit``: what agents
-    running that commit's settings report."""
-    from raibid_gitops.settings import load_text
+@dataclass(frozen=True)
+class SettingsAt:
+    """``overlays/dgx-spark/settings.yaml`` at one commit, as the agents will get it."""
+
+    commit: str
+    #: ``settings.text_digest`` of the text: what an agent that refuses this version reports.
+    digest: str
+    #: The settings hash agents running this version report; None when it does not validate.
+    hash: str | None
+    #: Why it does not validate (empty when it does).
+    error: str = ""
+    redis_url: str | None = None
+
+
+def settings_at(repo: Repo, commit: str) -> SettingsAt:
+    from raibid_gitops.clients.redis import url_for
+    from raibid_gitops.settings import load_text, text_digest
 
     try:
         text = repo.show(commit, SETTINGS_PATH)
     except GitError as exc:
         raise ConfigRepoError(f"cannot read {SETTINGS_PATH} at {commit[:12]}: {exc.message}") from None
-    return load_text(text, file=f"{commit[:12]}:{SETTINGS_PATH}").hash()
+    try:
+        settings = load_text(text, file=f"{commit[:12]}:{SETTINGS_PATH}")
+    except SettingsError as exc:
+        return SettingsAt(commit, text_digest(text), None, exc.message)
+    return SettingsAt(commit, text_digest(text), settings.hash(), redis_url=url_for(settings))
 
 
 # --- Flux objects ----------------------------------------------------------------------------
@@ -508,9 +525,10 @@ def live_agents(client: Any) -> dict[str, dict[str, str]]:
     return out
 
 
-def wait_agents(client: Any, settings_hash: str, deadline: float, progress: Progress, timeout_text: str,
+def wait_agents(client: Any, want: SettingsAt, deadline: float, progress: Progress, timeout_text: str,
                 poll: float = 1.0) -> AgentsOutcome:
-    """Until every live, non-draining agent reports ``settings_hash``.
+    """Until every live, non-draining agent reports the settings hash of ``want``; fails naming
+    the agent and its reason as soon as one reports refusing exactly that version.
 
     Agents publish through a heartbeat hash, not a stream, so there is nothing to block on: we
     read at most once per ``poll`` seconds (agents heartbeat every queue.heartbeatSeconds).
@@ -518,29 +536,35 @@ def wait_agents(client: Any, settings_hash: str, deadline: float, progress: Prog
     from raibid_gitops import contract
     from raibid_gitops.clients.redis import redis_errors
 
+    at = want.commit[:12]
+    target = want.hash or f"the settings of {at}"
     while True:
         with redis_errors(client, "reading agent heartbeats"):
             agents = live_agents(client)
         active = {a: d for a, d in agents.items() if d.get(contract.AGENT_STATE) != contract.AGENT_STATE_DRAINING}
         hashes = {a: d.get(contract.AGENT_SETTINGS_HASH, "") for a, d in active.items()}
         if not active:
+            if want.hash is None:
+                raise SyncFailed(f"the settings at {at} do not validate: {want.error}")
             note = "no agent is running: the new settings take effect when the next agent starts"
             progress.done("agents", note)
-            return AgentsOutcome(settings_hash, {}, note=note)
-        refused = {a: d[contract.AGENT_SETTINGS_ERROR] for a, d in active.items()
-                   if d.get(contract.AGENT_SETTINGS_ERROR) and hashes[a] != settings_hash}
+            return AgentsOutcome(want.hash, {}, note=note)
+        # Matched by the refused text's digest, so an older refusal is never blamed on this commit.
+        refused = sorted(a for a, d in active.items() if d.get(contract.AGENT_SETTINGS_REFUSED) == want.digest)
         if refused:
-            a, err = next(iter(refused.items()))
-            raise SyncFailed(f"agent {a} refused the new settings ({settings_hash}) and keeps "
-                             f"{hashes[a] or 'its previous ones'}: {err}")
-        behind = sorted(a for a, h in hashes.items() if h != settings_hash)
+            a = refused[0]
+            others = f" (refused by {len(refused) - 1} more: {', '.join(refused[1:4])})" if len(refused) > 1 else ""
+            raise SyncFailed(f"agent {a} refused the settings of {at} and keeps {hashes[a] or 'no settings'}: "
+                             f"{active[a].get(contract.AGENT_SETTINGS_ERROR) or 'no reason given'}{others}")
+        behind = sorted(a for a, h in hashes.items() if want.hash is None or h != want.hash)
         if not behind:
-            progress.done("agents", f"{len(active)} agent(s) run settings {settings_hash}")
-            return AgentsOutcome(settings_hash, hashes)
-        progress.update("agents", f"{len(active) - len(behind)}/{len(active)} agent(s) on {settings_hash}; "
+            progress.done("agents", f"{len(active)} agent(s) run settings {want.hash}")
+            return AgentsOutcome(want.hash or "", hashes)
+        progress.update("agents", f"{len(active) - len(behind)}/{len(active)} agent(s) on {target}; "
                                   f"waiting for {', '.join(behind[:3])}{' ...' if len(behind) > 3 else ''}")
         if time.monotonic() >= deadline:
-            raise SyncTimeout(f"timed out after {timeout_text} waiting for agents to report settings {settings_hash}; "
+            invalid = f" (they do not validate: {want.error})" if want.hash is None else ""
+            raise SyncTimeout(f"timed out after {timeout_text} waiting for agents to report {target}{invalid}; "
                               f"still on other settings: " + ", ".join(f"{a} ({hashes[a] or '?'})" for a in behind))
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
@@ -653,17 +677,12 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
         from raibid_gitops.clients.redis import connect
 
         applied_rev = flux.parse_revision(flux.applied_revision(final))
-        commit_for_hash = applied_rev.digest if applied_rev else target
-        try:
-            want = settings_hash_at(repo, commit_for_hash)
-        except SettingsError as exc:
-            raise SyncFailed(f"the settings at {commit_for_hash[:12]} do not validate: {exc.message}") from None
-        url = options.redis_url
+        want = settings_at(repo, applied_rev.digest if applied_rev else target)
+        # Settings that do not validate are still waited on: the agents that refuse them are named.
+        url = options.redis_url or want.redis_url
         if not url:
-            from raibid_gitops.clients.redis import url_for
-            from raibid_gitops.settings import load_text
-
-            url = url_for(load_text(repo.show(commit_for_hash, SETTINGS_PATH)))
+            raise SyncFailed(f"the settings at {want.commit[:12]} do not validate: {want.error}",
+                             hint="pass --redis-url to see which agents refused them")
         t = time.monotonic()
         client = connect(url, password=options.redis_password)
         agents = wait_agents(client, want, deadline, progress, timeout_text)
