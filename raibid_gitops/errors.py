@@ -64,11 +64,11 @@ class VerifyFailed(RaibidError):
     #: Problems listed in the message; a longer list ends with how many more there are.
     LISTED = 20
 
-    def __init__(self, problems: list["Problem"]):
+    def __init__(self, problems: list["Problem"], *, subject: str = "verify found", hint: str | None = None):
         lines = [f"  {p.format()}" for p in problems[: self.LISTED]]
         if len(problems) > self.LISTED:
             lines.append(f"  ... and {len(problems) - self.LISTED} more (`raibid gitops verify` lists them all)")
-        super().__init__(f"verify found {len(problems)} problem(s):\n" + "\n".join(lines))
+        super().__init__(f"{subject} {len(problems)} problem(s):\n" + "\n".join(lines), hint=hint)
         self.problems = problems
 
 

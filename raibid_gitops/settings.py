@@ -529,12 +529,42 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def apply_assignments(settings: Settings, changes: dict[str, Any], file: str = SETTINGS_FILE) -> Settings:
-    data = settings.data()
+def load_data(text: str, file: str = SETTINGS_FILE) -> dict[str, Any]:
+    """Parse settings.yaml text without validating it (the same bounds as :func:`load_text`):
+    for a change that may turn an invalid file into a valid one."""
+    from raibid_gitops import yamlio
+
+    data = yamlio.to_plain(yamlio.load_settings_doc(text, file))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{file}: the top level must be a mapping of sections (cluster, queue, agents, ...)")
+    return data
+
+
+def get_data(data: Any, key: str) -> Any:
+    """The value at dotted ``key`` in plain settings data, or None where it is absent."""
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def apply_assignments(settings: Settings | dict[str, Any], changes: dict[str, Any],
+                      file: str = SETTINGS_FILE) -> Settings:
+    """``changes`` applied to ``settings`` (a valid model, or plain data that may be invalid as
+    it stands), validated as a whole."""
+    import copy
+
+    data = settings.data() if isinstance(settings, Settings) else copy.deepcopy(settings)
     for key, value in changes.items():
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}  # a section missing from an invalid file
             node = node[part]
         node[parts[-1]] = value
     return validate_data(data, file, touched=changes)

@@ -4,6 +4,7 @@ read (and owned) on its own:
 - ``fixtures_redis``  real redis-server on a free loopback port
 - ``fixtures_stack``  etcd + kube-apiserver, Flux controllers, Gitea (the real local stack)
 - ``fixtures_gitops`` config repositories made by `raibid gitops init`
+- ``fixtures_pool``   a generated repository bootstrapped onto the stack (Flux, KEDA, Redis)
 """
 
-pytest_plugins = ["fixtures_redis", "fixtures_stack", "fixtures_gitops"]
+pytest_plugins = ["fixtures_redis", "fixtures_stack", "fixtures_gitops", "fixtures_pool"]

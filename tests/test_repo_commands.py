@@ -123,7 +123,7 @@ class TestVerify:
         r = raibid("gitops", "verify", str(config_repo), "-o", "json")
         assert r.returncode == 0, r.stdout + r.stderr
         data = json.loads(r.stdout)
-        assert data["ok"] and data["markedFields"] >= 25 and data["objects"] == 15
+        assert data["ok"] and data["markedFields"] >= 25 and data["objects"] == 16
 
     def test_hand_edited_marked_field_is_caught(self, config_repo: Path):
         patch = config_repo / layout.OVERLAY_DIR / "agent-scaledjob-patch.yaml"

@@ -155,6 +155,8 @@ def _remove_flux_objects(kube: KubeStack) -> None:
     """Leave flux-system as found, for later tests on the same session stack. Deleting the
     Kustomization prunes what it applied, namespace raibid-ci included; the namespace
     controller finishes that deletion."""
+    kube.kubectl("delete", "kustomization", "raibid-cluster", "-n", "flux-system", "--ignore-not-found",
+                 "--timeout=120s")
     kube.kubectl("delete", "kustomization,gitrepository", "raibid-config", "-n", "flux-system",
                  "--ignore-not-found", "--timeout=120s")
     kube.kubectl("delete", "namespace", "raibid-ci", "--ignore-not-found", "--timeout=120s")

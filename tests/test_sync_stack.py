@@ -211,15 +211,17 @@ class TestSync:
         kz.write_text(kz.read_text().replace("  - ../../base\n", "  - ../../base\n  - missing-patch.yaml\n"))
         _git(flux_env.repo, "commit", "-qam", "broken: reference a missing file")
         sha = flux_env.head()
-        rc, _, err = run(flux_env.sync("--timeout", "60s"), capsys)
+        # sync itself refuses to push what verify rejects (tested in test_operator_stack.py);
+        # here the commit reaches Flux anyway, to see Flux's own verdict reported.
+        rc, _, err = run(flux_env.sync("--no-verify", "--timeout", "60s"), capsys)
         assert rc == 1, err
         assert "BuildFailed" in err and "missing-patch.yaml" in err
         assert f"lastAttemptedRevision main@sha1:{sha[:12]}" in err and "lastAppliedRevision" in err
         ks = flux_env.ks()
         assert flux.applied_revision(ks) == before and flux.attempted_revision(ks) == f"main@sha1:{sha}"
 
-    def test_two_quick_pushes_first_commit_covered_by_second(self, flux_env: FluxEnv, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def test_behind_the_remote_fast_forwards_and_waits_for_the_remote_head(
+            self, flux_env: FluxEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         first = flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 20", "first")
         flux_env.push()
         other = tmp_path / "other"
@@ -229,14 +231,30 @@ class TestSync:
         _git(other, "commit", "-qm", "second")
         second = _git(other, "rev-parse", "HEAD")
         flux_env.push(other)
-        # The local clone is at `first`, behind origin: sync waits for `first`, and the
-        # artifact of `second` (which contains it) counts.
+        # The local clone is at `first`, behind origin: sync fast-forwards it to `second` and
+        # waits for that, so what it reports is what the cluster runs.
         rc, out, err = run(flux_env.sync("--timeout", "60s"), capsys)
         assert rc == 0, err
-        assert "behind origin/main" in err
-        assert f"contains {first[:12]}" in err
+        assert f"fast-forwarded main from {first[:12]} to origin/main at {second[:12]}" in err
+        assert flux_env.head() == second
         assert flux.applied_revision(flux_env.ks()) == f"main@sha1:{second}"
-        assert f"applied {first[:12]}" in out
+        assert f"applied {second[:12]}" in out
+
+    def test_behind_with_changes_in_the_way_says_what_it_waits_for(
+            self, flux_env: FluxEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        first = flux_env.head()
+        other = tmp_path / "other"
+        _git(tmp_path, *flux_env.gitea_auth(), "clone", "-q", flux_env.clone_url, str(other))
+        (other / "NOTES.md").write_text("theirs\n")
+        _git(other, "add", "NOTES.md")
+        _git(other, "commit", "-qm", "theirs")
+        second = _git(other, "rev-parse", "HEAD")
+        flux_env.push(other)
+        (flux_env.repo / "NOTES.md").write_text("mine, not committed\n")  # in the fast-forward's way
+        rc, out, err = run(flux_env.sync("--timeout", "60s"), capsys)
+        assert rc == 0, err
+        assert "could not be fast-forwarded" in err and f"not your HEAD {first[:12]}" in err
+        assert flux_env.head() == first and f"applied {second[:12]}" in out
 
     def test_diverged_branch_refused(self, flux_env: FluxEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         other = tmp_path / "other"
@@ -375,7 +393,8 @@ class TestWaitAgents:
         old_hash = load_path(flux_env.repo / SETTINGS_PATH).hash()
         cm_agents.start("picky-agent", old_hash)
         sha = flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 120", message="too slow")
-        rc, _, err = run(flux_env.sync("--wait-agents", "--redis-url", redis_server.url, "--timeout", "90s"), capsys)
+        rc, _, err = run(flux_env.sync("--wait-agents", "--redis-url", redis_server.url, "--timeout", "90s",
+                                       "--no-verify"), capsys)
         assert rc == 1, err + cm_agents.logs()
         assert f"agent picky-agent refused the settings of {sha[:12]} and keeps {old_hash}: " in err
         assert "claimIdleSeconds" in err.split("refused the settings", 1)[1]

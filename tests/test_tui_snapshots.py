@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from raibid_tui.app import RaibidApp
 from raibid_tui.sources import Sources

@@ -32,6 +32,22 @@ def register(cmds: argparse._SubParsersAction) -> None:
     add_output_flag(p, ("text", "json", "yaml"), default="text")
     p.set_defaults(handler=cmd_set)
 
+    p = cmds.add_parser(
+        "revert", help="undo the settings change of a commit, as a new verified commit (or a pull request)",
+        description="Set every setting COMMIT changed back to its value before COMMIT, on today's head: the "
+                    "marked fields are recomputed, verify runs, the commit is pushed like `set` (or proposed "
+                    "with --pr). A setting changed again since COMMIT is a conflict, never overwritten. A commit "
+                    "that changed more than settings is refused (use `git revert`, then `raibid gitops sync`).")
+    p.add_argument("commit", nargs="?", default="HEAD", help="the commit to undo (default HEAD)")
+    p.add_argument("-C", "--repo", dest="repo", metavar="DIR", help="config repository (default: the current one)")
+    p.add_argument("-m", "--message", help="why: added to the commit and PR body")
+    p.add_argument("--pr", action="store_true", help="open a pull request instead of pushing to main")
+    p.add_argument("--dry-run", action="store_true", help="show the change and the diff; change nothing")
+    p.add_argument("--author", metavar="'NAME <EMAIL>'", help="commit author")
+    p.add_argument("--gitea-url", metavar="URL", help="the Gitea repository URL for --pr (or RAIBID_GITEA_URL)")
+    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    p.set_defaults(handler=cmd_revert)
+
     pr = cmds.add_parser("pr", help="list, show, approve and merge pull requests of the config repository",
                          description="Pull requests on Gitea. The repository comes from -C DIR's remote origin, "
                                      "--gitea-url, or RAIBID_GITEA_URL.")
@@ -91,13 +107,31 @@ def _author(text: str | None) -> tuple[str, str] | None:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from raibid_gitops.cli.output import emit, progress
-    from raibid_gitops.gitops import objdiff
-    from raibid_gitops.gitops.change import format_value, set_settings
+    from raibid_gitops.cli.output import progress
+    from raibid_gitops.gitops.change import set_settings
 
     result = set_settings(args.assignments, repo=args.repo, message=args.message, pr=args.pr,
                           dry_run=args.dry_run, author=_author(args.author), gitea_url=args.gitea_url,
                           progress=progress)
+    return _report_change(args, result)
+
+
+def cmd_revert(args: argparse.Namespace) -> int:
+    from raibid_gitops.cli.output import progress
+    from raibid_gitops.gitops.revert import revert
+
+    result = revert(args.commit, repo=args.repo, message=args.message, pr=args.pr, dry_run=args.dry_run,
+                    author=_author(args.author), gitea_url=args.gitea_url, progress=progress)
+    return _report_change(args, result)
+
+
+def _report_change(args: argparse.Namespace, result: Any) -> int:
+    """What set and revert print: the changes and the rendered diff on stdout, where the commit
+    went on stderr."""
+    from raibid_gitops.cli.output import emit, progress
+    from raibid_gitops.gitops import objdiff
+    from raibid_gitops.gitops.change import format_value
+
     if args.output != "text":
         emit(result.to_dict(), args.output)
     else:
@@ -223,6 +257,28 @@ def cmd_pr_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow_merge(args: argparse.Namespace, branch: str) -> None:
+    """Bring the local checkout up to the merge (fast-forward only), so the next `sync` or `get`
+    reads what Flux will apply; say so when it cannot."""
+    from pathlib import Path
+
+    from raibid_gitops.clients.git import Repo, auth_from_env, fast_forward
+    from raibid_gitops.errors import ConfigRepoError, GitError
+    from raibid_gitops.gitops.layout import find_repo_root
+
+    try:
+        root = find_repo_root(Path(args.dir) if args.dir else None)
+        repo = Repo(root, auth_from_env())
+        head = fast_forward(repo, branch)
+    except (ConfigRepoError, GitError):
+        return  # no local checkout (--gitea-url from elsewhere) or no way to reach it: nothing to update
+    if head is None:
+        print(f"note: {root} was not fast-forwarded to {branch} (another branch checked out, local commits or "
+              f"changes in the way); `git pull` before `raibid gitops get`", file=sys.stderr)
+    else:
+        print(f"fast-forwarded {root} to {head[:12]}", file=sys.stderr)
+
+
 def cmd_pr_merge(args: argparse.Namespace) -> int:
     from raibid_gitops.errors import GiteaConflict
     from raibid_gitops.gitops.status_report import CONTEXT
@@ -247,5 +303,6 @@ def cmd_pr_merge(args: argparse.Namespace) -> int:
         merged = client.get_pull(ref, args.number)
     print(f"merged #{args.number} into {merged['base']['ref']} as {str(merged.get('merge_commit_sha'))[:12]}",
           file=sys.stderr)
+    _follow_merge(args, str(merged["base"]["ref"]))
     print(merged.get("merge_commit_sha") or "")
     return 0

@@ -43,6 +43,15 @@ def register(cmds: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("schema", help="print the JSON Schema of settings.yaml")
     p.set_defaults(handler=cmd_schema)
 
+    p = cmds.add_parser(
+        "credential", help="git credential helper: the Gitea token from RAIBID_GITEA_TOKEN (init configures it)",
+        description="Speaks git's credential-helper protocol. For `get` it answers with RAIBID_GITEA_USER (default "
+                    "raibid) and the token in RAIBID_GITEA_TOKEN or the file RAIBID_GITEA_TOKEN_FILE; `store` and "
+                    "`erase` do nothing, so no token is ever written to disk. `raibid gitops init --remote URL` "
+                    "configures it for URL's host only.")
+    p.add_argument("operation", choices=("get", "store", "erase"))
+    p.set_defaults(handler=cmd_credential)
+
 
 def _root(d: Path | None) -> Path:
     from raibid_gitops.gitops.layout import find_repo_root
@@ -97,7 +106,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops.layout import SETTINGS_PATH
     from raibid_gitops.settings import load_path
 
-    settings = load_path(_root(args.dir) / SETTINGS_PATH)
+    root = _root(args.dir)
+    settings = load_path(root / SETTINGS_PATH)
+    _say_if_behind(root, settings.gitea.branch)
     if args.key:
         value = settings.get(args.key)
         if args.output == "yaml" and not isinstance(value, (dict, list)):
@@ -106,6 +117,42 @@ def cmd_get(args: argparse.Namespace) -> int:
             emit(value, args.output)
     else:
         emit(settings.data(), args.output)
+    return 0
+
+
+def _say_if_behind(root: Path, branch: str) -> None:
+    """A note on stderr when the checkout is behind the remote branch as last fetched: what get
+    read is then not what Flux applies (e.g. right after a pull request was merged)."""
+    from raibid_gitops.clients.git import Repo, behind
+    from raibid_gitops.errors import GitError
+
+    try:
+        n = behind(Repo(root), branch)
+    except GitError:
+        return
+    if n:
+        print(f"note: {root} is {n} commit(s) behind origin/{branch} (as last fetched): these are the settings "
+              "of your checkout, not of the branch Flux applies; `git pull` to read those", file=sys.stderr)
+
+
+def cmd_credential(args: argparse.Namespace) -> int:
+    """git credential helper (see `git help credentials`). Reads the request from stdin (bounded:
+    a credential request is a few short lines) and answers only http(s) requests."""
+    request: dict[str, str] = {}
+    for _ in range(64):
+        line = sys.stdin.readline(4096)
+        if not line.strip():
+            break
+        key, sep, value = line.rstrip("\n").partition("=")
+        if sep:
+            request[key] = value
+    if args.operation != "get" or request.get("protocol") not in ("http", "https"):
+        return 0  # never store or erase anything; other protocols are not ours
+    from raibid_gitops.clients.git import auth_from_env
+
+    auth = auth_from_env()
+    if auth is not None:
+        sys.stdout.write(f"username={auth.username}\npassword={auth.token}\n")
     return 0
 
 

@@ -45,14 +45,17 @@ def _dir_flag(p: argparse.ArgumentParser) -> None:
 def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = cmds.add_parser(
         "sync", help="push, ask Flux to reconcile, and wait until this commit is applied",
-        description="Push unpushed commits (refusing a diverged branch), annotate the GitRepository and "
-                    "Kustomization with reconcile.fluxcd.io/requestedAt, and watch until the Kustomization "
-                    "has applied this commit (or a newer one containing it) and is Ready. Exit 0 when applied, "
-                    "1 when Flux reports a failure, 3 on timeout, 2 on other errors.")
+        description="Fetch; verify and push unpushed commits (refusing a diverged branch; fast-forwarding a "
+                    "branch that is behind), annotate the GitRepository with reconcile.fluxcd.io/requestedAt, "
+                    "and watch until the Kustomizations have applied this commit (or a newer one containing it), "
+                    "are Ready, and KEDA accepted the ScaledJob. Exit 0 when applied, 1 when verify, Flux or KEDA "
+                    "reports a failure, 3 on timeout, 2 on other errors.")
     _dir_flag(p)
     p.add_argument("--kustomization", "--ks", default="raibid-config", metavar="NAME",
                    help="the Flux Kustomization to wait for (default raibid-config)")
     p.add_argument("--no-push", action="store_true", help="do not push; wait for what the remote has")
+    p.add_argument("--no-verify", action="store_true",
+                   help="push even if `raibid gitops verify` rejects the commit (emergencies only; says so loudly)")
     p.add_argument("--timeout", type=duration, default=300.0, help="give up after this long (default 5m)")
     p.add_argument("--wait-agents", action="store_true",
                    help="then wait until running agents report the new settings hash")
@@ -112,6 +115,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     root = _root(args.dir)
     opts = SyncOptions(
         kustomization=args.kustomization, namespace=args.namespace, timeout=args.timeout, push=not args.no_push,
+        verify=not args.no_verify,
         wait_agents=args.wait_agents, redis_url=args.redis_url,
         redis_password=read_password(args.redis_password_file) if args.wait_agents else None,
     )

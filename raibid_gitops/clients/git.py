@@ -147,6 +147,16 @@ class Repo:
         with _errors(f"git {args[0]}"):
             return self._repo.git.execute(["git", *pre, *args], env=_env())
 
+    def git_bytes(self, *args: str) -> bytes:
+        """Like :meth:`git`, for output that is not text (``git archive``)."""
+        import subprocess
+
+        proc = subprocess.run(["git", *args], cwd=self.path, env={**os.environ, **_env()}, capture_output=True,
+                              timeout=120, check=False)
+        if proc.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {redact(proc.stderr.decode(errors='replace').strip())[-500:]}")
+        return proc.stdout
+
     def head(self) -> str:
         return self.git("rev-parse", "HEAD").strip()
 
@@ -167,6 +177,23 @@ class Repo:
 
     def add_remote(self, url: str, name: str = "origin") -> None:
         self.git("remote", "add", name, url)
+
+    def set_upstream(self, branch: str, remote: str = "origin") -> None:
+        """``branch`` tracks ``remote``/``branch``, so plain `git pull` and `git push` work."""
+        self.git("config", f"branch.{branch}.remote", remote)
+        self.git("config", f"branch.{branch}.merge", f"refs/heads/{branch}")
+
+    def use_credential_helper(self, url: str) -> None:
+        """Plain git authenticates to ``url``'s host with the token in RAIBID_GITEA_TOKEN (or
+        RAIBID_GITEA_TOKEN_FILE) through `raibid gitops credential`: nothing is written to disk
+        but the helper's name, and git asks it only for this host."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return
+        prefix = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/"
+        self.git("config", f"credential.{prefix}.helper", "!raibid gitops credential")
 
     def show(self, rev: str, path: str) -> str:
         return self.git("show", f"{rev}:{path}")
@@ -272,6 +299,31 @@ def is_ancestor(repo: Repo, ancestor: str, descendant: str) -> bool:
         if exc.status == 1:  # the documented "no" answer; anything else is a real failure
             return False
         raise GitError(f"git merge-base {ancestor[:12]} {descendant[:12]} failed: {redact(str(exc.stderr).strip())}") from None
+
+
+def behind(repo: Repo, branch: str, remote: str = "origin") -> int:
+    """Commits ``remote``/``branch`` (as last fetched) has that HEAD lacks; 0 when none is known."""
+    tracking = rev_parse(repo, f"refs/remotes/{remote}/{branch}")
+    if tracking is None:
+        return 0
+    try:
+        return int(repo.git("rev-list", "--count", f"HEAD..{tracking}").strip() or 0)
+    except GitError:
+        return 0
+
+
+def fast_forward(repo: Repo, branch: str, remote: str = "origin") -> str | None:
+    """Fetch ``branch`` and fast-forward the checked-out branch to it; returns the new head, or
+    None when that is not possible (another branch checked out, local commits, a working tree
+    in the way). Never merges or rewrites anything."""
+    if repo.branch() != branch:
+        return None
+    new = fetch_branch(repo, remote, branch)
+    try:
+        repo.git("merge", "--ff-only", "--quiet", f"refs/remotes/{remote}/{branch}")
+    except GitError:
+        return None
+    return new
 
 
 def fetch_branch(repo: Repo, remote: str, branch: str) -> str:

@@ -124,21 +124,28 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def commit_message(changes: list[SettingChange], note: str | None = None, settings_hash: str | None = None) -> str:
+def commit_message(changes: list[SettingChange], note: str | None = None, settings_hash: str | None = None,
+                   revert_of: tuple[str, str] | None = None) -> str:
     """Subject ``raibid: set KEY OLD → NEW[, ...]``, a body listing every change, and trailers
-    ``Raibid-Set: KEY=VALUE`` that tools (sync, the TUI, `git log --grep`) can parse."""
+    ``Raibid-Set: KEY=VALUE`` that tools (sync, the TUI, `git log --grep`) can parse. A revert
+    says so: subject ``raibid: revert <sha> KEY OLD → NEW``, trailer ``Raibid-Revert: <sha>``."""
     parts = [f"{c.key} {format_value(c.old)} → {format_value(c.new)}" for c in changes]
-    subject = "raibid: set " + ", ".join(parts)
+    verb = f"revert {revert_of[0][:12]}" if revert_of else "set"
+    subject = f"raibid: {verb} " + ", ".join(parts)
     if len(subject) > SUBJECT_MAX:
-        subject = "raibid: set " + parts[0] if len(changes) == 1 else \
-            f"raibid: set {len(changes)} settings ({', '.join(c.key for c in changes)})"
+        subject = f"raibid: {verb} " + parts[0] if len(changes) == 1 else \
+            f"raibid: {verb} {len(changes)} settings ({', '.join(c.key for c in changes)})"
         if len(subject) > SUBJECT_MAX:
             subject = subject[: SUBJECT_MAX - 3] + "..."
     body = ["Changes to " + layout.SETTINGS_PATH + ":", ""]
     body += [f"  {c.key}: {format_value(c.old)} → {format_value(c.new)}" for c in changes]
     if note:
         body = [note.strip(), ""] + body
+    if revert_of:
+        body = [f"Reverts {revert_of[0]} ({revert_of[1]}).", ""] + body
     trailers = [f"Raibid-Set: {c.key}={format_value(c.new)}" for c in changes]
+    if revert_of:
+        trailers.append(f"Raibid-Revert: {revert_of[0]}")
     if settings_hash:
         trailers.append(f"Raibid-Settings-Hash: {settings_hash}")
     return subject + "\n\n" + "\n".join(body) + "\n\n" + "\n".join(trailers) + "\n"
@@ -236,10 +243,21 @@ class _Checkout:
             g.git("clean", "--quiet", "-f", "--", *sorted(self.touched))
 
 
+class _RawSettings:
+    """An invalid settings file's parsed data, read like Settings (``get``) so set can apply a
+    change that makes it valid."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def get(self, key: str) -> Any:
+        return settings_mod.get_data(self.data, key)
+
+
 @dataclass
 class _Applied:
     base: str
-    base_settings: Settings
+    base_settings: Settings | _RawSettings
     new_settings: Settings
     changes: list[SettingChange]
     diff: list[objdiff.ObjectChange]
@@ -324,17 +342,33 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     except FileNotFoundError:
         raise ConfigRepoError(f"{layout.SETTINGS_PATH} does not exist at {base[:12]}",
                               hint="is this a raibid config repository? `raibid gitops init DIR` creates one") from None
+    base_invalid: SettingsError | None = None
+    base_settings: Settings | _RawSettings
     try:
         base_settings = settings_mod.load_text(text, layout.SETTINGS_PATH)
     except SettingsError as exc:
-        raise ConfigRepoError(
-            f"{layout.SETTINGS_PATH} at {base[:12]} is already invalid, so set cannot build on it:\n{exc.message}",
-            hint="fix it by hand (`raibid gitops verify` lists the problems), commit, then set again",
-        ) from None
+        # Invalid as it stands: the change may be the fix. Apply it to the parsed data and judge
+        # the result; only a file that does not even parse is beyond set.
+        base_invalid = exc
+        try:
+            base_settings = _RawSettings(settings_mod.load_data(text, layout.SETTINGS_PATH))
+        except SettingsError:
+            raise ConfigRepoError(
+                f"{layout.SETTINGS_PATH} at {base[:12]} does not parse, so set cannot build on it:\n{exc.message}",
+                hint="fix it by hand (`raibid gitops verify` lists the problems), commit, then set again",
+            ) from None
     try:
-        new_settings = settings_mod.apply_assignments(base_settings, requested, "set")
+        new_settings = settings_mod.apply_assignments(
+            base_settings.data if isinstance(base_settings, _RawSettings) else base_settings, requested, "set")
     except SettingsError as exc:
         reasons = "\n".join(f"  {p.field}: {p.message}" for p in exc.problems) or f"  {exc.message}"
+        if base_invalid is not None:
+            raise SettingsError(
+                f"refused, nothing changed: {layout.SETTINGS_PATH} at {base[:12]} is invalid, and stays invalid "
+                f"with {_assignment_text(requested)}:\n{reasons}",
+                problems=exc.problems,
+                hint="set every setting that `raibid gitops verify` names, in one command, or fix the file by hand",
+            ) from None
         if seen is None:
             raise SettingsError(
                 f"refused, nothing changed: {_assignment_text(requested)} does not validate:\n{reasons}",
@@ -423,7 +457,11 @@ def set_settings(
 
 def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool, dry_run: bool,
             author: tuple[str, str] | None, remote: str, max_attempts: int, gitea_url: str | None,
-            say: Progress) -> SetResult:
+            say: Progress, seen: dict[str, Any] | None = None, revert_of: tuple[str, str] | None = None
+            ) -> SetResult:
+    """The set flow in clone ``g``. ``seen``: the values the change was made against, when known
+    up front (a revert undoes the values its commit set: a key changed again since is a
+    conflict). ``revert_of``: (commit, subject) when the change reverts that commit."""
     dirty = g.status_lines()
     if dirty:
         listed = ", ".join(line[3:] for line in dirty[:5]) + (" ..." if len(dirty) > 5 else "")
@@ -460,7 +498,6 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
         # A PR is proposed against the remote branch as it is now, not a stale local copy.
         base = fetch_branch(g, remote, target_branch)
 
-    seen: dict[str, Any] | None = None
     attempt = 0
     try:
         while True:
@@ -477,7 +514,7 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
             if dry_run:
                 co.restore()
                 return result
-            msg = commit_message(applied.changes, message, applied.new_settings.hash())
+            msg = commit_message(applied.changes, message, applied.new_settings.hash(), revert_of=revert_of)
             result.message = msg
             commit = g.commit_all(msg, author=author)
             result.commit = commit

@@ -1,4 +1,5 @@
-"""`raibid gitops diff`: the overlay (working tree or a commit) against the live cluster.
+"""`raibid gitops diff`: the overlay and the Flux objects (working tree or a commit) against
+the live cluster.
 
 Each rendered object is sent to the API server as a **server-side apply dry-run** under
 kustomize-controller's field manager, with the ownership labels Flux adds — i.e. exactly the
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from raibid_gitops.errors import ConfigRepoError, KubeError, KubeNotFound, shown
 from raibid_gitops.gitops import flux
-from raibid_gitops.gitops.layout import FLUX_NAMESPACE, FLUX_OBJECT_NAME, OVERLAY_DIR
+from raibid_gitops.gitops.layout import CLUSTER_DIR, FLUX_CLUSTER_OBJECT, FLUX_NAMESPACE, FLUX_OBJECT_NAME, OVERLAY_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
     from raibid_gitops.clients.kube import Kube
@@ -104,12 +105,13 @@ class DiffReport:
 # --- rendering ---------------------------------------------------------------------------------
 
 
-def render(root: Path, ref: str | None) -> tuple[list[dict[str, Any]], str]:
-    """The overlay's objects from the working tree or from commit ``ref``, and a label for it."""
+def render(root: Path, ref: str | None, subdir: str = OVERLAY_DIR) -> tuple[list[dict[str, Any]], str]:
+    """``subdir``'s objects (default: the overlay) from the working tree or from commit ``ref``,
+    and a label for it."""
     from raibid_gitops.gitops.kustomize import build_objects
 
     if ref is None:
-        return build_objects(root / OVERLAY_DIR), "the working tree"
+        return build_objects(root / subdir), "the working tree"
     sha = _resolve(root, ref)
     with tempfile.TemporaryDirectory(prefix="raibid-diff-") as tmp:
         # git archive: a clean export of that commit, without touching the working tree or
@@ -120,9 +122,9 @@ def render(root: Path, ref: str | None) -> tuple[list[dict[str, Any]], str]:
             raise ConfigRepoError(f"cannot export {ref} ({sha[:12]}): {proc.stderr.decode(errors='replace').strip()}")
         with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
             tar.extractall(tmp, filter="data")
-        if not (Path(tmp) / OVERLAY_DIR).is_dir():
-            raise ConfigRepoError(f"{ref} ({sha[:12]}) has no {OVERLAY_DIR}")
-        return build_objects(Path(tmp) / OVERLAY_DIR), f"{ref} ({sha[:12]})"
+        if not (Path(tmp) / subdir).is_dir():
+            raise ConfigRepoError(f"{ref} ({sha[:12]}) has no {subdir}")
+        return build_objects(Path(tmp) / subdir), f"{ref} ({sha[:12]})"
 
 
 def _resolve(root: Path, ref: str) -> str:
@@ -187,10 +189,29 @@ def _inventory(ks: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 def diff(kube: Kube, root: Path, *, ref: str | None = None, kustomization: str = FLUX_OBJECT_NAME,
          namespace: str = FLUX_NAMESPACE) -> DiffReport:
+    """The overlay against what ``kustomization`` applied and, since Flux manages its own
+    objects, clusters/dgx-spark against what raibid-cluster applied: a hand-patched Flux object
+    is drift like any other."""
     from raibid_gitops.clients.kube import ObjectRef
 
     objects, source = render(root, ref)
     report = DiffReport(source=source, kustomization=f"{namespace}/{kustomization}")
+    cluster_ks = ObjectRef(flux.KUSTOMIZE_API, flux.KUSTOMIZATION, FLUX_CLUSTER_OBJECT, namespace)
+    if kube.get_or_none(cluster_ks) is not None:
+        flux_objects, _ = render(root, ref, CLUSTER_DIR)
+        _compare(kube, report, flux_objects, FLUX_CLUSTER_OBJECT, namespace)
+    else:
+        report.notes.append(f"{cluster_ks} not found: Flux does not manage its own objects here, so "
+                            f"{CLUSTER_DIR} is not compared")
+    _compare(kube, report, objects, kustomization, namespace)
+    return report
+
+
+def _compare(kube: Kube, report: DiffReport, objects: list[dict[str, Any]], kustomization: str,
+             namespace: str) -> None:
+    """Add to ``report`` how ``objects``, applied by ``kustomization``, differ from the cluster."""
+    from raibid_gitops.clients.kube import ObjectRef
+
     ks = kube.get_or_none(ObjectRef(flux.KUSTOMIZE_API, flux.KUSTOMIZATION, kustomization, namespace))
     if ks is None:
         report.notes.append(f"Kustomization {namespace}/{kustomization} not found: comparing without its "
@@ -233,7 +254,6 @@ def diff(kube: Kube, root: Path, *, ref: str | None = None, kustomization: str =
             api = f"{group}/{version}" if group else version
             if kube.get_or_none(ObjectRef(api, kind, name, ns or None)) is not None:
                 report.changes.append(ObjectDiff(f"{kind}/{ns + '/' if ns else ''}{name}", "pruned"))
-    return report
 
 
 def run_diff(kube: Kube, root: Path, *, ref: str | None, kustomization: str, namespace: str,

@@ -139,6 +139,10 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
         commit = repo.commit_all(subject + ("\n\n" + body if body else "") + "\n", author=author)
         if remote:
             repo.add_remote(remote)
+            # Plain git is first-class: `git pull`/`git push` know where to go, and authenticate
+            # with RAIBID_GITEA_TOKEN through the credential helper (no token on disk).
+            repo.set_upstream(settings.gitea.branch)
+            repo.use_credential_helper(remote)
         try:
             os.chmod(staging, mode)
             if target.exists():

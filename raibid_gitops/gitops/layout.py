@@ -14,6 +14,8 @@ TEMPLATE_DIRS = ("base", "overlays", "clusters")
 #: Flux object names in clusters/dgx-spark (the config repo's GitRepository and Kustomization).
 FLUX_NAMESPACE = "flux-system"
 FLUX_OBJECT_NAME = "raibid-config"
+#: The Kustomization that applies clusters/dgx-spark itself (Flux manages its own objects).
+FLUX_CLUSTER_OBJECT = "raibid-cluster"
 FLUX_AUTH_SECRET = "raibid-config-auth"
 
 

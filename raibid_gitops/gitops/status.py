@@ -11,6 +11,9 @@ HEAD — the pool as it is beside the pool as committed.
 - ``FAILED``   Flux attempted a commit containing HEAD and it failed: the cluster still runs
   the previous one. Such rows also get a line under the table (and red on a terminal);
 - ``-``        the object follows another repository (its revision is not in this clone).
+
+Exit code: 0 when every object is Ready and KEDA accepted every pool, 1 when one is not
+(Ready False or Unknown, a ScaledJob KEDA rejects or has not judged yet), >1 on errors.
 """
 
 from __future__ import annotations
@@ -262,7 +265,7 @@ def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, outp
 
     committed = committed_max_replicas(head)
 
-    def show(objs: list[dict[str, Any]]) -> None:
+    def show(objs: list[dict[str, Any]]) -> tuple[list[Row], list[keda.Pool]]:
         rs = rows(objs, head)
         pools = collect_pools(kube, objs)
         if output == "table":
@@ -279,11 +282,18 @@ def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, outp
                     "pools": [{**p.to_dict(), "committedMaxReplicas": committed} for p in pools]}
             emit(data, output)
         sys.stdout.flush()
+        return rs, pools
 
     if not watch:
-        show(collect(kube, namespace))
-        return 0
+        return exit_code(*show(collect(kube, namespace)))
     return _watch(kube, namespace, show)
+
+
+def exit_code(rs: list[Row], pools: list[keda.Pool]) -> int:
+    """0 when every object is Ready and every pool accepted by KEDA; 1 otherwise (as for
+    `diff`, >1 is left to errors)."""
+    healthy = all(r.ready == "True" for r in rs) and all(p.verdict.accepted for p in pools)
+    return 0 if healthy else 1
 
 
 def _watch(kube: Kube, namespace: str | None, show: Any) -> int:

@@ -214,16 +214,21 @@ def _count(repo: Repo, spec: str) -> int:
     return int(repo.git("rev-list", "--count", spec).strip() or 0)
 
 
-def push_if_needed(repo: Repo, branch: str, *, push: bool = True) -> PushOutcome:
-    """Bring origin/<branch> up to HEAD; returns the commit to wait for.
+def push_if_needed(repo: Repo, branch: str, *, push: bool = True,
+                   check: Callable[[str], None] | None = None) -> PushOutcome:
+    """Bring origin/<branch> and the local branch together; returns the commit to wait for.
 
     - in step: nothing to do;
-    - ahead: push (or, with ``push=False``, wait for what origin has and say so);
-    - behind: HEAD is already in origin's newer history: wait for HEAD;
+    - ahead: ``check(HEAD)`` (verify), then push (or, with ``push=False``, wait for what origin
+      has and say so);
+    - behind (a PR was merged, someone else pushed): fast-forward the local branch and wait for
+      origin's head, so what sync reports is what the cluster will run; when the working tree is
+      in the way, say so and wait for origin's head;
     - diverged: refuse; sync never force-pushes.
 
-    With ``push`` the push is tried first and the remote is fetched only when it refuses: the
-    common case (new local commits) then costs one round trip to Gitea, not two.
+    With ``push`` the push is tried first and the remote is fetched only when it refuses (a
+    push of a commit origin already has is refused as non-fast-forward too): the common case
+    (new local commits) then costs one round trip to Gitea, not two.
     """
     if repo.remote_url(REMOTE) is None:
         raise ConfigRepoError(f"{repo.path} has no remote {REMOTE!r}",
@@ -232,6 +237,8 @@ def push_if_needed(repo: Repo, branch: str, *, push: bool = True) -> PushOutcome
     tracking = f"refs/remotes/{REMOTE}/{branch}"
     if push:
         known = _rev(repo, tracking)
+        if known != head and check is not None:
+            check(head)
         try:
             repo.push(REMOTE, f"HEAD:refs/heads/{branch}")
         except PushRejected as exc:
@@ -259,15 +266,48 @@ def push_if_needed(repo: Repo, branch: str, *, push: bool = True) -> PushOutcome
                                 f"at {remote[:12]} instead of HEAD")
     if _is_ancestor(repo, head, remote):
         behind = _count(repo, f"{head}..{remote}")
-        return PushOutcome(head, pushed=False,
-                           note=f"local {branch} is {behind} commit(s) behind {REMOTE}/{branch}; "
-                                f"waiting for HEAD {head[:12]} (a newer commit containing it also counts)")
+        try:
+            repo.git("merge", "--ff-only", "--quiet", tracking)
+        except GitError:
+            return PushOutcome(remote, pushed=False,
+                               note=f"local {branch} is {behind} commit(s) behind {REMOTE}/{branch} and could not be "
+                                    f"fast-forwarded (uncommitted changes in the way): waiting for {REMOTE}/{branch} "
+                                    f"at {remote[:12]}, not your HEAD {head[:12]}")
+        return PushOutcome(remote, pushed=False,
+                           note=f"fast-forwarded {branch} from {head[:12]} to {REMOTE}/{branch} at {remote[:12]} "
+                                f"({behind} new commit(s)); waiting for {remote[:12]}")
     ahead, behind = _count(repo, f"{remote}..{head}"), _count(repo, f"{head}..{remote}")
     raise BranchDiverged(
         f"local {branch} and {REMOTE}/{branch} have diverged ({ahead} local and {behind} remote commit(s) "
         f"not in the other); sync does not force-push",
         hint=f"integrate the remote changes first: git pull --rebase {REMOTE} {branch}, then run sync again",
     )
+
+
+def verify_commit(repo: Repo, commit: str) -> None:
+    """Refuse to push a commit ``raibid gitops verify`` rejects (VerifyFailed lists why).
+
+    The commit's own tree is checked (exported with ``git archive``), not the working tree,
+    which may hold uncommitted edits that are not being pushed."""
+    import io
+    import tarfile
+    import tempfile
+
+    from raibid_gitops.errors import VerifyFailed
+    from raibid_gitops.gitops.verify import verify
+
+    if not repo.is_dirty() and repo.head() == commit:
+        report = verify(repo.path)
+    else:
+        with tempfile.TemporaryDirectory(prefix="raibid-sync-verify-") as tmp:
+            data = repo.git_bytes("archive", "--format=tar", commit)
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                tar.extractall(tmp, filter="data")
+            report = verify(Path(tmp))
+    if not report.ok:
+        raise VerifyFailed(report.problems, subject=f"{commit[:12]} was not pushed: verify found",
+                           hint="fix it and commit, or revert it (`raibid gitops revert`); "
+                                "`raibid gitops sync --no-verify` pushes it anyway")
 
 
 @dataclass(frozen=True)
@@ -482,13 +522,14 @@ def wait_kustomization(kube: Kube, ks: dict[str, Any], ancestry: Ancestry | None
         if not tried:
             seen_older_attempt = True
         progress.update("apply", _apply_state(ref, obj, target))
-    state = _apply_state(ref, last, target) if last else ""
+    state = _apply_state(ref, last, target) if last else "no state seen"
     extra = ""
     if last is not None and flux.attempted_revision(last) != flux.applied_revision(last):
-        extra = (f"; lastAttemptedRevision {flux.format_revision(flux.attempted_revision(last))} "
-                 f"!= lastAppliedRevision {flux.format_revision(flux.applied_revision(last))}")
+        extra = (f"; lastAttemptedRevision {flux.format_revision(flux.attempted_revision(last)) or '(none)'} "
+                 f"!= lastAppliedRevision {flux.format_revision(flux.applied_revision(last)) or '(none)'}")
+    says = f"\n  {_flux_says(last)}" if last is not None else ""
     raise SyncTimeout(f"timed out after {timeout_text} waiting for {ref} to apply "
-                      f"{target[:12] if target else 'the request'}: {state}{extra}")
+                      f"{target[:12] if target else 'the request'}: {state}{extra}{says}")
 
 
 def _apply_state(ref: ObjectRef, obj: dict[str, Any], target: str | None) -> str:
@@ -497,6 +538,16 @@ def _apply_state(ref: ObjectRef, obj: dict[str, Any], target: str | None) -> str
     ready = flux.condition(obj, "Ready")
     cond = f" [{ready.reason}]" if ready and ready.reason else ""
     return f"{ref.namespace}/{ref.name} at {applied}{cond}{want}"
+
+
+def _flux_says(obj: dict[str, Any]) -> str:
+    """What Flux itself says it is doing (Reconciling, else Ready), e.g. which health check it
+    is running: the part a timeout message needs most."""
+    for kind in ("Reconciling", "Ready"):
+        c = flux.condition(obj, kind)
+        if c and c.message.strip():
+            return f"Flux says ({kind} {c.reason}): {' '.join(c.message.split())[:600]}"
+    return "Flux has not said what it is doing (no Reconciling or Ready message)"
 
 
 def _failure_message(ref: ObjectRef, obj: dict[str, Any], cond: flux.Condition, target: str | None) -> str:
@@ -581,6 +632,8 @@ class SyncOptions:
     wait_agents: bool = False
     redis_url: str | None = None
     redis_password: str | None = None
+    #: Run verify on a commit before pushing it (``--no-verify`` turns it off, loudly).
+    verify: bool = True
 
 
 def format_duration(seconds: float) -> str:
@@ -622,7 +675,14 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
     if repo.is_dirty():
         progress.note("uncommitted changes are not synced (commit them first)")
 
-    outcome = push_if_needed(repo, branch, push=options.push)
+    def check(commit: str) -> None:
+        if options.verify:
+            verify_commit(repo, commit)
+        else:
+            progress.note(f"WARNING: pushing {commit[:12]} without verify (--no-verify): Flux may apply settings "
+                          "that agents refuse or manifests that do not build")
+
+    outcome = push_if_needed(repo, branch, push=options.push, check=check)
     if outcome.note:
         progress.note(outcome.note)
     stages["push"] = time.monotonic() - t0
@@ -661,10 +721,12 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
     t = time.monotonic()
     applied: dict[str, str] = {}
     final: dict[str, Any] = target_ks
-    for ks, is_same in zip(kss, same):
+    for i, (ks, is_same) in enumerate(zip(kss, same)):
         final = wait_kustomization(kube, ks, ancestry if is_same else None, token, deadline, progress, timeout_text,
                                    fresh_artifact=is_same and artifact_changed, scalers=scaler_watch)
         applied[flux.name_of(final)] = flux.applied_revision(final) or ""
+        if is_same:
+            nudge_dependents(kube, final, kss[i + 1:], ancestry, token)
     stages["apply"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -690,6 +752,24 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Progress | 
 
     return SyncResult(commit=target, pushed=outcome.pushed, source=str(src_ref), kustomizations=applied,
                       stages=stages, elapsed=time.monotonic() - t0, agents=agents, scalers=scalers)
+
+
+def nudge_dependents(kube: Kube, done: dict[str, Any], later: list[dict[str, Any]], ancestry: Ancestry,
+                     token: str) -> None:
+    """Ask each later Kustomization that depends on ``done`` (now applied) to reconcile.
+
+    One that reconciled on the new artifact before its dependency had applied it found the
+    dependency not ready and is waiting out kustomize-controller's ``--requeue-dependency``
+    (30 s by default); a request starts it now."""
+    from raibid_gitops.clients.kube import ObjectRef
+
+    me = tuple(flux.name_of(done).split("/", 1))
+    for ks in later:
+        if me not in flux.depends_on(ks):
+            continue
+        now = kube.get(ObjectRef.of(ks))
+        if not (ancestry.covers(flux.applied_revision(now)) and flux.is_ready(now)):
+            kube.annotate(ObjectRef.of(ks), {flux.REQUESTED_AT: token})
 
 
 # --- KEDA -------------------------------------------------------------------------------------

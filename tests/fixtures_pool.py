@@ -1,0 +1,206 @@
+"""Fixture ``pool``: a generated config repository on Gitea, bootstrapped as a user would —
+the Flux objects of clusters/dgx-spark applied once, Secrets created — and synced, with KEDA and
+the stack's Redis behind it (see fixtures_stack.py). Used by the whole-loop tests
+(test_pool_stack.py) and the operator's-day tests (test_operator_stack.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raibid_gitops.devstack.processes import FluxControllers, GiteaServer, KubeStack, StackError
+
+#: KEDA looks at the stream this often in these tests (scaling.pollingInterval).
+POLL = 3
+#: Flux's first apply of a fresh repository with wait: true (Redis's Pod scheduled and made
+#: Ready by KWOK, its PVC bound, KEDA Ready): ~10 s here; the margin is for a busy machine.
+APPLY_TIMEOUT = 240
+
+
+def _raibid(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "raibid_gitops.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, env=env)
+    if check:
+        assert proc.returncode == 0, f"raibid {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    return proc
+
+
+@dataclass
+class Pool:
+    """A generated config repository on Gitea, applied by Flux into its own namespace."""
+
+    kube: KubeStack
+    flux: FluxControllers
+    gitea: GiteaServer
+    keda: Any
+    namespace: str
+    repo: Path
+    owner: str
+    name: str
+    redis: Any
+    env: dict[str, str]
+    tmp: Path
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def raibid(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return _raibid(*args, cwd=self.repo, env=self.env, check=check)
+
+    def git(self, *args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=self.repo, env=self.gitea.git_env(self.env), capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc.stdout.strip()
+
+    def sync(self, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.raibid("gitops", "sync", "--timeout", f"{APPLY_TIMEOUT}s", *extra, check=check)
+
+    def submit(self, n: int = 1) -> list[str]:
+        ids = []
+        for _ in range(n):
+            out = self.raibid("queue", "submit", "--repo", f"{self.owner}/app", "--ref", "main").stdout
+            ids.append(out.strip())
+        return ids
+
+    # -- what the cluster runs ------------------------------------------------------------------
+
+    def get(self, *args: str) -> dict[str, Any]:
+        return json.loads(self.kube.kubectl("get", *args, "-o", "json"))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.get("jobs", "-n", self.namespace, "-l", "scaledjob.keda.sh/name=raibid-agent")["items"]
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self.get("pods", "-n", self.namespace, "-l", "app.kubernetes.io/name=raibid-agent")["items"]
+
+    def scaled_job(self) -> dict[str, Any]:
+        return self.get("scaledjob", "raibid-agent", "-n", self.namespace)
+
+    def wait(self, what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{self.diagnostics()}")
+            time.sleep(0.25)
+
+    def job_count_over(self, seconds: float) -> set[int]:
+        """Every agent-Job count seen while watching for ``seconds`` (several KEDA polls)."""
+        seen = set()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            seen.add(len(self.jobs()))
+            time.sleep(0.5)
+        return seen
+
+    def diagnostics(self) -> str:
+        parts = []
+        for args in (("kustomization", "raibid-config", "-n", "flux-system"),
+                     ("scaledjob", "raibid-agent", "-n", self.namespace)):
+            try:
+                obj = self.get(*args)
+                parts.append(f"{args[0]}: {json.dumps(obj.get('status', {}), indent=1)[:1500]}")
+            except StackError as exc:
+                parts.append(f"{args[0]}: {exc}")
+        keda_log = self.keda.log_text().splitlines()[-25:]
+        return "\n".join(parts) + "\n--- keda-operator (tail) ---\n" + "\n".join(keda_log)
+
+
+@pytest.fixture
+def pool(kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, keda: Any, redis_service: Any,
+         tmp_path: Path) -> Iterator[Pool]:
+    """`raibid gitops init` with default settings except names and a short pollingInterval,
+    pushed to Gitea; the Flux objects of clusters/dgx-spark applied as bootstrap does; waits
+    until Flux has applied the first commit (wait: true) and KEDA accepted the ScaledJob."""
+    namespace = f"p-{uuid.uuid4().hex[:8]}"
+    name = f"cfg-{uuid.uuid4().hex[:8]}"
+    clone_url = str(gitea.api("POST", f"/orgs/{gitea.org}/repos",
+                              {"name": name, "private": True, "auto_init": False, "default_branch": "main"})["clone_url"])
+    svc = redis_service(namespace)
+    env = {**os.environ, "RAIBID_GITEA_TOKEN": gitea.token, "RAIBID_GITEA_USER": gitea.admin_user,
+           "KUBECONFIG": str(kube.kubeconfig), "RAIBID_REDIS_URL": svc.server.url,
+           "RAIBID_REDIS_PASSWORD": svc.server.password, "GIT_TERMINAL_PROMPT": "0"}
+    repo = tmp_path / "config"
+    _raibid("gitops", "init", str(repo), "--remote", clone_url,
+            "--set", f"cluster.namespace={namespace}", "--set", f"queue.redisAddress={svc.address}",
+            "--set", f"gitea.url={gitea.url}", "--set", f"gitea.owner={gitea.org}", "--set", f"gitea.repo={name}",
+            "--set", f"scaling.pollingInterval={POLL}", cwd=tmp_path, env=env)
+    _make_app_repo(gitea, tmp_path)
+    p = Pool(kube, flux, gitea, keda, namespace, repo, gitea.org, name, svc.server, env, tmp_path)
+    p.git("push", "-q", "origin", "main")
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-config-auth", "namespace": "flux-system"},
+        "stringData": {"username": gitea.admin_user, "password": gitea.token}}))
+    kube.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-gitea", "namespace": namespace},
+        "stringData": {"token": gitea.token}}))
+    kube.kubectl("apply", "-k", str(repo / "clusters" / "dgx-spark"))
+    try:
+        p.sync()
+        yield p
+    finally:
+        _teardown(p)
+
+
+def _make_app_repo(gitea: GiteaServer, tmp: Path) -> None:
+    """raibid/app: what the CI jobs build (a Makefile whose `test` succeeds)."""
+    try:
+        gitea.api("POST", f"/orgs/{gitea.org}/repos", {"name": "app", "private": True, "default_branch": "main"})
+    except StackError:
+        return  # made by an earlier test of this session
+    work = tmp / "app"
+    work.mkdir()
+    (work / "Makefile").write_text("test:\n\t@echo ok\n")
+    env = gitea.git_env()
+    for args in (["init", "-q", "-b", "main"], ["add", "."],
+                 ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "app"],
+                 ["push", "-q", f"{gitea.url}/{gitea.org}/app.git", "main"]):
+        subprocess.run(["git", *args], cwd=work, env=env, check=True, capture_output=True)
+
+
+def _teardown(p: Pool) -> None:
+    """Delete the Flux objects (prune removes the namespace and everything in it, which the
+    namespace controller finishes) and the repository. raibid-cluster first: it manages the
+    other two and would otherwise re-create them."""
+    try:
+        p.kube.kubectl("delete", "kustomization", "raibid-cluster", "-n", "flux-system",
+                       "--ignore-not-found", "--timeout=120s")
+        p.kube.kubectl("delete", "kustomization,gitrepository", "raibid-config", "-n", "flux-system",
+                       "--ignore-not-found", "--timeout=120s")
+        p.kube.kubectl("delete", "namespace", p.namespace, "--ignore-not-found", "--timeout=120s")
+        p.kube.kubectl("delete", "secret", "raibid-config-auth", "-n", "flux-system", "--ignore-not-found")
+    finally:
+        p.gitea.api("DELETE", f"/repos/{p.owner}/{p.name}", expect=(204, 404))
+
+
+def start_agent(p: Pool, log: Path) -> subprocess.Popen[bytes]:
+    """The real agent as a ScaledJob Pod would run it (--once), settings from the ConfigMap
+    Flux applied, Redis and Gitea of the stack."""
+    token = p.tmp / "gitea-token"
+    token.write_text(p.gitea.token)
+    pw = p.tmp / "redis-password"
+    pw.write_text(p.redis.password)
+    out = open(log, "ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "raibid_agent.main", "--once", "--settings-configmap", "-n", p.namespace,
+             "--kubeconfig", str(p.kube.kubeconfig), "--redis-url", p.redis.url, "--redis-password-file", str(pw),
+             "--gitea-token-file", str(token), "--agent-id", f"agent-{uuid.uuid4().hex[:6]}",
+             "--workdir", str(p.tmp)],
+            env=p.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    finally:
+        out.close()
