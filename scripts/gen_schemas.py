@@ -40,6 +40,8 @@ BUILTINS = {
 CRDS = {
     "keda.sh_scaledjobs.yaml", "keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml",
     "source.toolkit.fluxcd.io_gitrepositories.yaml", "kustomize.toolkit.fluxcd.io_kustomizations.yaml",
+    "notification.toolkit.fluxcd.io_receivers.yaml", "notification.toolkit.fluxcd.io_providers.yaml",
+    "notification.toolkit.fluxcd.io_alerts.yaml",
 }
 
 

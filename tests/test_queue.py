@@ -204,16 +204,12 @@ class TestFinishScript:
     def _start(self, client, job_id: str, eid: str, agent: str) -> list[str]:
         from raibid_gitops.queue.scripts import scripts_for
 
-        q = SMALL.queue
-        return scripts_for(client).start(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
-                                         args=[q.consumer_group, eid, agent, "1.0", "sha256:test", 100])
+        return scripts_for(client).start_attempt(SMALL, job_id, eid, agent, 1.0, "sha256:test")
 
     def _finish(self, client, job_id: str, eid: str, attempt: str, state: str, code: int, reason: str = "") -> str:
         from raibid_gitops.queue.scripts import scripts_for
 
-        q = SMALL.queue
-        return scripts_for(client).finish(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
-                                          args=[q.consumer_group, eid, attempt, state, code, reason, "2.0", 100])
+        return scripts_for(client).finish_attempt(SMALL, job_id, eid, attempt, state, code, reason, 2.0)
 
     def _pending(self, client) -> list[tuple[str, str]]:
         q = SMALL.queue

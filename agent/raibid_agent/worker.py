@@ -158,10 +158,8 @@ class Worker:
             return None
         now = time.time()
         with redis_errors(self.client, f"starting job {job_id}"):
-            status, detail = self.scripts.start(
-                keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
-                args=[q.consumer_group, entry.id, self.agent_id, f"{now:.6f}", snap.hash, agents.log_max_len],
-            )
+            status, detail = self.scripts.start_attempt(snap.settings, job_id, entry.id, self.agent_id, now,
+                                                        snap.hash)
         if status != "ok":
             log.info("job %s: entry %s not run (%s %s)", job_id, entry.id, status, detail)
             return None
@@ -197,18 +195,13 @@ class Worker:
         return stored
 
     def _finish(self, snap: Snapshot, entry: Entry, job_id: str, attempt: str, outcome: Outcome) -> str | None:
-        q = snap.settings.queue
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
         delay = RETRY_MIN
         while True:
             try:
                 with redis_errors(self.client, f"storing the result of job {job_id}"):
-                    res = self.scripts.finish(
-                        keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
-                        args=[q.consumer_group, entry.id, attempt, outcome.state, outcome.exit_code,
-                              outcome.reason, f"{time.time():.6f}", snap.settings.agents.log_max_len, job_id,
-                              q.retention.finished_job_seconds, q.retention.finished_jobs],
-                    )
+                    res = self.scripts.finish_attempt(snap.settings, job_id, entry.id, attempt, outcome.state,
+                                                      outcome.exit_code, outcome.reason, time.time())
                 break
             except RedisUnavailable as exc:
                 if time.monotonic() > deadline:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 from raibid_gitops import __version__
 
 #: Subcommand groups, each a module in this package exposing ``register(subparsers)``.
-GROUPS = ("gitops", "queue", "tui")
+GROUPS = ("gitops", "queue", "tui", "bootstrap")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="raibid-ci GitOps: change the CI agent pool by commits, reconcile with Flux, watch it run.",
     )
     parser.add_argument("--version", action="version", version=f"raibid-gitops {__version__}")
-    sub = parser.add_subparsers(dest="group", metavar="{gitops,queue,tui}")
+    sub = parser.add_subparsers(dest="group", metavar="{gitops,queue,tui,bootstrap}")
     import importlib
 
     for name in GROUPS:

@@ -87,6 +87,19 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _kube_flags(p)
     p.set_defaults(handler=cmd_diff)
 
+    p = cmds.add_parser(
+        "webhook", help="point the config repository's Gitea webhook at Flux's Receiver (a push applies at once)",
+        description="Read the Receiver's path (status.webhookPath) and shared token (Secret raibid-webhook-token) "
+                    "from the cluster and make the Gitea repository have one webhook posting pushes there, signed "
+                    "with the token. Idempotent. The repository comes from -C DIR's origin or --gitea-url.")
+    _dir_flag(p)
+    p.add_argument("--gitea-url", metavar="URL", help="repository URL, e.g. http://HOST/raibid/raibid-config")
+    p.add_argument("--receiver-url", default="http://webhook-receiver.flux-system.svc.cluster.local", metavar="URL",
+                   help="the notification-controller's receiver as Gitea reaches it")
+    p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    _kube_flags(p)
+    p.set_defaults(handler=cmd_webhook)
+
     for verb in ("suspend", "resume"):
         p = cmds.add_parser(verb, help=f"{verb} Flux reconciliation of a kustomization or source")
         p.add_argument("kind", nargs="?", choices=["kustomization", "ks", "source", "gitrepository"],
@@ -142,6 +155,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     return run_diff(_kube(args), _root(args.dir), ref=args.ref, kustomization=args.kustomization,
                     namespace=args.namespace, output=args.output)
+
+
+def cmd_webhook(args: argparse.Namespace) -> int:
+    from raibid_gitops.clients.git import refuse_credentials
+    from raibid_gitops.gitops.status_report import client_for, resolve_target
+    from raibid_gitops.gitops.webhook import connect_webhook
+
+    refuse_credentials(args.receiver_url, "--receiver-url")
+    root = None if args.gitea_url else _root(args.dir)
+    ref = resolve_target(root, url=args.gitea_url)
+    with client_for(ref) as client:
+        result = connect_webhook(_kube(args), client, ref, namespace=args.namespace,
+                                 receiver_url=args.receiver_url, dry_run=args.dry_run)
+    print(f"{result.action}: {ref.full_name} webhook -> {args.receiver_url.rstrip('/')}/hook/...", file=sys.stderr)
+    return 0
 
 
 def _suspend(args: argparse.Namespace, suspend: bool) -> int:

@@ -371,6 +371,64 @@ class Gitea:
         return None
 
 
+    # -- bootstrap: organisations, users, teams, repository hooks ----------------------------
+
+    def get_or_none(self, path: str) -> Any:
+        """GET ``path``; None when Gitea answers 404."""
+        from raibid_gitops.errors import GiteaNotFound
+
+        try:
+            return self.request("GET", path)
+        except GiteaNotFound:
+            return None
+
+    def create_org(self, name: str) -> dict[str, Any]:
+        return self.request("POST", "/orgs", json={"username": name, "visibility": "private"})
+
+    def set_password(self, username: str, password: str) -> None:
+        """Admin only: a new password for ``username`` (bootstrap re-issues a bot's tokens)."""
+        self.request("PATCH", f"/admin/users/{quote(username, safe='')}",
+                     json={"login_name": username, "source_id": 0, "password": password,
+                           "must_change_password": False})
+
+    def org_teams(self, org: str) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"/orgs/{quote(org, safe='')}/teams") or [])
+
+    def create_team(self, org: str, name: str, *, permission: str, description: str = "") -> dict[str, Any]:
+        """A team with ``permission`` (read/write) on every repository of ``org``, present and future."""
+        return self.request("POST", f"/orgs/{quote(org, safe='')}/teams", json={
+            "name": name, "description": description, "permission": permission,
+            "includes_all_repositories": True, "units": ["repo.code"],
+        })
+
+    def team_members(self, team_id: int) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"/teams/{int(team_id)}/members") or [])
+
+    def add_team_member(self, team_id: int, username: str) -> None:
+        self.request("PUT", f"/teams/{int(team_id)}/members/{quote(username, safe='')}")
+
+    def collaborator_permission(self, repo: RepoRef | str, username: str) -> str | None:
+        data = self.get_or_none(f"{self._repo(repo)}/collaborators/{quote(username, safe='')}/permission")
+        return None if data is None else str(data.get("permission") or "")
+
+    def hooks(self, repo: RepoRef | str) -> list[dict[str, Any]]:
+        return list(self.request("GET", f"{self._repo(repo)}/hooks") or [])
+
+    def create_hook(self, repo: RepoRef | str, *, url: str, secret: str, events: Iterable[str] = ("push",)) -> dict[str, Any]:
+        """A Gitea-type repository webhook posting JSON to ``url``, signed with ``secret``."""
+        return self.request("POST", f"{self._repo(repo)}/hooks", json={
+            "type": "gitea", "active": True, "events": list(events),
+            "config": {"url": url, "content_type": "json", "secret": secret},
+        })
+
+    def edit_hook(self, repo: RepoRef | str, hook_id: int, *, url: str, secret: str,
+                  events: Iterable[str] = ("push",)) -> dict[str, Any]:
+        return self.request("PATCH", f"{self._repo(repo)}/hooks/{int(hook_id)}", json={
+            "active": True, "events": list(events),
+            "config": {"url": url, "content_type": "json", "secret": secret},
+        })
+
+
 def _exc_reason(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error, without the retry wrapper noise."""
     text = str(exc)

@@ -300,6 +300,26 @@ class Kube:
     def annotate(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> dict[str, Any]:
         return self.patch(ref, {"metadata": {"annotations": dict(annotations)}}, verb="annotate")
 
+    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = False) -> dict[str, Any]:
+        """Server-side apply of ``obj``; an apply that changes nothing leaves the object (and its
+        resourceVersion) as it was."""
+        ref = ObjectRef.of(obj)
+        res = self.resource(ref.api_version, ref.kind)
+        query: list[tuple[str, Any]] = [("fieldManager", field_manager)]
+        if force:
+            query.append(("force", "true"))
+        return self.request(  # type: ignore[no-any-return]
+            "PATCH", res.path(ref.namespace if res.namespaced else None, ref.name), what=str(ref),
+            verb="apply", body=dict(obj), content_type="application/apply-patch+yaml", query=query,
+        )
+
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create ``obj``; KubeConflict (409) when it exists already."""
+        ref = ObjectRef.of(obj)
+        res = self.resource(ref.api_version, ref.kind)
+        return self.request("POST", res.path(ref.namespace if res.namespaced else None), what=str(ref),  # type: ignore[no-any-return]
+                            verb="create", body=dict(obj))
+
     def apply_dry_run(self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True) -> dict[str, Any]:
         """Server-side apply with ``dryRun=All``: what the object would become, admission and
         defaulting included, without changing anything."""

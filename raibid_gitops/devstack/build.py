@@ -131,7 +131,9 @@ def build_component(c: Component, work: Path, out: Path) -> None:
         subprocess.run(["chmod", "-R", "u+w", str(dst)], check=True)
         pkg = "./" + c.package if c.package else "."
         if c.name == "gitea":
-            ldflags += f" -X code.gitea.io/gitea/modules/setting.AppVer={c.version.lstrip('v')}"
+            # main.Version, as Gitea's Makefile sets it: main's init copies it into
+            # setting.AppVer, which /api/v1/version reports (and Gitea API clients parse).
+            ldflags += f" -X main.Version={c.version.lstrip('v')}"
         run(["go", "build", "-p", "2", "-trimpath", *tags, "-ldflags", ldflags, "-o", str(out), pkg], cwd=dst, env=env)
         return
     wdir = work / c.name

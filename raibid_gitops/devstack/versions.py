@@ -31,6 +31,8 @@ class Component:
     #: Extra GOFLAGS for this build (KEDA ships vendor/modules.txt without vendored code,
     #: so it needs ``-mod=mod``).
     goflags: str = ""
+    #: Bumped when this component's own recipe changes, so only it is rebuilt.
+    build_rev: int = 0
 
 
 K8S_VERSION = "v1.34.4"
@@ -69,6 +71,9 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "gitea", "code.gitea.io/gitea", "v1.26.0", method="copy",
         tags="sqlite sqlite_unlock_notify", cgo=True,
+        # 1: main.Version set, so /api/v1/version says 1.26.0 (Flux's gitea notifier refuses
+        # "development").
+        build_rev=1,
     ),
 )
 
@@ -102,7 +107,8 @@ def objects_dir() -> Path:
 
 
 def object_name(c: Component) -> str:
-    return f"{c.name}-{c.version}-r{BUILD_RECIPE}"
+    rev = f".{c.build_rev}" if c.build_rev else ""
+    return f"{c.name}-{c.version}-r{BUILD_RECIPE}{rev}"
 
 
 def crd_dir() -> Path:

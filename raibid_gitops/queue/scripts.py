@@ -30,6 +30,8 @@ from raibid_gitops import contract as c
 if TYPE_CHECKING:  # pragma: no cover
     import redis
 
+    from raibid_gitops.settings import Settings
+
 _FINAL = "{" + ", ".join(f"['{s}']=true" for s in sorted(c.FINAL_STATES)) + "}"
 #: Most finished jobs one script call removes (see the module doc).
 RETAIN_BATCH = 100
@@ -289,6 +291,7 @@ class Scripts:
     """The scripts registered on one client (EVALSHA, reloaded by redis-py after a restart)."""
 
     def __init__(self, client: redis.Redis) -> None:
+        self.client = client
         self.submit: Any = client.register_script(SUBMIT)
         self.start: Any = client.register_script(START)
         self.finish: Any = client.register_script(FINISH)
@@ -297,6 +300,27 @@ class Scripts:
         self.requeue: Any = client.register_script(REQUEUE)
         self.cancel: Any = client.register_script(CANCEL)
         self.retire: Any = client.register_script(RETIRE)
+
+    # One place for the KEYS/ARGV layout of the scripts two processes call (the agent, and tests
+    # that play a stale agent): a change of layout cannot leave a caller behind.
+
+    def start_attempt(self, settings: Settings, job_id: str, entry_id: str, agent: str, now: float,
+                      settings_hash: str) -> list[Any]:
+        """START: the job runs as ``agent``'s next attempt; returns [status, detail]."""
+        q = settings.queue
+        return self.start(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],  # type: ignore[no-any-return]
+                          args=[q.consumer_group, entry_id, agent, f"{now:.6f}", settings_hash,
+                                settings.agents.log_max_len])
+
+    def finish_attempt(self, settings: Settings, job_id: str, entry_id: str, attempt: str, state: str,
+                       exit_code: int, reason: str, now: float) -> str:
+        """FINISH: store the result and XACK, unless another attempt owns the job now."""
+        q = settings.queue
+        return self.finish(  # type: ignore[no-any-return]
+            keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
+            args=[q.consumer_group, entry_id, attempt, state, exit_code, reason, f"{now:.6f}",
+                  settings.agents.log_max_len, job_id, q.retention.finished_job_seconds, q.retention.finished_jobs],
+        )
 
 
 def scripts_for(client: redis.Redis) -> Scripts:

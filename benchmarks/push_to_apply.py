@@ -1,0 +1,113 @@
+"""Push to applied on the real local stack: a plain `git push` with Gitea's webhook calling Flux's
+Receiver, next to the same push picked up by the GitRepository's interval polling.
+
+The stack is bootstrapped with `raibid bootstrap` (Receiver, webhook, Secrets). Each run commits a
+ConfigMap-only settings change and pushes it with plain git; the time is from the end of the
+push until the Kustomization raibid-config reports that commit applied (the API server's view,
+polled every 50 ms). Then the webhook is removed and the same is measured with polling only, at
+``--interval`` (the default flux.interval is 1m; a shorter one keeps the baseline quick; expect a
+mean of about half of it).
+
+Usage::
+
+    python benchmarks/push_to_apply.py [--runs 5] [--interval 20s]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REDIS_PORT = 6379
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--interval", default="20s", help="flux.interval for the polling baseline")
+    args = ap.parse_args(argv)
+
+    from raibid_gitops.devstack import processes
+    from raibid_gitops.devstack.keda import start_keda
+    from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
+
+    results: dict[str, list[float]] = {"webhook": [], "polling": []}
+    with tempfile.TemporaryDirectory(prefix="raibid-bench-push-") as tmp:
+        work = Path(tmp)
+        print("starting the local stack ...", file=sys.stderr)
+        kube = processes.start_kube(work / "kube")
+        stops = [kube.stop]
+        try:
+            flux = processes.start_flux(kube, work / "flux")
+            stops.append(flux.stop)
+            keda = start_keda(kube, work / "keda")
+            stops.append(keda.stop)
+            gitea = processes.start_gitea(work / "gitea")
+            stops.append(gitea.stop)
+            redis = start_redis(work / "redis", port=REDIS_PORT, host=free_loopback_address(REDIS_PORT))
+            stops.append(redis.stop)
+            keda.hosts.add("raibid-redis.raibid-ci.svc.cluster.local", redis.host)
+            kube.kubectl("create", "namespace", "raibid-ci")
+            kube.kubectl("-n", "raibid-ci", "create", "secret", "generic", "raibid-redis",
+                         f"--from-literal=password={redis.password}")
+            env = {**os.environ, "RAIBID_GITEA_TOKEN": gitea.token, "RAIBID_GITEA_USER": gitea.admin_user,
+                   "KUBECONFIG": str(kube.kubeconfig), "GIT_TERMINAL_PROMPT": "0"}
+            repo = work / "config"
+
+            def run(*cmd: str, cwd: Path = work) -> str:
+                p = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+                if p.returncode:
+                    raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{p.stdout}{p.stderr}")
+                return p.stdout
+
+            run(sys.executable, "-m", "raibid_gitops.cli", "bootstrap", "--gitea-url", gitea.url, "--dir", str(repo),
+                "--receiver-url", flux.receiver_url, "--set", f"flux.interval={args.interval}")
+
+            def applied(sha: str) -> bool:
+                ks = json.loads(kube.kubectl("get", "kustomization", "raibid-config", "-n", "flux-system", "-o", "json"))
+                return (ks.get("status") or {}).get("lastAppliedRevision") == f"main@sha1:{sha}"
+
+            def one(label: str, n: int) -> None:
+                settings = repo / "overlays" / "dgx-spark" / "settings.yaml"
+                text = settings.read_text()
+                current = next(line for line in text.splitlines() if "logMaxLen:" in line)
+                settings.write_text(text.replace(current, f"  logMaxLen: {10000 + n + 1}"))
+                run("git", "-c", "user.name=b", "-c", "user.email=b@example.invalid", "commit", "-qam", f"bench {n}",
+                    cwd=repo)
+                run("git", "push", "-q", cwd=repo)
+                t0 = time.monotonic()
+                sha = run("git", "rev-parse", "HEAD", cwd=repo).strip()
+                while not applied(sha):
+                    time.sleep(0.05)
+                dt = time.monotonic() - t0
+                results[label].append(dt)
+                print(f"{label} run {len(results[label])}: applied {dt:.2f}s after the push", file=sys.stderr)
+
+            for i in range(args.runs):
+                one("webhook", i)
+            for hook in gitea.api("GET", f"/repos/raibid/raibid-config/hooks"):  # type: ignore[union-attr]
+                gitea.api("DELETE", f"/repos/raibid/raibid-config/hooks/{hook['id']}")
+            for i in range(args.runs):
+                one("polling", args.runs + i)
+        finally:
+            for stop in reversed(stops):
+                stop()
+
+    print(f"push -> applied ({args.runs} runs each, seconds; polling at flux.interval={args.interval})")
+    print(f"{'':>22}  {'median':>7}  {'max':>7}")
+    for label, vals in (("webhook (Receiver)", results["webhook"]), ("interval polling", results["polling"])):
+        print(f"{label:>22}  {statistics.median(vals):7.2f}  {max(vals):7.2f}")
+    w, p = statistics.median(results["webhook"]), statistics.median(results["polling"])
+    print(f"webhook is {p / w:.0f}x faster (median)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
