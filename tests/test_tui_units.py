@@ -115,6 +115,23 @@ class TestInPlaceRows:
 
         run(body())
 
+    def test_colour_only_change_repaints(self):
+        """A cell whose text stays but whose colour changes is updated (rich's Text equality
+        ignores the style, so comparing with == would keep the old colour on screen)."""
+        from rich.text import Text
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                table = app.query_one("#agents-table")
+                table.upsert("a", ("a", Text("x", style="green"), "-", "-", "-"))
+                assert not table.upsert("a", ("a", Text("x", style="green"), "-", "-", "-"))
+                assert table.upsert("a", ("a", Text("x", style="bold red"), "-", "-", "-"))
+                await pilot.pause()
+                assert str(table.get_row("a")[1].style) == "bold red"
+
+        run(body())
+
 
 class TestNoTraceback:
     """Odd backend data becomes a notification and the app goes on; a bug in a handler ends the

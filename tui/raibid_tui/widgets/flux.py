@@ -193,7 +193,7 @@ class FluxPanel(Vertical):
     def show_progress(self, message: str | None) -> None:
         progress = self.query_one("#flux-progress", Static)
         progress.set_class(bool(message), "-active")
-        progress.update(f"⟳ {message}" if message else "")
+        progress.update(Text(f"⟳ {message}") if message else "")
 
     # -- actions ----------------------------------------------------------------------------
 

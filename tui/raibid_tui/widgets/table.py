@@ -11,6 +11,14 @@ from textual.widgets import DataTable
 from textual.widgets._data_table import RowKey
 
 
+def _identity(value: object) -> object:
+    """What makes a cell look the way it does. ``Text.__eq__`` compares only the characters
+    and spans, so a cell that changes colour alone (yellow "…" to red) would not repaint."""
+    if isinstance(value, Text):
+        return (value.plain, str(value.style), tuple(value.spans))
+    return value
+
+
 def _width(value: object) -> int:
     return value.cell_len if isinstance(value, Text) else len(str(value))
 
@@ -30,7 +38,7 @@ class KeyedTable(DataTable):
         """Show ``cells`` in the row ``key``; returns False when nothing changed."""
         cells = tuple(cells)
         old = self._shown.get(key)
-        if old == cells:
+        if old is not None and tuple(map(_identity, old)) == tuple(map(_identity, cells)):
             return False
         self._shown[key] = cells
         if old is None:
@@ -39,7 +47,7 @@ class KeyedTable(DataTable):
         row_key = RowKey(key)
         widen = []
         for column, new, prev in zip(self.ordered_columns, cells, old):
-            if new != prev:
+            if _identity(new) != _identity(prev):
                 self._data[row_key][column.key] = new
                 if column.auto_width and _width(new) > column.content_width:
                     widen.append((column.key, new))
