@@ -39,17 +39,30 @@ FLUX_ROWS = (
             conditions=_ready("stored artifact")),
     FluxRow(uid="u-ks", kind="Kustomization", namespace="flux-system", name="raibid-config", status="Failed",
             reason="BuildFailed", message="kustomize build failed: accumulating resources", revision=GOOD,
-            attempted=NEW, subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(days=3),
-            source="GitRepository/flux-system/raibid-config", generation=2, observed_generation=2,
-            conditions=(Condition("Ready", "False", "BuildFailed", "kustomize build failed: accumulating resources",
-                                  "2026-11-28T11:59:10Z"),)),
+            attempted=NEW, subject="redis: appendonly yes", attempted_subject="agents: maxReplicas 8 -> 12",
+            created=NOW - timedelta(days=3), source="GitRepository/flux-system/raibid-config", generation=2,
+            observed_generation=2,
+            conditions=(Condition("Reconciling", "True", "ProgressingWithRetry", "retrying in 1m",
+                                  "2026-11-28T11:59:10Z"),
+                        Condition("Ready", "False", "BuildFailed", "kustomize build failed: accumulating resources",
+                                  "2026-11-28T11:59:10Z"))),
     FluxRow(uid="u-ks2", kind="Kustomization", namespace="flux-system", name="raibid-infra", status="Ready",
             reason="ReconciliationSucceeded", message=f"Applied revision: {GOOD}", revision=GOOD,
-            attempted=GOOD, subject="redis: appendonly yes", suspended=True, created=NOW - timedelta(hours=5),
-            generation=1, observed_generation=1, conditions=_ready("Applied revision")),
+            attempted=GOOD, subject="redis: appendonly yes", attempted_subject="redis: appendonly yes",
+            suspended=True, created=NOW - timedelta(hours=5), generation=1, observed_generation=1,
+            conditions=_ready("Applied revision")),
     FluxRow(uid="u-ks3", kind="Kustomization", namespace="flux-system", name="raibid-monitoring",
-            status="Reconciling", reason="Progressing", message="Reconciliation in progress", revision=GOOD,
-            attempted=GOOD, created=NOW - timedelta(minutes=7), generation=3, observed_generation=2),
+            status="Reconciling", reason="Progressing", message="Running health checks with a timeout of 5m",
+            revision=GOOD, attempted=NEW, subject="redis: appendonly yes",
+            attempted_subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(minutes=7), generation=3,
+            observed_generation=3),
+    FluxRow(uid="u-ks4", kind="Kustomization", namespace="flux-system", name="raibid-pool", status="Waiting",
+            reason="DependencyNotReady", message="dependency 'flux-system/raibid-config' is not ready",
+            revision=GOOD, attempted=NEW, subject="redis: appendonly yes",
+            attempted_subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(minutes=7), generation=1,
+            observed_generation=1,
+            conditions=(Condition("Ready", "False", "DependencyNotReady",
+                                  "dependency 'flux-system/raibid-config' is not ready", "2026-11-28T11:59:30Z"),)),
 )
 
 EVENTS = (
@@ -135,20 +148,36 @@ async def fill(pilot) -> None:
 
 
 class TestFluxTab:
-    """The Flux tab: GitRepositories and Kustomizations, status colours, a failing newer commit
-    in ATTEMPTED, suspended objects; the detail modal; confirmations; the banner."""
+    """The Flux tab: GitRepositories and Kustomizations, status colours, applied and attempted
+    commits apart, suspended objects; the detail modal; confirmations; the banner."""
 
     def test_rows(self, snap_compare):
-        """Both kinds, GitRepositories first; the Kustomization whose new commit failed shows
-        ⚠ and the attempted revision; SUSPENDED 'yes' for the suspended one."""
+        """Both kinds, GitRepositories first. REVISION and COMMIT are the applied commit; the
+        Kustomization whose newer commit failed (BuildFailed while Flux retries) is Failed with
+        ⚠ and the attempted commit's revision and subject in ATTEMPTED; one running health checks
+        on a newer commit is Reconciling with … in yellow; one whose dependency is not ready is
+        Waiting; SUSPENDED 'yes' for the suspended one."""
         assert snap_compare(make_app(), terminal_size=SIZE, run_before=fill)
 
     def test_detail_view(self, snap_compare):
-        """enter on the failing Kustomization opens fields, conditions and recent events."""
+        """enter on the failing Kustomization: the applied revision with its own commit subject,
+        the attempted one (⚠ failed: not applied) with its subject, conditions, recent events."""
 
         async def run_before(pilot):
             await fill(pilot)
             await pilot.press("down", "enter")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_detail_view_waiting(self, snap_compare):
+        """enter on the Kustomization waiting for a dependency: Waiting, the attempted commit
+        "not applied yet", and its Ready=False condition in yellow (transient), not red."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("down", "down", "down", "down", "enter")
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
 

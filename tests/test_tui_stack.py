@@ -205,6 +205,57 @@ class TestFluxTabLive:
         assert sorted(lists) == ["GitRepository", "Kustomization"]  # one list each, then watches
 
     @run_async
+    async def test_failed_and_waiting_with_commits_apart(self, api_server, objs, config_repo):
+        """Issue 17: a Kustomization with Ready=False BuildFailed while Flux retries
+        (Reconciling=True) is Failed, not Reconciling; the applied commit and the attempted one
+        each show their own subject, in the table and in the detail view; DependencyNotReady
+        (transient in the library) is Waiting, not failed."""
+        def commit(message: str) -> str:
+            settings = config_repo / "overlays/dgx-spark/settings.yaml"
+            settings.write_text(settings.read_text() + f"# {message}\n")
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", message],
+                           cwd=config_repo, check=True)
+            return subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_repo, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+
+        applied, attempted = commit("redis: appendonly yes"), commit("agents: maxReplicas 8 -> 12")
+        rev_applied, rev_attempted = f"main@sha1:{applied}", f"main@sha1:{attempted}"
+        objs.set_status(KS, "raibid-config", {
+            "lastAppliedRevision": rev_applied, "lastAttemptedRevision": rev_attempted,
+            "conditions": [
+                {"type": "Reconciling", "status": "True", "reason": "ProgressingWithRetry",
+                 "message": "Detecting drift for revision", "lastTransitionTime": "2026-11-28T00:00:00Z"},
+                *_cond("False", "BuildFailed", "kustomize build failed: accumulating resources")]})
+        app = flux_app(api_server, objs.ns, repo=config_repo)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#flux-panel")
+            await until(pilot, lambda: ks_row(app) is not None and ks_row(app).revision == rev_applied,
+                        what="the Kustomization row")
+            row = ks_row(app)
+            assert (row.status, row.reason) == ("Failed", "BuildFailed") and row.failing_new_commit
+            assert (row.subject, row.attempted_subject) == ("redis: appendonly yes", "agents: maxReplicas 8 -> 12")
+            cells = [str(c) for c in panel.table.get_row(row.uid)]
+            assert cells[3:7] == ["Failed", f"main@{applied[:8]}", "redis: appendonly yes",
+                                  f"⚠ main@{attempted[:8]} agents: maxReplicas…"]
+            panel.table.move_cursor(row=panel.table.get_row_index(row.uid))
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, FluxDetailScreen), what="the detail view")
+            lines = str(app.screen.query_one("#detail-fields").render()).splitlines()
+            at = next(i for i, line in enumerate(lines) if line.startswith("Applied"))
+            assert rev_applied in lines[at] and lines[at + 1].split() == ["commit", "redis:", "appendonly", "yes"]
+            assert rev_attempted in lines[at + 2] and "⚠ failed: not applied" in lines[at + 2]
+            assert "agents: maxReplicas 8 -> 12" in lines[at + 3]
+            await pilot.press("escape")
+
+            objs.set_status(KS, "raibid-config", {
+                "lastAppliedRevision": rev_applied, "lastAttemptedRevision": rev_attempted,
+                "conditions": _cond("False", "DependencyNotReady", "dependency 'x/infra' is not ready")})
+            await until(pilot, lambda: ks_row(app).status != "Failed", what="the status to change")
+            row = ks_row(app)
+            assert (row.status, row.failed, row.failing_new_commit) == ("Waiting", False, False)
+            assert str(panel.table.get_row(row.uid)[6]).startswith(f"… main@{attempted[:8]}")
+
+    @run_async
     async def test_all_namespaces(self, api_server, objs):
         """-A watches every namespace: the test namespace's rows are among them."""
         sources = build(kubeconfig=str(api_server.kubeconfig), all_namespaces=True, redis_url=CLOSED_PORT_URL)

@@ -49,14 +49,17 @@ class TestRows:
         assert short_revision(A) == "main@aaaaaaaa" and short_revision("") == ""
 
     def test_failing_new_commit(self):
-        """A Kustomization that attempted a newer commit than it applied stands out; the
-        subject shown is the attempted commit's."""
+        """A Kustomization whose newer commit failed stands out; the applied commit and the
+        attempted one each keep their own subject (issue 17: the detail view paired them)."""
         seen = []
-        row = row_from_object(ks(A, B, "False"), subject=lambda sha: seen.append(sha) or "new subject")
-        assert row.status == "Failed" and row.failing_new_commit and row.subject == "new subject"
-        assert seen == ["b" * 40]
-        ok = row_from_object(ks(A, A))
-        assert ok.status == "Ready" and not ok.failing_new_commit
+        subjects = {"a" * 40: "applied subject", "b" * 40: "attempted subject"}
+        row = row_from_object(ks(A, B, "False"), subject=lambda sha: seen.append(sha) or subjects[sha])
+        assert row.status == "Failed" and row.failing_new_commit
+        assert (row.subject, row.attempted_subject) == ("applied subject", "attempted subject")
+        assert sorted(seen) == ["a" * 40, "b" * 40]
+        ok = row_from_object(ks(A, A), subject=lambda sha: subjects[sha])
+        assert ok.status == "Ready" and not ok.failing_new_commit and not ok.new_attempt
+        assert (ok.subject, ok.attempted_subject) == ("applied subject", "applied subject")
         assert ok.source == "GitRepository/flux-system/raibid-config"
 
     def test_status_precedence(self):
@@ -77,6 +80,75 @@ class TestRows:
         assert row.last_heartbeat == datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=timezone.utc)
         assert not row_from_hash("a2", {"settings_hash": "sha256:2"}, expected_hash="sha256:2").stale
         assert parse_time("2026-11-28T12:00:00Z") == NOW and parse_time("garbage") is None
+
+
+def with_conditions(*conditions: dict, applied: str = A, attempted: str = B, generation: int = 2,
+                    observed: int = 2) -> dict:
+    obj = ks(applied, attempted)
+    obj["metadata"]["generation"] = generation
+    obj["status"]["observedGeneration"] = observed
+    obj["status"]["conditions"] = list(conditions)
+    return obj
+
+
+def cond(type_: str, status: str, reason: str, message: str = "m") -> dict:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+class TestFluxStatus:
+    """READY follows the library's Flux semantics (raibid_gitops.gitops.flux.failure and
+    TRANSIENT_REASONS), the ones `raibid gitops status` and `sync` use (issue 17)."""
+
+    def test_build_failed_while_flux_retries_is_failed(self):
+        """Ready=False BuildFailed with Reconciling=True (Flux retrying) is Failed, not
+        Reconciling; the reason and message are the failure's; ATTEMPTED is red ⚠."""
+        from raibid_tui.widgets.flux import attempted_cell
+
+        obj = with_conditions(cond("Reconciling", "True", "ProgressingWithRetry", "retrying"),
+                              cond("Ready", "False", "BuildFailed", "kustomize build failed: x"))
+        row = row_from_object(obj, subject=lambda sha: "new" if sha == "b" * 40 else "old")
+        assert (row.status, row.reason, row.message) == ("Failed", "BuildFailed", "kustomize build failed: x")
+        assert row.failed and row.failing_new_commit
+        cell = attempted_cell(row)
+        assert cell.plain == "⚠ main@bbbbbbbb new" and "red" in str(cell.style)
+
+    def test_dependency_not_ready_is_waiting(self):
+        """Ready=False DependencyNotReady is transient in the library: Waiting, not failed,
+        and a newer attempt is shown as being applied (yellow …), not as failed."""
+        from raibid_tui.widgets.flux import attempted_cell
+
+        row = row_from_object(with_conditions(cond("Ready", "False", "DependencyNotReady",
+                                                   "dependency 'flux-system/infra' is not ready")))
+        assert (row.status, row.reason) == ("Waiting", "DependencyNotReady")
+        assert not row.failed and not row.failing_new_commit and row.new_attempt
+        cell = attempted_cell(row)
+        assert cell.plain == "… main@bbbbbbbb" and "yellow" in str(cell.style)
+
+    @pytest.mark.parametrize("conditions,generation,observed,status", [
+        ([cond("Ready", "Unknown", "Progressing")], 2, 2, "Reconciling"),
+        ([cond("Ready", "False", "Progressing")], 2, 2, "Reconciling"),
+        ([cond("Ready", "True", "ReconciliationSucceeded")], 3, 2, "Reconciling"),  # new spec not seen yet
+        ([cond("Ready", "True", "ReconciliationSucceeded"), cond("Reconciling", "True", "Progressing")], 2, 2,
+         "Reconciling"),
+        ([cond("Ready", "True", "ReconciliationSucceeded")], 2, 2, "Ready"),
+        ([cond("Ready", "False", "HealthCheckFailed")], 2, 2, "Failed"),
+        ([cond("Ready", "False", "ArtifactFailed")], 2, 2, "Failed"),
+        ([cond("Ready", "True", "ReconciliationSucceeded"), cond("Stalled", "True", "InvalidPath")], 2, 2,
+         "Stalled"),
+        ([], 2, 2, "Unknown"),
+    ])
+    def test_statuses(self, conditions, generation, observed, status):
+        assert row_from_object(with_conditions(*conditions, generation=generation, observed=observed)).status == status
+
+    @pytest.mark.parametrize("reason", sorted(__import__("raibid_gitops.gitops.flux", fromlist=["x"]).TRANSIENT_REASONS)
+                             + ["BuildFailed", "HealthCheckFailed", "ReconciliationFailed", "PruneFailed"])
+    def test_failed_exactly_when_the_library_says_so(self, reason):
+        """For every transient reason of the library and some failures: the row is failed
+        exactly when ``flux.failure()`` finds a failure."""
+        from raibid_gitops.gitops import flux
+
+        obj = with_conditions(cond("Ready", "False", reason))
+        assert row_from_object(obj).failed == (flux.failure(obj) is not None)
 
 
 def run(coro):
@@ -166,6 +238,35 @@ class TestNoTraceback:
 
         run(body())
         assert "Traceback" not in capsys.readouterr().err
+
+    def test_backend_text_is_never_markup(self):
+        """Messages, PR titles and commit subjects come from backends: a "[/]" in them shows as
+        written instead of ending the app with a MarkupError."""
+        from raibid_tui.screens.confirm import ConfirmScreen
+        from raibid_tui.screens.flux_detail import FluxDetailScreen
+
+        hostile = "fix [/] and [b]bold"
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test() as pilot:
+                banner = app.query_one("#changes-banner")
+                banner.show("Changes", hostile)
+                app.query_one("#flux-panel").show_progress(hostile)
+                await pilot.pause()
+                assert hostile in str(banner.render())
+                app.push_screen(ConfirmScreen(f"Merge #1 “{hostile}”?", hostile))
+                await pilot.pause()
+                assert hostile in str(app.screen.query_one("#confirm-question").render())
+                app.pop_screen()
+                row = FluxRow(uid="u", kind="Kustomization", namespace="ns", name="n", status="Failed",
+                              message=hostile, revision=A, attempted=B, subject=hostile, attempted_subject=hostile)
+                app.push_screen(FluxDetailScreen(row))
+                await pilot.pause()
+                assert str(app.screen.query_one("#detail-fields").render()).count(hostile) == 3
+                assert app.is_running
+
+        run(body())
 
     def test_unconfigured_backends_show_banners(self):
         async def body():

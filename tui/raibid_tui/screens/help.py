@@ -19,7 +19,11 @@ HELP = """\
   enter / i    details: conditions and recent events
   r            reconcile with source; waits until the commit is applied and Ready
   s            suspend / resume
-  ATTEMPTED ⚠  a newer commit was tried but not applied (see MESSAGE)
+  READY        Failed/Stalled: the last attempt failed (also while Flux retries)
+               Waiting: a dependency is not ready;  Reconciling: in progress
+  COMMIT       the subject of the applied REVISION
+  ATTEMPTED    ⚠ red: a newer commit failed, the cluster runs REVISION
+               … yellow: a newer commit not applied yet
 
 [b]Changes[/b]
   settings     by hash: config repo HEAD, live ConfigMap, what agents run

@@ -38,6 +38,7 @@ STATUS_STYLE = {
     "Failed": "bold red",
     "Stalled": "bold red",
     "Reconciling": "yellow",
+    "Waiting": "yellow",
     "Unknown": "dim",
     "Suspended": "magenta",
 }
