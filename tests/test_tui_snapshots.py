@@ -87,6 +87,36 @@ CHANGES = ChangesSnapshot(
     ),
 )
 
+#: A hand edit that breaks a cross-field rule, pushed and applied (issue 17): HEAD and the live
+#: ConfigMap hold it, two agents refused it and keep their last good settings, one has not
+#: looked yet; Gitea is not configured (a note, not an outage).
+BAD_DIGEST = "sha256:9f8e7d6c5b4a3921"
+RULE = ("queue.claimIdleSeconds: queue.claimIdleSeconds (300) must be at least 3 x queue.heartbeatSeconds (200) "
+        "= 600, or live agents' jobs get taken over")
+INVALID_CHANGES = ChangesSnapshot(
+    settings=(
+        SettingsState("config repo HEAD", "", "4d5e6f70 raibid: set queue.heartbeatSeconds 15 → 200",
+                      invalid=f"overlays/dgx-spark/settings.yaml is not valid:\n  overlays/dgx-spark/settings.yaml:25: "
+                              f"{RULE}", digest=BAD_DIGEST),
+        SettingsState("live ConfigMap", "", "raibid-ci/raibid-settings resourceVersion 4720",
+                      invalid=f"ConfigMap raibid-settings is not valid:\n  ConfigMap raibid-settings:25: {RULE}",
+                      digest=BAD_DIGEST),
+        SettingsState("agents", HASH_NEW, "2 of 3 agent(s)", refused=BAD_DIGEST,
+                      refusal=f"/etc/raibid/settings/settings.yaml is not valid:\n  settings.yaml:25: {RULE}"),
+        SettingsState("agents", HASH_NEW, "1 of 3 agent(s)"),
+    ),
+    notes=("Gitea not configured (set RAIBID_GITEA_URL and RAIBID_GITEA_TOKEN)",),
+)
+
+UNREACHABLE_CHANGES = ChangesSnapshot(
+    settings=(
+        SettingsState("config repo HEAD", HASH_NEW, "9b7d03c4 agents: maxReplicas 8 -> 12", digest=BAD_DIGEST),
+        SettingsState("live ConfigMap", error="cannot reach the Kubernetes API (server https://127.0.0.1:6443)"),
+        SettingsState("agents", HASH_NEW, "3 of 3 agent(s)"),
+    ),
+    errors=("Kubernetes: cannot reach the Kubernetes API (server https://127.0.0.1:6443)",),
+)
+
 DIFF = """\
 diff --git a/overlays/dgx-spark/settings.yaml b/overlays/dgx-spark/settings.yaml
 --- a/overlays/dgx-spark/settings.yaml
@@ -106,6 +136,15 @@ AGENTS = (
     AgentRow("raibid-agent-b8xq1", "idle", "", HASH_NEW, NOW - timedelta(seconds=11)),
     AgentRow("raibid-agent-zz31m", "running", "job-20261128-0043", HASH_OLD, NOW - timedelta(seconds=2),
              stale=True),
+)
+
+
+AGENTS_REFUSING = (
+    AgentRow("raibid-agent-7k2p9", "running", "job-20261128-0042", HASH_NEW, NOW - timedelta(seconds=4),
+             refused=BAD_DIGEST, settings_error=f"settings.yaml is not valid:\n  settings.yaml:25: {RULE}"),
+    AgentRow("raibid-agent-b8xq1", "idle", "", HASH_NEW, NOW - timedelta(seconds=11), refused=BAD_DIGEST,
+             settings_error=f"settings.yaml is not valid:\n  settings.yaml:25: {RULE}"),
+    AgentRow("raibid-agent-zz31m", "running", "job-20261128-0043", HASH_NEW, NOW - timedelta(seconds=2)),
 )
 
 
@@ -136,13 +175,14 @@ def make_app() -> RaibidApp:
     return RaibidApp(sources, live=False, clock=lambda: NOW)
 
 
-async def fill(pilot) -> None:
+async def fill(pilot, *, changes: ChangesSnapshot = CHANGES, agents: tuple[AgentRow, ...] = AGENTS,
+               expected_hash: str | None = HASH_NEW) -> None:
     app = pilot.app
-    app.expected_hash = HASH_NEW
+    app.expected_hash = expected_hash
     app.query_one("#flux-panel").set_rows(FLUX_ROWS)
-    app.query_one("#changes-panel").show(CHANGES)
+    app.query_one("#changes-panel").show(changes)
     app.query_one("#queue-panel").show(QUEUE)
-    app.query_one("#agents-panel").show(AGENTS)
+    app.query_one("#agents-panel").show(agents)
     app.query_one("#pool-panel").show(POOL)
     await pilot.pause()
 
@@ -222,7 +262,8 @@ class TestChangesTab:
     """The Changes tab: settings by hash at HEAD / live / agents, open PRs with verify status."""
 
     def test_settings_and_pulls(self, snap_compare):
-        """Hashes that differ from HEAD are marked; verify passed / failed / running."""
+        """HEAD's settings are "✔ valid"; hashes that differ from HEAD are marked; verify
+        passed / failed / running."""
 
         async def run_before(pilot):
             await fill(pilot)
@@ -253,6 +294,35 @@ class TestChangesTab:
         assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
 
+class TestChangesSettingsStates:
+    """The Changes tab shows each settings state as it is (issue 17): settings that do not
+    validate are "✘ does not validate" with the reason under the table — not a backend
+    outage; agents that refused them are "✘ refused the live settings", not "= HEAD"; only a
+    place that cannot be read raises the banner, and it names that place."""
+
+    def test_invalid_settings_and_refusing_agents(self, snap_compare):
+        """HEAD and the live ConfigMap do not validate (same text), two agents refused it and
+        keep their settings, one runs them without having looked yet; no banner; Gitea's note
+        beside the pull requests' title."""
+
+        async def run_before(pilot):
+            await fill(pilot, changes=INVALID_CHANGES)
+            await pilot.press("2")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_unreachable_backend(self, snap_compare):
+        """The live ConfigMap cannot be read: "✘ cannot read" and a banner naming Kubernetes."""
+
+        async def run_before(pilot):
+            await fill(pilot, changes=UNREACHABLE_CHANGES)
+            await pilot.press("2")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
 class TestQueueTab:
     """The Queue tab: length, lag, pending, oldest pending age, dead letters, sparkline."""
 
@@ -268,7 +338,7 @@ class TestQueueTab:
 
 
 class TestAgentsTab:
-    """The Agents tab: id, state, current job, settings hash, last heartbeat."""
+    """The Agents tab: id, state, current job, settings hash, refused settings, last heartbeat."""
 
     def test_stale_agent_stands_out(self, snap_compare):
         """The pool KEDA runs (3 agent Jobs of max 5, KEDA accepted) heads the tab; the agent on
@@ -276,6 +346,22 @@ class TestAgentsTab:
 
         async def run_before(pilot):
             await fill(pilot)
+            await pilot.press("4")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+class TestAgentsRefusedSettings:
+    """The Agents tab shows refused settings (issue 17): an agent whose heartbeat reports a
+    refused version shows it and why in REFUSED SETTINGS, and the summary counts them."""
+
+    def test_refused_settings(self, snap_compare):
+        """Two agents refused the live settings and keep their last good ones; one did not."""
+
+        async def run_before(pilot):
+            # The live ConfigMap does not validate: there is no live hash to be stale against.
+            await fill(pilot, changes=INVALID_CHANGES, agents=AGENTS_REFUSING, expected_hash=None)
             await pilot.press("4")
             await pilot.pause()
 

@@ -511,6 +511,99 @@ class TestChangesTab:
             await until(pilot, lambda: not panel.last.pulls, timeout=30, what="the PR to leave the list")
 
 
+    @run_async
+    async def test_invalid_settings_refused_then_fixed(self, api_server, api_client, namespace, config_repo,
+                                                       redis_server, redis_client, monkeypatch, tmp_path):
+        """Issue 17, with a real agent watching the live ConfigMap: a commit that breaks a
+        cross-field rule reaches the ConfigMap (as Flux applies it); the Changes tab shows HEAD
+        and the live ConfigMap as "does not validate" (no "backend unreachable" banner) and the
+        agent as having refused the live settings (not "= HEAD"); the Agents tab shows the
+        refusal. After the fix reaches the ConfigMap, the next refresh shows every place valid
+        and the agent on the fixed settings again — no restart."""
+        from kubernetes import client
+
+        from raibid_gitops.settings import load_text, text_digest
+
+        good = _config_repo_in(config_repo, namespace)
+        bad = good.replace("heartbeatSeconds: 15", "heartbeatSeconds: 200")
+        assert bad != good
+        core = client.CoreV1Api(api_client)
+        core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="raibid-settings"), data={"settings.yaml": good}))
+
+        def apply(text: str, message: str) -> None:
+            """Commit the settings and put them in the live ConfigMap, as `sync` + Flux do."""
+            (config_repo / "overlays/dgx-spark/settings.yaml").write_text(text)
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", message],
+                           cwd=config_repo, check=True)
+            core.patch_namespaced_config_map("raibid-settings", namespace, {"data": {"settings.yaml": text}})
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        log = open(tmp_path / "agent.log", "wb")
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "raibid_agent.main", "--settings-configmap", "-n", namespace, "--kubeconfig",
+             str(api_server.kubeconfig), "--redis-url", redis_server.url, "--agent-id", "agent-watching",
+             "--gitea-token-file", "/nonexistent"],
+            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        log.close()
+        good_hash = load_text(good).hash()
+        try:
+            app = flux_app(api_server, namespace, redis_url=redis_server.url, repo=config_repo)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("2")
+                panel = app.query_one("#changes-panel")
+                table = app.query_one("#settings-table")
+
+                async def refresh_until(cond, what: str) -> None:
+                    deadline = time.monotonic() + 30
+                    while not (panel.last is not None and cond(panel.last)):
+                        if agent.poll() is not None:
+                            raise AssertionError(f"the agent exited: {(tmp_path / 'agent.log').read_text()[-2000:]}")
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"timed out waiting for {what}: {panel.last}")
+                        await pilot.press("R")
+                        await pilot.pause(0.3)
+
+                def states(snap) -> dict:
+                    return {(s.where, s.hash, s.refused) for s in snap.settings}
+
+                await refresh_until(lambda snap: states(snap) == {
+                    ("config repo HEAD", good_hash, ""), ("live ConfigMap", good_hash, ""),
+                    ("agents", good_hash, "")}, "the agent on HEAD's settings")
+
+                apply(bad, "raibid: set queue.heartbeatSeconds 15 → 200")
+                digest = text_digest(bad)
+                await refresh_until(lambda snap: any(s.refused == digest for s in snap.settings),
+                                    "the agent to refuse the new settings")
+                snap = panel.last
+                assert snap.errors == () and not app.query_one("#changes-banner").shown
+                head, live, agents = snap.settings
+                assert (head.invalid != "", head.digest, live.invalid != "", live.digest) == (True, digest, True, digest)
+                assert (agents.hash, agents.refused) == (good_hash, digest)
+                assert [str(table.get_row(k)[2]) for k in table.keys()] == [
+                    "✘ does not validate", "✘ does not validate", "✘ refused the live settings"]
+                assert "queue.claimIdleSeconds" in str(app.query_one("#settings-problems").render())
+                await pilot.press("4")
+                agents_panel = app.query_one("#agents-panel")
+                await until(pilot, lambda: agents_panel.last and agents_panel.last[0].refused == digest,
+                            what="the refusal in the Agents tab")
+                refused_cell = str(app.query_one("#agents-table").get_row("agent-watching")[4])
+                assert refused_cell.startswith(f"✘ {digest.split(':')[1][:12]}: ") and "claimIdleSeconds" in refused_cell
+
+                apply(good, "raibid: set queue.heartbeatSeconds 200 → 15")
+                await pilot.press("2")
+                await refresh_until(lambda snap: states(snap) == {
+                    ("config repo HEAD", good_hash, ""), ("live ConfigMap", good_hash, ""),
+                    ("agents", good_hash, "")}, "every place valid again")
+                assert [str(table.get_row(k)[2]) for k in table.keys()] == ["✔ valid", "= HEAD", "= HEAD"]
+                assert not app.query_one("#settings-problems").display
+                assert not app.query_one("#changes-banner").shown
+        finally:
+            agent.terminate()
+            agent.wait(15)
+
+
 @pytest.fixture
 def tmux() -> str:
     """The tmux binary; missing, it is a failure (never a skip: the terminal test would prove nothing)."""

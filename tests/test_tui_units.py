@@ -287,9 +287,12 @@ class TestBackendErrors:
             KubeConn(str(tmp_path / "nope"), None).client()
 
     def test_changes_without_repo_or_gitea(self):
+        """No repo is a read failure (the banner names it); Gitea not configured is a note
+        beside the pull requests, not an outage."""
         snap = ChangesSource(None, None, None, None).snapshot()
         assert snap.settings[0].error == "no config repository given"
-        assert any(e.startswith("Gitea: not configured") for e in snap.errors)
+        assert snap.errors == ("config repo: no config repository given",)
+        assert any(n.startswith("Gitea not configured") for n in snap.notes)
 
     def test_changes_reads_head(self, config_repo):
         from raibid_gitops.settings import load_path
@@ -313,9 +316,123 @@ class TestBackendErrors:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "bomb"],
                        cwd=config_repo, check=True)
         source = ChangesSource(config_repo, None, None, None)
-        head = source.snapshot().settings[0]
-        assert "aliases expanded" in head.error
+        snap = source.snapshot()
+        head = snap.settings[0]
+        assert "aliases expanded" in head.invalid and not head.error and not snap.errors
         assert source.settings().queue.stream == "raibid:jobs"
+
+
+def commit_settings(repo, text: str, message: str) -> None:
+    (repo / "overlays/dgx-spark/settings.yaml").write_text(text)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", message], cwd=repo,
+                   check=True)
+
+
+class TestSettingsStates:
+    """The Changes tab shows each settings state as it is and recovers on the next refresh
+    (issue 17): not valid is not "unreachable", refused is not "= HEAD"."""
+
+    def test_judge(self):
+        from raibid_tui.sources.changes import AGENTS, HEAD, LIVE, SettingsState, judge
+
+        good, bad = SettingsState(HEAD, "sha256:1", digest="d1"), SettingsState(HEAD, invalid="x", digest="d2")
+        live_bad = SettingsState(LIVE, invalid="x", digest="d2")
+        assert judge(good, good, None) == ("✔ valid", "ok")
+        assert judge(bad, bad, None) == ("✘ does not validate", "bad")
+        assert judge(SettingsState(LIVE, error="cannot reach"), good, None) == ("✘ cannot read", "bad")
+        assert judge(SettingsState(LIVE, "sha256:1"), good, None) == ("= HEAD", "ok")
+        assert judge(SettingsState(LIVE, "sha256:2"), good, None) == ("⚠ differs from HEAD", "warn")
+        # Agents that refused a version keep their old hash; before issue 17 they showed "= HEAD".
+        refusing = SettingsState(AGENTS, "sha256:1", refused="d2", refusal="r")
+        assert judge(refusing, bad, live_bad) == ("✘ refused the live settings", "bad")
+        assert judge(refusing, bad, None) == ("✘ refused HEAD's settings", "bad")
+        assert judge(SettingsState(AGENTS, "sha256:1", refused="d9"), good, None) == ("✘ refused settings", "bad")
+        # HEAD does not validate: an agent on older settings differs from it (never "= HEAD").
+        assert judge(SettingsState(AGENTS, "sha256:1"), bad, live_bad) == ("⚠ differs from HEAD", "warn")
+        assert judge(SettingsState(AGENTS, "sha256:1"), SettingsState(HEAD, error="e"), None)[1] == "none"
+        assert judge(SettingsState(AGENTS, "", "no live agent"), good, None) == ("-", "none")
+
+    def test_agents_grouped_by_hash_and_refusal(self):
+        from raibid_tui.sources.agents import AgentRow
+        from raibid_tui.sources.changes import agent_states, problems
+
+        rows = (AgentRow("a", settings_hash="sha256:1", refused="d2", settings_error="f is not valid:\n  f:3: bad"),
+                AgentRow("b", settings_hash="sha256:1", refused="d2", settings_error="f is not valid:\n  f:3: bad"),
+                AgentRow("c", settings_hash="sha256:1"))
+        states = agent_states(rows)
+        assert [(s.hash, s.refused, s.detail) for s in states] == [
+            ("sha256:1", "d2", "2 of 3 agent(s)"), ("sha256:1", "", "1 of 3 agent(s)")]
+        assert problems(tuple(states)) == (
+            ("2 of 3 agent(s) refused the settings d2 and keep sha256:1:", "f:3: bad"),)
+        assert [s.detail for s in agent_states(())] == ["no live agent"]
+
+    def test_heartbeat_refusal(self):
+        """The heartbeat's refusal fields (contract.AGENT_SETTINGS_ERROR/REFUSED) reach the row,
+        bounded: a heartbeat is input like any other."""
+        from raibid_gitops import contract
+
+        row = row_from_hash("a1", {contract.AGENT_SETTINGS_HASH: "sha256:1", contract.AGENT_SETTINGS_REFUSED: "d2",
+                                   contract.AGENT_SETTINGS_ERROR: "x" * 5000})
+        assert (row.refused, len(row.settings_error)) == ("d2", 600)
+        assert not row_from_hash("a2", {contract.AGENT_SETTINGS_HASH: "sha256:1",
+                                        contract.AGENT_SETTINGS_REFUSED: "", contract.AGENT_SETTINGS_ERROR: ""}).refused
+
+    def test_invalid_head_then_fixed(self, config_repo):
+        """A commit that breaks a cross-field rule: HEAD "does not validate" with the reason
+        and the text's digest, no backend error; the fix commit: valid again on the next
+        snapshot of the same source (no restart)."""
+        from raibid_gitops.settings import load_text, text_digest
+
+        settings = config_repo / "overlays/dgx-spark/settings.yaml"
+        good = settings.read_text()
+        bad = good.replace("heartbeatSeconds: 15", "heartbeatSeconds: 200")
+        assert bad != good
+        source = ChangesSource(config_repo, None, None, None)
+        commit_settings(config_repo, bad, "raibid: set queue.heartbeatSeconds 15 → 200")
+        snap = source.snapshot()
+        head = snap.settings[0]
+        assert not head.error and not head.hash and "queue.claimIdleSeconds" in head.invalid
+        assert head.digest == text_digest(bad) and "queue.heartbeatSeconds 15 → 200" in head.detail
+        assert snap.errors == ()
+        commit_settings(config_repo, good, "fix")
+        head = source.snapshot().settings[0]
+        assert (head.hash, head.invalid, head.error) == (load_text(good).hash(), "", "")
+
+    def test_panel_recovers_on_refresh(self, config_repo):
+        """In the app: after the fix is committed, R shows HEAD valid again, the problems under
+        the table go and the STATE cell is "✔ valid" (it stayed "✘ error" until a restart)."""
+        settings = config_repo / "overlays/dgx-spark/settings.yaml"
+        good = settings.read_text()
+        commit_settings(config_repo, good.replace("heartbeatSeconds: 15", "heartbeatSeconds: 200"), "break")
+
+        async def body():
+            app = RaibidApp(Sources(changes=ChangesSource(config_repo, None, None, None)), clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                await pilot.press("2")
+                panel = app.query_one("#changes-panel")
+                table = app.query_one("#settings-table")
+                problems = app.query_one("#settings-problems")
+                await until(pilot, lambda: panel.last is not None)
+                assert str(table.get_row("config repo HEAD/0")[2]) == "✘ does not validate"
+                assert problems.display and "queue.claimIdleSeconds" in str(problems.render())
+                assert not app.query_one("#changes-banner").shown
+                commit_settings(config_repo, good, "fix")
+                await pilot.press("R")
+                await until(pilot, lambda: str(table.get_row("config repo HEAD/0")[2]) == "✔ valid")
+                assert not problems.display
+
+        run(body())
+
+
+async def until(pilot, cond, timeout: float = 20.0) -> None:
+    """Wait for ``cond`` (a worker's result reaching the screen); fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.05)
 
 
 class TestCommandLine:

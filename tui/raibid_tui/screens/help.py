@@ -26,13 +26,15 @@ HELP = """\
                … yellow: a newer commit not applied yet
 
 [b]Changes[/b]
-  settings     by hash: config repo HEAD, live ConfigMap, what agents run
+  settings     config repo HEAD, live ConfigMap, what agents run: ✔ valid, = HEAD,
+               ✘ does not validate (reason below the table), ✘ refused by agents
   enter / d    view the selected pull request's diff
   m            merge the selected pull request (confirmed)
   R            refresh now
 
 [b]Queue[/b]   length, lag, pending, oldest pending age, dead letters, throughput
-[b]Agents[/b]  agents on other settings than the live ConfigMap are marked ⚠ stale
+[b]Agents[/b]  ⚠ stale: on other settings than the live ConfigMap; ✘ in REFUSED SETTINGS:
+        the agent refused a version and keeps its last good settings
 
 A backend that cannot be reached shows a red banner in its own tab; the others keep working.
 Every change asks for confirmation (y / n).
