@@ -17,6 +17,7 @@ from raibid_tui.sources.agents import AgentRow
 from raibid_gitops.gitops.keda import Pool, Verdict
 from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState
 from raibid_tui.sources.flux import Condition, EventRow, FluxRow
+from raibid_gitops.queue.jobs import Job
 from raibid_tui.sources.queue import QueueStats
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -127,9 +128,27 @@ diff --git a/overlays/dgx-spark/settings.yaml b/overlays/dgx-spark/settings.yaml
 +  lagCount: 2
 """
 
+def _job(jid: str, state: str, age: float, *, repo: str = "raibid/app", ref: str = "main", commit: str = "",
+         agent: str = "") -> Job:
+    return Job(id=jid, state=state, repo=repo, ref=ref, commit=commit, agent=agent,
+               submitted_at=NOW.timestamp() - age)
+
+
+JOBS = (
+    _job("19ac2f3b1e0-5d1e9a20", "queued", 8),
+    _job("19ac2f3a9c4-0b7f3c11", "running", 42, ref="feature/scaling", commit="9b7d03c4e1f2a3b4c5d6",
+         agent="raibid-agent-7k2p9"),
+    _job("19ac2f1d702-a4e01f55", "running", 754, repo="raibid/raibid-config", commit="4f2c9a1e0d9c8b7a6f5e",
+         agent="raibid-agent-zz31m"),
+    _job("19ac2e9b0f1-77c2d0aa", "succeeded", 3600, commit="1a2b3c4d5e6f7a8b9c0d", agent="raibid-agent-b8xq1"),
+    _job("19ac2e4410e-3e9d4b02", "failed", 7300, ref="refs/tags/v1.2.0", commit="0f1e2d3c4b5a69788796",
+         agent="raibid-agent-7k2p9"),
+    _job("19ac2d01aa0-c0ffee00", "dead", 90000, repo="raibid/flaky", agent="raibid-agent-old42"),
+)
+
 QUEUE = QueueStats(stream="raibid:jobs", group="raibid-agents", dead_letter_stream="raibid:jobs:dead", length=42,
                    lag=17, pending=3, oldest_pending_age=754.0, dead_letters=2, consumers=3,
-                   throughput=(0, 1, 3, 2, 5, 8, 6, 4, 7, 9, 3, 2, 1, 0, 4, 6), interval=2.0)
+                   throughput=(0, 1, 3, 2, 5, 8, 6, 4, 7, 9, 3, 2, 1, 0, 4, 6), interval=2.0, jobs=JOBS)
 
 AGENTS = (
     AgentRow("raibid-agent-7k2p9", "running", "job-20261128-0042", HASH_NEW, NOW - timedelta(seconds=4)),
@@ -324,10 +343,12 @@ class TestChangesSettingsStates:
 
 
 class TestQueueTab:
-    """The Queue tab: length, lag, pending, oldest pending age, dead letters, sparkline."""
+    """The Queue tab: length, lag, pending, oldest pending age, dead letters, sparkline, and
+    the newest jobs (issue 17: it showed only the numbers)."""
 
     def test_numbers_and_sparkline(self, snap_compare):
-        """Dead letters stand out in red; the sparkline shows the throughput samples."""
+        """Dead letters stand out in red; the sparkline shows the throughput samples; the jobs
+        are listed newest first with state (coloured), repo, ref, commit, agent and age."""
 
         async def run_before(pilot):
             await fill(pilot)

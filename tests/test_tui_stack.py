@@ -401,6 +401,72 @@ class TestQueueAndAgentsTabs:
             assert not app.query_one("#queue-banner").shown
 
     @run_async
+    async def test_jobs_listed(self, api_server, namespace, redis_server, redis_client, agents, monkeypatch):
+        """Issue 17: the Queue tab lists the jobs, not only the numbers — id, state, repo, ref,
+        commit, agent and age, newest first, from the records the producer and a real agent
+        wrote; a new job appears on top without the others being re-added; at most the newest
+        50 are listed."""
+        from fixtures_redis import wait_until
+
+        from raibid_gitops import contract
+        from raibid_gitops.queue import JobSpec, get_job, submit
+        from raibid_gitops.settings import defaults
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        settings = defaults()
+
+        def job(repo: str = "raibid/app", ref: str = "main", commit: str = "") -> str:
+            return submit(redis_client, settings, JobSpec(repo=repo, ref=ref, commit=commit,
+                                                          checkout=contract.CHECKOUT_NONE)).job_id
+
+        done = job(ref="refs/tags/v1.2.0", commit="0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c")
+        agents.spawn(once=True, agent_id="agent-once")
+        wait_until(lambda: get_job(redis_client, done).state == contract.STATE_SUCCEEDED, 30, what="the job to run")
+        queued = [job(repo="raibid/raibid-config", ref="feature/scaling"), job()]
+        app = flux_app(api_server, namespace, redis_url=redis_server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            panel = app.query_one("#queue-panel")
+            table = app.query_one("#jobs-table")
+            await until(pilot, lambda: table.row_count == 3, what="three jobs")
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(3)]
+            assert [r[0] for r in rows] == [queued[1], queued[0], done]  # newest first
+            assert rows[1][1:6] == ["queued", "raibid/raibid-config", "feature/scaling", "-", "-"]
+            assert rows[2][1:6] == ["succeeded", "raibid/app", "refs/tags/v1.2.0", "0f1e2d3c4b5a", "agent-once"]
+            assert rows[2][6].endswith("s")  # an age, from the record's submission time
+            newest = job(ref="hotfix")
+            await until(pilot, lambda: table.row_count == 4, what="the new job")
+            assert [str(table.get_row_at(i)[0]) for i in range(4)] == [newest, queued[1], queued[0], done]
+            # Keyed rows: the three were kept (a cleared table would have re-added them after it).
+            assert table.keys() == [queued[1], queued[0], done, newest]
+            more = [job() for _ in range(55)]
+            await until(pilot, lambda: panel.last is not None and panel.last.jobs[0].id == more[-1],
+                        what="the 55 new jobs")
+            await pilot.pause()
+            assert table.row_count == 50 and str(table.get_row_at(0)[0]) == more[-1]
+            assert done not in table.keys()  # older than the newest 50
+            assert panel.last.jobs_error == "" and not app.query_one("#queue-banner").shown
+
+    @run_async
+    async def test_malformed_job_record_is_not_an_outage(self, api_server, namespace, redis_server, redis_client,
+                                                        monkeypatch):
+        """A job record that does not parse (anything can write to Redis) says so above the
+        jobs list; the numbers stay current and no "Redis unreachable" banner appears."""
+        from raibid_gitops import contract
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        redis_client.zadd(contract.JOBS_INDEX, {"j-bad": 1.0})
+        redis_client.hset(contract.job_key("j-bad"), mapping={"state": "queued", "submitted_at": "yesterday"})
+        app = flux_app(api_server, namespace, redis_url=redis_server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            panel = app.query_one("#queue-panel")
+            await until(pilot, lambda: panel.last is not None, what="the queue")
+            assert "could not be read" in panel.last.jobs_error and "ValueError" in panel.last.jobs_error
+            assert "cannot list them" in str(app.query_one("#jobs-title").render())
+            assert not app.query_one("#queue-banner").shown
+
+    @run_async
     async def test_redis_down_banners_only_its_tabs(self, api_server, objs):
         """With Redis unreachable, Queue and Agents show a banner; Flux keeps its live rows."""
         app = flux_app(api_server, objs.ns, redis_url=CLOSED_PORT_URL)

@@ -435,6 +435,45 @@ async def until(pilot, cond, timeout: float = 20.0) -> None:
         await pilot.pause(0.05)
 
 
+class TestQueueJobs:
+    """The Queue tab's jobs: keyed by id and updated in place; record text is bounded."""
+
+    def test_state_change_updates_the_row_in_place(self):
+        from raibid_gitops.queue.jobs import Job
+        from raibid_tui.sources.queue import QueueStats
+
+        def stats(*jobs: Job) -> QueueStats:
+            return QueueStats("raibid:jobs", "raibid-agents", "raibid:jobs:dead", jobs=jobs)
+
+        t0 = NOW.timestamp()
+        older = Job("j1", "queued", "raibid/app", "main", submitted_at=t0 - 60)
+        newer = Job("j2", "queued", "raibid/app", "main", submitted_at=t0 - 5)
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                panel = app.query_one("#queue-panel")
+                table = app.query_one("#jobs-table")
+                panel.show(stats(older, newer))  # out of order: shown newest first
+                await pilot.pause()
+                assert [str(table.get_row_at(i)[0]) for i in range(2)] == ["j2", "j1"]
+                panel.show(stats(newer, Job("j1", "running", "raibid/app", "main", agent="a-1", submitted_at=t0 - 60)))
+                await pilot.pause()
+                assert table.get_row_index("j1") == 1 and table.keys() == ["j1", "j2"]  # kept, not re-added
+                assert [str(c) for c in table.get_row("j1")][1:6] == ["running", "raibid/app", "main", "-", "a-1"]
+                panel.show(stats(newer))
+                assert table.keys() == ["j2"]
+
+        run(body())
+
+    def test_record_text_is_bounded(self):
+        from raibid_gitops.queue.jobs import Job
+        from raibid_tui.widgets.queue import REPO_WIDTH, job_cells
+
+        cells = job_cells(Job("x" * 128, "y" * 500, "r" * 5000, "f" * 5000, commit="c" * 64, agent="a" * 500), NOW)
+        assert max(len(str(c)) for c in cells) <= REPO_WIDTH
+
+
 class TestCommandLine:
     """`raibid tui` parses the flux-style options and starts without importing textual early."""
 

@@ -32,7 +32,7 @@ HELP = """\
   m            merge the selected pull request (confirmed)
   R            refresh now
 
-[b]Queue[/b]   length, lag, pending, oldest pending age, dead letters, throughput
+[b]Queue[/b]   lag, pending, dead letters, throughput; the newest 50 jobs
 [b]Agents[/b]  ⚠ stale: on other settings than the live ConfigMap; ✘ in REFUSED SETTINGS:
         the agent refused a version and keeps its last good settings
 

@@ -4,7 +4,8 @@ and a watch event per second is most of the TUI's CPU."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -65,6 +66,16 @@ class KeyedTable(DataTable):
     def discard(self, key: str) -> None:
         if self._shown.pop(key, None) is not None:
             self.remove_row(key)
+
+    def sort_by_key(self, rank: Callable[[str], Any], reverse: bool = False) -> None:
+        """Order the rows by ``rank(row key)``: ``DataTable.sort`` only sees cell values, and a
+        cell may be cut (a long job id) or not hold the order at all (a submission time)."""
+        from textual._two_way_dict import TwoWayDict
+
+        ordered = sorted(self._data, key=lambda row_key: rank(str(row_key.value)), reverse=reverse)
+        self._row_locations = TwoWayDict({row_key: index for index, row_key in enumerate(ordered)})
+        self._update_count += 1
+        self.refresh()
 
     def keys(self) -> list[str]:
         return list(self._shown)
