@@ -444,7 +444,7 @@ class TestQueueAndAgentsTabs:
                         what="the 55 new jobs")
             await pilot.pause()
             assert table.row_count == 50 and str(table.get_row_at(0)[0]) == more[-1]
-            assert done not in table.keys()  # older than the newest 50
+            assert done not in set(table.keys())  # older than the newest 50
             assert panel.last.jobs_error == "" and not app.query_one("#queue-banner").shown
 
     @run_async
@@ -502,6 +502,18 @@ def _open_pull(gitea, full: str, branch: str, title: str) -> dict:
             if time.monotonic() > deadline:
                 raise AssertionError(f"cannot open a PR; branches: {gitea.api('GET', f'/repos/{full}/branches')}")
             time.sleep(0.5)
+
+
+def _agent_watching_configmap(api_server, namespace: str, redis_server, log_path: Path) -> subprocess.Popen:
+    """A long-lived real agent reading raibid-settings through the API (`--settings-configmap`),
+    as a pod of the pool does; its output goes to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "raibid_agent.main", "--settings-configmap", "-n", namespace, "--kubeconfig",
+             str(api_server.kubeconfig), "--redis-url", redis_server.url, "--agent-id", "agent-watching",
+             "--gitea-token-file", "/nonexistent"],
+            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
 
 
 class TestChangesTab:
@@ -605,14 +617,7 @@ class TestChangesTab:
             core.patch_namespaced_config_map("raibid-settings", namespace, {"data": {"settings.yaml": text}})
 
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
-        log = open(tmp_path / "agent.log", "wb")
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "raibid_agent.main", "--settings-configmap", "-n", namespace, "--kubeconfig",
-             str(api_server.kubeconfig), "--redis-url", redis_server.url, "--agent-id", "agent-watching",
-             "--gitea-token-file", "/nonexistent"],
-            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
-        log.close()
+        agent = _agent_watching_configmap(api_server, namespace, redis_server, tmp_path / "agent.log")
         good_hash = load_text(good).hash()
         try:
             app = flux_app(api_server, namespace, redis_url=redis_server.url, repo=config_repo)
@@ -647,7 +652,7 @@ class TestChangesTab:
                 head, live, agents = snap.settings
                 assert (head.invalid != "", head.digest, live.invalid != "", live.digest) == (True, digest, True, digest)
                 assert (agents.hash, agents.refused) == (good_hash, digest)
-                assert [str(table.get_row(k)[2]) for k in table.keys()] == [
+                assert [str(table.get_row_at(i)[2]) for i in range(table.row_count)] == [
                     "✘ does not validate", "✘ does not validate", "✘ refused the live settings"]
                 assert "queue.claimIdleSeconds" in str(app.query_one("#settings-problems").render())
                 await pilot.press("4")
@@ -662,7 +667,7 @@ class TestChangesTab:
                 await refresh_until(lambda snap: states(snap) == {
                     ("config repo HEAD", good_hash, ""), ("live ConfigMap", good_hash, ""),
                     ("agents", good_hash, "")}, "every place valid again")
-                assert [str(table.get_row(k)[2]) for k in table.keys()] == ["✔ valid", "= HEAD", "= HEAD"]
+                assert [str(table.get_row_at(i)[2]) for i in range(table.row_count)] == ["✔ valid", "= HEAD", "= HEAD"]
                 assert not app.query_one("#settings-problems").display
                 assert not app.query_one("#changes-banner").shown
         finally:

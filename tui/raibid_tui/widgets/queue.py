@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
@@ -52,7 +52,7 @@ def stats_table(s: QueueStats) -> Table:
 
 
 def _when(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc) if epoch is not None else None
+    return datetime.fromtimestamp(epoch, tz=UTC) if epoch is not None else None
 
 
 def job_cells(j: Job, now: datetime) -> tuple[object, ...]:
