@@ -140,6 +140,13 @@ class TestFluxStatus:
     def test_statuses(self, conditions, generation, observed, status):
         assert row_from_object(with_conditions(*conditions, generation=generation, observed=observed)).status == status
 
+    def test_suspended_keeps_its_status(self):
+        """Suspending bumps the generation and Flux does not reconcile a suspended object:
+        its Ready=True stays Ready, not "Reconciling" forever."""
+        obj = with_conditions(cond("Ready", "True", "ReconciliationSucceeded"), generation=3, observed=2)
+        obj["spec"]["suspend"] = True
+        assert row_from_object(obj).status == "Ready"
+
     @pytest.mark.parametrize("reason", sorted(__import__("raibid_gitops.gitops.flux", fromlist=["x"]).TRANSIENT_REASONS)
                              + ["BuildFailed", "HealthCheckFailed", "ReconciliationFailed", "PruneFailed"])
     def test_failed_exactly_when_the_library_says_so(self, reason):

@@ -199,9 +199,10 @@ def status_of(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _observed(obj: dict[str, Any]) -> bool:
-    """The controller has seen the current spec; an object without a generation (a test
-    fixture, an old API) counts as observed."""
-    if (obj.get("metadata") or {}).get("generation") is None:
+    """The controller has seen the current spec. A suspended object counts as observed: the
+    suspend itself bumped the generation and Flux does not reconcile it, so its status stays
+    what it was (as `flux get` shows it). So does an object without a generation."""
+    if fluxlib.is_suspended(obj) or (obj.get("metadata") or {}).get("generation") is None:
         return True
     return fluxlib.generation_current(obj)
 

@@ -18,8 +18,8 @@ from raibid_tui.widgets.polling import PollingPanel
 from raibid_tui.widgets.table import KeyedTable
 
 TONE_STYLE = {OK: "green", WARN: "bold yellow", BAD: "bold red"}
-#: Lines of each settings problem shown under the table (the rest is in the DETAIL column's
-#: source: `raibid gitops verify`, the agent's log).
+#: Lines of each settings problem shown under the table; the whole message is what
+#: `raibid gitops verify` prints (or the agent logs).
 PROBLEM_LINES = 3
 
 VERIFY_STYLE = {"success": ("✔ passed", "green"), "failure": ("✘ failed", "bold red"),
