@@ -16,6 +16,7 @@ from raibid_tui.sources.agents import AgentRow
 from raibid_gitops.gitops.keda import Pool, Verdict
 from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState
 from raibid_tui.sources.flux import Condition, EventRow, FluxRow
+from raibid_gitops.queue.jobs import Job
 from raibid_tui.sources.queue import QueueStats
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -38,17 +39,30 @@ FLUX_ROWS = (
             conditions=_ready("stored artifact")),
     FluxRow(uid="u-ks", kind="Kustomization", namespace="flux-system", name="raibid-config", status="Failed",
             reason="BuildFailed", message="kustomize build failed: accumulating resources", revision=GOOD,
-            attempted=NEW, subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(days=3),
-            source="GitRepository/flux-system/raibid-config", generation=2, observed_generation=2,
-            conditions=(Condition("Ready", "False", "BuildFailed", "kustomize build failed: accumulating resources",
-                                  "2026-11-28T11:59:10Z"),)),
+            attempted=NEW, subject="redis: appendonly yes", attempted_subject="agents: maxReplicas 8 -> 12",
+            created=NOW - timedelta(days=3), source="GitRepository/flux-system/raibid-config", generation=2,
+            observed_generation=2,
+            conditions=(Condition("Reconciling", "True", "ProgressingWithRetry", "retrying in 1m",
+                                  "2026-11-28T11:59:10Z"),
+                        Condition("Ready", "False", "BuildFailed", "kustomize build failed: accumulating resources",
+                                  "2026-11-28T11:59:10Z"))),
     FluxRow(uid="u-ks2", kind="Kustomization", namespace="flux-system", name="raibid-infra", status="Ready",
             reason="ReconciliationSucceeded", message=f"Applied revision: {GOOD}", revision=GOOD,
-            attempted=GOOD, subject="redis: appendonly yes", suspended=True, created=NOW - timedelta(hours=5),
-            generation=1, observed_generation=1, conditions=_ready("Applied revision")),
+            attempted=GOOD, subject="redis: appendonly yes", attempted_subject="redis: appendonly yes",
+            suspended=True, created=NOW - timedelta(hours=5), generation=1, observed_generation=1,
+            conditions=_ready("Applied revision")),
     FluxRow(uid="u-ks3", kind="Kustomization", namespace="flux-system", name="raibid-monitoring",
-            status="Reconciling", reason="Progressing", message="Reconciliation in progress", revision=GOOD,
-            attempted=GOOD, created=NOW - timedelta(minutes=7), generation=3, observed_generation=2),
+            status="Reconciling", reason="Progressing", message="Running health checks with a timeout of 5m",
+            revision=GOOD, attempted=NEW, subject="redis: appendonly yes",
+            attempted_subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(minutes=7), generation=3,
+            observed_generation=3),
+    FluxRow(uid="u-ks4", kind="Kustomization", namespace="flux-system", name="raibid-pool", status="Waiting",
+            reason="DependencyNotReady", message="dependency 'flux-system/raibid-config' is not ready",
+            revision=GOOD, attempted=NEW, subject="redis: appendonly yes",
+            attempted_subject="agents: maxReplicas 8 -> 12", created=NOW - timedelta(minutes=7), generation=1,
+            observed_generation=1,
+            conditions=(Condition("Ready", "False", "DependencyNotReady",
+                                  "dependency 'flux-system/raibid-config' is not ready", "2026-11-28T11:59:30Z"),)),
 )
 
 EVENTS = (
@@ -73,6 +87,36 @@ CHANGES = ChangesSnapshot(
     ),
 )
 
+#: A hand edit that breaks a cross-field rule, pushed and applied (issue 17): HEAD and the live
+#: ConfigMap hold it, two agents refused it and keep their last good settings, one has not
+#: looked yet; Gitea is not configured (a note, not an outage).
+BAD_DIGEST = "sha256:9f8e7d6c5b4a3921"
+RULE = ("queue.claimIdleSeconds: queue.claimIdleSeconds (300) must be at least 3 x queue.heartbeatSeconds (200) "
+        "= 600, or live agents' jobs get taken over")
+INVALID_CHANGES = ChangesSnapshot(
+    settings=(
+        SettingsState("config repo HEAD", "", "4d5e6f70 raibid: set queue.heartbeatSeconds 15 → 200",
+                      invalid=f"overlays/dgx-spark/settings.yaml is not valid:\n  overlays/dgx-spark/settings.yaml:25: "
+                              f"{RULE}", digest=BAD_DIGEST),
+        SettingsState("live ConfigMap", "", "raibid-ci/raibid-settings resourceVersion 4720",
+                      invalid=f"ConfigMap raibid-settings is not valid:\n  ConfigMap raibid-settings:25: {RULE}",
+                      digest=BAD_DIGEST),
+        SettingsState("agents", HASH_NEW, "2 of 3 agent(s)", refused=BAD_DIGEST,
+                      refusal=f"/etc/raibid/settings/settings.yaml is not valid:\n  settings.yaml:25: {RULE}"),
+        SettingsState("agents", HASH_NEW, "1 of 3 agent(s)"),
+    ),
+    notes=("Gitea not configured (set RAIBID_GITEA_URL and RAIBID_GITEA_TOKEN)",),
+)
+
+UNREACHABLE_CHANGES = ChangesSnapshot(
+    settings=(
+        SettingsState("config repo HEAD", HASH_NEW, "9b7d03c4 agents: maxReplicas 8 -> 12", digest=BAD_DIGEST),
+        SettingsState("live ConfigMap", error="cannot reach the Kubernetes API (server https://127.0.0.1:6443)"),
+        SettingsState("agents", HASH_NEW, "3 of 3 agent(s)"),
+    ),
+    errors=("Kubernetes: cannot reach the Kubernetes API (server https://127.0.0.1:6443)",),
+)
+
 DIFF = """\
 diff --git a/overlays/dgx-spark/settings.yaml b/overlays/dgx-spark/settings.yaml
 --- a/overlays/dgx-spark/settings.yaml
@@ -83,15 +127,42 @@ diff --git a/overlays/dgx-spark/settings.yaml b/overlays/dgx-spark/settings.yaml
 +  lagCount: 2
 """
 
+def _job(jid: str, state: str, age: float, *, repo: str = "raibid/app", ref: str = "main", commit: str = "",
+         agent: str = "") -> Job:
+    return Job(id=jid, state=state, repo=repo, ref=ref, commit=commit, agent=agent,
+               submitted_at=NOW.timestamp() - age)
+
+
+JOBS = (
+    _job("19ac2f3b1e0-5d1e9a20", "queued", 8),
+    _job("19ac2f3a9c4-0b7f3c11", "running", 42, ref="feature/scaling", commit="9b7d03c4e1f2a3b4c5d6",
+         agent="raibid-agent-7k2p9"),
+    _job("19ac2f1d702-a4e01f55", "running", 754, repo="raibid/raibid-config", commit="4f2c9a1e0d9c8b7a6f5e",
+         agent="raibid-agent-zz31m"),
+    _job("19ac2e9b0f1-77c2d0aa", "succeeded", 3600, commit="1a2b3c4d5e6f7a8b9c0d", agent="raibid-agent-b8xq1"),
+    _job("19ac2e4410e-3e9d4b02", "failed", 7300, ref="refs/tags/v1.2.0", commit="0f1e2d3c4b5a69788796",
+         agent="raibid-agent-7k2p9"),
+    _job("19ac2d01aa0-c0ffee00", "dead", 90000, repo="raibid/flaky", agent="raibid-agent-old42"),
+)
+
 QUEUE = QueueStats(stream="raibid:jobs", group="raibid-agents", dead_letter_stream="raibid:jobs:dead", length=42,
                    lag=17, pending=3, oldest_pending_age=754.0, dead_letters=2, consumers=3,
-                   throughput=(0, 1, 3, 2, 5, 8, 6, 4, 7, 9, 3, 2, 1, 0, 4, 6), interval=2.0)
+                   throughput=(0, 1, 3, 2, 5, 8, 6, 4, 7, 9, 3, 2, 1, 0, 4, 6), interval=2.0, jobs=JOBS)
 
 AGENTS = (
     AgentRow("raibid-agent-7k2p9", "running", "job-20261128-0042", HASH_NEW, NOW - timedelta(seconds=4)),
     AgentRow("raibid-agent-b8xq1", "idle", "", HASH_NEW, NOW - timedelta(seconds=11)),
     AgentRow("raibid-agent-zz31m", "running", "job-20261128-0043", HASH_OLD, NOW - timedelta(seconds=2),
              stale=True),
+)
+
+
+AGENTS_REFUSING = (
+    AgentRow("raibid-agent-7k2p9", "running", "job-20261128-0042", HASH_NEW, NOW - timedelta(seconds=4),
+             refused=BAD_DIGEST, settings_error=f"settings.yaml is not valid:\n  settings.yaml:25: {RULE}"),
+    AgentRow("raibid-agent-b8xq1", "idle", "", HASH_NEW, NOW - timedelta(seconds=11), refused=BAD_DIGEST,
+             settings_error=f"settings.yaml is not valid:\n  settings.yaml:25: {RULE}"),
+    AgentRow("raibid-agent-zz31m", "running", "job-20261128-0043", HASH_NEW, NOW - timedelta(seconds=2)),
 )
 
 
@@ -122,32 +193,49 @@ def make_app() -> RaibidApp:
     return RaibidApp(sources, live=False, clock=lambda: NOW)
 
 
-async def fill(pilot) -> None:
+async def fill(pilot, *, changes: ChangesSnapshot = CHANGES, agents: tuple[AgentRow, ...] = AGENTS,
+               expected_hash: str | None = HASH_NEW) -> None:
     app = pilot.app
-    app.expected_hash = HASH_NEW
+    app.expected_hash = expected_hash
     app.query_one("#flux-panel").set_rows(FLUX_ROWS)
-    app.query_one("#changes-panel").show(CHANGES)
+    app.query_one("#changes-panel").show(changes)
     app.query_one("#queue-panel").show(QUEUE)
-    app.query_one("#agents-panel").show(AGENTS)
+    app.query_one("#agents-panel").show(agents)
     app.query_one("#pool-panel").show(POOL)
     await pilot.pause()
 
 
 class TestFluxTab:
-    """The Flux tab: GitRepositories and Kustomizations, status colours, a failing newer commit
-    in ATTEMPTED, suspended objects; the detail modal; confirmations; the banner."""
+    """The Flux tab: GitRepositories and Kustomizations, status colours, applied and attempted
+    commits apart, suspended objects; the detail modal; confirmations; the banner."""
 
     def test_rows(self, snap_compare):
-        """Both kinds, GitRepositories first; the Kustomization whose new commit failed shows
-        ⚠ and the attempted revision; SUSPENDED 'yes' for the suspended one."""
+        """Both kinds, GitRepositories first. REVISION and COMMIT are the applied commit; the
+        Kustomization whose newer commit failed (BuildFailed while Flux retries) is Failed with
+        ⚠ and the attempted commit's revision and subject in ATTEMPTED; one running health checks
+        on a newer commit is Reconciling with … in yellow; one whose dependency is not ready is
+        Waiting; SUSPENDED 'yes' for the suspended one."""
         assert snap_compare(make_app(), terminal_size=SIZE, run_before=fill)
 
     def test_detail_view(self, snap_compare):
-        """enter on the failing Kustomization opens fields, conditions and recent events."""
+        """enter on the failing Kustomization: the applied revision with its own commit subject,
+        the attempted one (⚠ failed: not applied) with its subject, conditions, recent events."""
 
         async def run_before(pilot):
             await fill(pilot)
             await pilot.press("down", "enter")
+            await pilot.app.workers.wait_for_complete()
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_detail_view_waiting(self, snap_compare):
+        """enter on the Kustomization waiting for a dependency: Waiting, the attempted commit
+        "not applied yet", and its Ready=False condition in yellow (transient), not red."""
+
+        async def run_before(pilot):
+            await fill(pilot)
+            await pilot.press("down", "down", "down", "down", "enter")
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
 
@@ -192,7 +280,8 @@ class TestChangesTab:
     """The Changes tab: settings by hash at HEAD / live / agents, open PRs with verify status."""
 
     def test_settings_and_pulls(self, snap_compare):
-        """Hashes that differ from HEAD are marked; verify passed / failed / running."""
+        """HEAD's settings are "✔ valid"; hashes that differ from HEAD are marked; verify
+        passed / failed / running."""
 
         async def run_before(pilot):
             await fill(pilot)
@@ -223,11 +312,42 @@ class TestChangesTab:
         assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
 
+class TestChangesSettingsStates:
+    """The Changes tab shows each settings state as it is (issue 17): settings that do not
+    validate are "✘ does not validate" with the reason under the table — not a backend
+    outage; agents that refused them are "✘ refused the live settings", not "= HEAD"; only a
+    place that cannot be read raises the banner, and it names that place."""
+
+    def test_invalid_settings_and_refusing_agents(self, snap_compare):
+        """HEAD and the live ConfigMap do not validate (same text), two agents refused it and
+        keep their settings, one runs them without having looked yet; no banner; Gitea's note
+        beside the pull requests' title."""
+
+        async def run_before(pilot):
+            await fill(pilot, changes=INVALID_CHANGES)
+            await pilot.press("2")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+    def test_unreachable_backend(self, snap_compare):
+        """The live ConfigMap cannot be read: "✘ cannot read" and a banner naming Kubernetes."""
+
+        async def run_before(pilot):
+            await fill(pilot, changes=UNREACHABLE_CHANGES)
+            await pilot.press("2")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
 class TestQueueTab:
-    """The Queue tab: length, lag, pending, oldest pending age, dead letters, sparkline."""
+    """The Queue tab: length, lag, pending, oldest pending age, dead letters, sparkline, and
+    the newest jobs (issue 17: it showed only the numbers)."""
 
     def test_numbers_and_sparkline(self, snap_compare):
-        """Dead letters stand out in red; the sparkline shows the throughput samples."""
+        """Dead letters stand out in red; the sparkline shows the throughput samples; the jobs
+        are listed newest first with state (coloured), repo, ref, commit, agent and age."""
 
         async def run_before(pilot):
             await fill(pilot)
@@ -238,7 +358,7 @@ class TestQueueTab:
 
 
 class TestAgentsTab:
-    """The Agents tab: id, state, current job, settings hash, last heartbeat."""
+    """The Agents tab: id, state, current job, settings hash, refused settings, last heartbeat."""
 
     def test_stale_agent_stands_out(self, snap_compare):
         """The pool KEDA runs (3 agent Jobs of max 5, KEDA accepted) heads the tab; the agent on
@@ -246,6 +366,22 @@ class TestAgentsTab:
 
         async def run_before(pilot):
             await fill(pilot)
+            await pilot.press("4")
+            await pilot.pause()
+
+        assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+class TestAgentsRefusedSettings:
+    """The Agents tab shows refused settings (issue 17): an agent whose heartbeat reports a
+    refused version shows it and why in REFUSED SETTINGS, and the summary counts them."""
+
+    def test_refused_settings(self, snap_compare):
+        """Two agents refused the live settings and keep their last good ones; one did not."""
+
+        async def run_before(pilot):
+            # The live ConfigMap does not validate: there is no live hash to be stale against.
+            await fill(pilot, changes=INVALID_CHANGES, agents=AGENTS_REFUSING, expected_hash=None)
             await pilot.press("4")
             await pilot.pause()
 

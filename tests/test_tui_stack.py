@@ -205,6 +205,57 @@ class TestFluxTabLive:
         assert sorted(lists) == ["GitRepository", "Kustomization"]  # one list each, then watches
 
     @run_async
+    async def test_failed_and_waiting_with_commits_apart(self, api_server, objs, config_repo):
+        """Issue 17: a Kustomization with Ready=False BuildFailed while Flux retries
+        (Reconciling=True) is Failed, not Reconciling; the applied commit and the attempted one
+        each show their own subject, in the table and in the detail view; DependencyNotReady
+        (transient in the library) is Waiting, not failed."""
+        def commit(message: str) -> str:
+            settings = config_repo / "overlays/dgx-spark/settings.yaml"
+            settings.write_text(settings.read_text() + f"# {message}\n")
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", message],
+                           cwd=config_repo, check=True)
+            return subprocess.run(["git", "rev-parse", "HEAD"], cwd=config_repo, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+
+        applied, attempted = commit("redis: appendonly yes"), commit("agents: maxReplicas 8 -> 12")
+        rev_applied, rev_attempted = f"main@sha1:{applied}", f"main@sha1:{attempted}"
+        objs.set_status(KS, "raibid-config", {
+            "lastAppliedRevision": rev_applied, "lastAttemptedRevision": rev_attempted,
+            "conditions": [
+                {"type": "Reconciling", "status": "True", "reason": "ProgressingWithRetry",
+                 "message": "Detecting drift for revision", "lastTransitionTime": "2026-11-28T00:00:00Z"},
+                *_cond("False", "BuildFailed", "kustomize build failed: accumulating resources")]})
+        app = flux_app(api_server, objs.ns, repo=config_repo)
+        async with app.run_test(size=SIZE) as pilot:
+            panel = app.query_one("#flux-panel")
+            await until(pilot, lambda: ks_row(app) is not None and ks_row(app).revision == rev_applied,
+                        what="the Kustomization row")
+            row = ks_row(app)
+            assert (row.status, row.reason) == ("Failed", "BuildFailed") and row.failing_new_commit
+            assert (row.subject, row.attempted_subject) == ("redis: appendonly yes", "agents: maxReplicas 8 -> 12")
+            cells = [str(c) for c in panel.table.get_row(row.uid)]
+            assert cells[3:7] == ["Failed", f"main@{applied[:8]}", "redis: appendonly yes",
+                                  f"⚠ main@{attempted[:8]} agents: maxReplicas…"]
+            panel.table.move_cursor(row=panel.table.get_row_index(row.uid))
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, FluxDetailScreen), what="the detail view")
+            lines = str(app.screen.query_one("#detail-fields").render()).splitlines()
+            at = next(i for i, line in enumerate(lines) if line.startswith("Applied"))
+            assert rev_applied in lines[at] and lines[at + 1].split() == ["commit", "redis:", "appendonly", "yes"]
+            assert rev_attempted in lines[at + 2] and "⚠ failed: not applied" in lines[at + 2]
+            assert "agents: maxReplicas 8 -> 12" in lines[at + 3]
+            await pilot.press("escape")
+
+            objs.set_status(KS, "raibid-config", {
+                "lastAppliedRevision": rev_applied, "lastAttemptedRevision": rev_attempted,
+                "conditions": _cond("False", "DependencyNotReady", "dependency 'x/infra' is not ready")})
+            await until(pilot, lambda: ks_row(app).status != "Failed", what="the status to change")
+            row = ks_row(app)
+            assert (row.status, row.failed, row.failing_new_commit) == ("Waiting", False, False)
+            assert str(panel.table.get_row(row.uid)[6]).startswith(f"… main@{attempted[:8]}")
+
+    @run_async
     async def test_all_namespaces(self, api_server, objs):
         """-A watches every namespace: the test namespace's rows are among them."""
         sources = build(kubeconfig=str(api_server.kubeconfig), all_namespaces=True, redis_url=CLOSED_PORT_URL)
@@ -350,6 +401,72 @@ class TestQueueAndAgentsTabs:
             assert not app.query_one("#queue-banner").shown
 
     @run_async
+    async def test_jobs_listed(self, api_server, namespace, redis_server, redis_client, agents, monkeypatch):
+        """Issue 17: the Queue tab lists the jobs, not only the numbers — id, state, repo, ref,
+        commit, agent and age, newest first, from the records the producer and a real agent
+        wrote; a new job appears on top without the others being re-added; at most the newest
+        50 are listed."""
+        from fixtures_redis import wait_until
+
+        from raibid_gitops import contract
+        from raibid_gitops.queue import JobSpec, get_job, submit
+        from raibid_gitops.settings import defaults
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        settings = defaults()
+
+        def job(repo: str = "raibid/app", ref: str = "main", commit: str = "") -> str:
+            return submit(redis_client, settings, JobSpec(repo=repo, ref=ref, commit=commit,
+                                                          checkout=contract.CHECKOUT_NONE)).job_id
+
+        done = job(ref="refs/tags/v1.2.0", commit="0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c")
+        agents.spawn(once=True, agent_id="agent-once")
+        wait_until(lambda: get_job(redis_client, done).state == contract.STATE_SUCCEEDED, 30, what="the job to run")
+        queued = [job(repo="raibid/raibid-config", ref="feature/scaling"), job()]
+        app = flux_app(api_server, namespace, redis_url=redis_server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            panel = app.query_one("#queue-panel")
+            table = app.query_one("#jobs-table")
+            await until(pilot, lambda: table.row_count == 3, what="three jobs")
+            rows = [[str(c) for c in table.get_row_at(i)] for i in range(3)]
+            assert [r[0] for r in rows] == [queued[1], queued[0], done]  # newest first
+            assert rows[1][1:6] == ["queued", "raibid/raibid-config", "feature/scaling", "-", "-"]
+            assert rows[2][1:6] == ["succeeded", "raibid/app", "refs/tags/v1.2.0", "0f1e2d3c4b5a", "agent-once"]
+            assert rows[2][6].endswith("s")  # an age, from the record's submission time
+            newest = job(ref="hotfix")
+            await until(pilot, lambda: table.row_count == 4, what="the new job")
+            assert [str(table.get_row_at(i)[0]) for i in range(4)] == [newest, queued[1], queued[0], done]
+            # Keyed rows: the three were kept (a cleared table would have re-added them after it).
+            assert table.keys() == [queued[1], queued[0], done, newest]
+            more = [job() for _ in range(55)]
+            await until(pilot, lambda: panel.last is not None and panel.last.jobs[0].id == more[-1],
+                        what="the 55 new jobs")
+            await pilot.pause()
+            assert table.row_count == 50 and str(table.get_row_at(0)[0]) == more[-1]
+            assert done not in set(table.keys())  # older than the newest 50
+            assert panel.last.jobs_error == "" and not app.query_one("#queue-banner").shown
+
+    @run_async
+    async def test_malformed_job_record_is_not_an_outage(self, api_server, namespace, redis_server, redis_client,
+                                                        monkeypatch):
+        """A job record that does not parse (anything can write to Redis) says so above the
+        jobs list; the numbers stay current and no "Redis unreachable" banner appears."""
+        from raibid_gitops import contract
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        redis_client.zadd(contract.JOBS_INDEX, {"j-bad": 1.0})
+        redis_client.hset(contract.job_key("j-bad"), mapping={"state": "queued", "submitted_at": "yesterday"})
+        app = flux_app(api_server, namespace, redis_url=redis_server.url)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("3")
+            panel = app.query_one("#queue-panel")
+            await until(pilot, lambda: panel.last is not None, what="the queue")
+            assert "could not be read" in panel.last.jobs_error and "ValueError" in panel.last.jobs_error
+            assert "cannot list them" in str(app.query_one("#jobs-title").render())
+            assert not app.query_one("#queue-banner").shown
+
+    @run_async
     async def test_redis_down_banners_only_its_tabs(self, api_server, objs):
         """With Redis unreachable, Queue and Agents show a banner; Flux keeps its live rows."""
         app = flux_app(api_server, objs.ns, redis_url=CLOSED_PORT_URL)
@@ -385,6 +502,18 @@ def _open_pull(gitea, full: str, branch: str, title: str) -> dict:
             if time.monotonic() > deadline:
                 raise AssertionError(f"cannot open a PR; branches: {gitea.api('GET', f'/repos/{full}/branches')}")
             time.sleep(0.5)
+
+
+def _agent_watching_configmap(api_server, namespace: str, redis_server, log_path: Path) -> subprocess.Popen:
+    """A long-lived real agent reading raibid-settings through the API (`--settings-configmap`),
+    as a pod of the pool does; its output goes to ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "raibid_agent.main", "--settings-configmap", "-n", namespace, "--kubeconfig",
+             str(api_server.kubeconfig), "--redis-url", redis_server.url, "--agent-id", "agent-watching",
+             "--gitea-token-file", "/nonexistent"],
+            env=dict(os.environ, PYTHONUNBUFFERED="1"), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
 
 
 class TestChangesTab:
@@ -458,6 +587,92 @@ class TestChangesTab:
             await until(pilot, lambda: gitea.api("GET", f"/repos/{full}/pulls/{pr['number']}")["merged"],
                         timeout=30, what="the merge")
             await until(pilot, lambda: not panel.last.pulls, timeout=30, what="the PR to leave the list")
+
+
+    @run_async
+    async def test_invalid_settings_refused_then_fixed(self, api_server, api_client, namespace, config_repo,
+                                                       redis_server, redis_client, monkeypatch, tmp_path):
+        """Issue 17, with a real agent watching the live ConfigMap: a commit that breaks a
+        cross-field rule reaches the ConfigMap (as Flux applies it); the Changes tab shows HEAD
+        and the live ConfigMap as "does not validate" (no "backend unreachable" banner) and the
+        agent as having refused the live settings (not "= HEAD"); the Agents tab shows the
+        refusal. After the fix reaches the ConfigMap, the next refresh shows every place valid
+        and the agent on the fixed settings again — no restart."""
+        from kubernetes import client
+
+        from raibid_gitops.settings import load_text, text_digest
+
+        good = _config_repo_in(config_repo, namespace)
+        bad = good.replace("heartbeatSeconds: 15", "heartbeatSeconds: 200")
+        assert bad != good
+        core = client.CoreV1Api(api_client)
+        core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="raibid-settings"), data={"settings.yaml": good}))
+
+        def apply(text: str, message: str) -> None:
+            """Commit the settings and put them in the live ConfigMap, as `sync` + Flux do."""
+            (config_repo / "overlays/dgx-spark/settings.yaml").write_text(text)
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", message],
+                           cwd=config_repo, check=True)
+            core.patch_namespaced_config_map("raibid-settings", namespace, {"data": {"settings.yaml": text}})
+
+        monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)
+        agent = _agent_watching_configmap(api_server, namespace, redis_server, tmp_path / "agent.log")
+        good_hash = load_text(good).hash()
+        try:
+            app = flux_app(api_server, namespace, redis_url=redis_server.url, repo=config_repo)
+            async with app.run_test(size=SIZE) as pilot:
+                await pilot.press("2")
+                panel = app.query_one("#changes-panel")
+                table = app.query_one("#settings-table")
+
+                async def refresh_until(cond, what: str) -> None:
+                    deadline = time.monotonic() + 30
+                    while not (panel.last is not None and cond(panel.last)):
+                        if agent.poll() is not None:
+                            raise AssertionError(f"the agent exited: {(tmp_path / 'agent.log').read_text()[-2000:]}")
+                        if time.monotonic() > deadline:
+                            raise AssertionError(f"timed out waiting for {what}: {panel.last}")
+                        await pilot.press("R")
+                        await pilot.pause(0.3)
+
+                def states(snap) -> dict:
+                    return {(s.where, s.hash, s.refused) for s in snap.settings}
+
+                await refresh_until(lambda snap: states(snap) == {
+                    ("config repo HEAD", good_hash, ""), ("live ConfigMap", good_hash, ""),
+                    ("agents", good_hash, "")}, "the agent on HEAD's settings")
+
+                apply(bad, "raibid: set queue.heartbeatSeconds 15 → 200")
+                digest = text_digest(bad)
+                await refresh_until(lambda snap: any(s.refused == digest for s in snap.settings),
+                                    "the agent to refuse the new settings")
+                snap = panel.last
+                assert snap.errors == () and not app.query_one("#changes-banner").shown
+                head, live, agents = snap.settings
+                assert (head.invalid != "", head.digest, live.invalid != "", live.digest) == (True, digest, True, digest)
+                assert (agents.hash, agents.refused) == (good_hash, digest)
+                assert [str(table.get_row_at(i)[2]) for i in range(table.row_count)] == [
+                    "✘ does not validate", "✘ does not validate", "✘ refused the live settings"]
+                assert "queue.claimIdleSeconds" in str(app.query_one("#settings-problems").render())
+                await pilot.press("4")
+                agents_panel = app.query_one("#agents-panel")
+                await until(pilot, lambda: agents_panel.last and agents_panel.last[0].refused == digest,
+                            what="the refusal in the Agents tab")
+                refused_cell = str(app.query_one("#agents-table").get_row("agent-watching")[4])
+                assert refused_cell.startswith(f"✘ {digest.split(':')[1][:12]}: ") and "claimIdleSeconds" in refused_cell
+
+                apply(good, "raibid: set queue.heartbeatSeconds 200 → 15")
+                await pilot.press("2")
+                await refresh_until(lambda snap: states(snap) == {
+                    ("config repo HEAD", good_hash, ""), ("live ConfigMap", good_hash, ""),
+                    ("agents", good_hash, "")}, "every place valid again")
+                assert [str(table.get_row_at(i)[2]) for i in range(table.row_count)] == ["✔ valid", "= HEAD", "= HEAD"]
+                assert not app.query_one("#settings-problems").display
+                assert not app.query_one("#changes-banner").shown
+        finally:
+            agent.terminate()
+            agent.wait(15)
 
 
 @pytest.fixture

@@ -49,14 +49,17 @@ class TestRows:
         assert short_revision(A) == "main@aaaaaaaa" and short_revision("") == ""
 
     def test_failing_new_commit(self):
-        """A Kustomization that attempted a newer commit than it applied stands out; the
-        subject shown is the attempted commit's."""
+        """A Kustomization whose newer commit failed stands out; the applied commit and the
+        attempted one each keep their own subject (issue 17: the detail view paired them)."""
         seen = []
-        row = row_from_object(ks(A, B, "False"), subject=lambda sha: seen.append(sha) or "new subject")
-        assert row.status == "Failed" and row.failing_new_commit and row.subject == "new subject"
-        assert seen == ["b" * 40]
-        ok = row_from_object(ks(A, A))
-        assert ok.status == "Ready" and not ok.failing_new_commit
+        subjects = {"a" * 40: "applied subject", "b" * 40: "attempted subject"}
+        row = row_from_object(ks(A, B, "False"), subject=lambda sha: seen.append(sha) or subjects[sha])
+        assert row.status == "Failed" and row.failing_new_commit
+        assert (row.subject, row.attempted_subject) == ("applied subject", "attempted subject")
+        assert sorted(seen) == ["a" * 40, "b" * 40]
+        ok = row_from_object(ks(A, A), subject=lambda sha: subjects[sha])
+        assert ok.status == "Ready" and not ok.failing_new_commit and not ok.new_attempt
+        assert (ok.subject, ok.attempted_subject) == ("applied subject", "applied subject")
         assert ok.source == "GitRepository/flux-system/raibid-config"
 
     def test_status_precedence(self):
@@ -77,6 +80,82 @@ class TestRows:
         assert row.last_heartbeat == datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=timezone.utc)
         assert not row_from_hash("a2", {"settings_hash": "sha256:2"}, expected_hash="sha256:2").stale
         assert parse_time("2026-11-28T12:00:00Z") == NOW and parse_time("garbage") is None
+
+
+def with_conditions(*conditions: dict, applied: str = A, attempted: str = B, generation: int = 2,
+                    observed: int = 2) -> dict:
+    obj = ks(applied, attempted)
+    obj["metadata"]["generation"] = generation
+    obj["status"]["observedGeneration"] = observed
+    obj["status"]["conditions"] = list(conditions)
+    return obj
+
+
+def cond(type_: str, status: str, reason: str, message: str = "m") -> dict:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+class TestFluxStatus:
+    """READY follows the library's Flux semantics (raibid_gitops.gitops.flux.failure and
+    TRANSIENT_REASONS), the ones `raibid gitops status` and `sync` use (issue 17)."""
+
+    def test_build_failed_while_flux_retries_is_failed(self):
+        """Ready=False BuildFailed with Reconciling=True (Flux retrying) is Failed, not
+        Reconciling; the reason and message are the failure's; ATTEMPTED is red ⚠."""
+        from raibid_tui.widgets.flux import attempted_cell
+
+        obj = with_conditions(cond("Reconciling", "True", "ProgressingWithRetry", "retrying"),
+                              cond("Ready", "False", "BuildFailed", "kustomize build failed: x"))
+        row = row_from_object(obj, subject=lambda sha: "new" if sha == "b" * 40 else "old")
+        assert (row.status, row.reason, row.message) == ("Failed", "BuildFailed", "kustomize build failed: x")
+        assert row.failed and row.failing_new_commit
+        cell = attempted_cell(row)
+        assert cell.plain == "⚠ main@bbbbbbbb new" and "red" in str(cell.style)
+
+    def test_dependency_not_ready_is_waiting(self):
+        """Ready=False DependencyNotReady is transient in the library: Waiting, not failed,
+        and a newer attempt is shown as being applied (yellow …), not as failed."""
+        from raibid_tui.widgets.flux import attempted_cell
+
+        row = row_from_object(with_conditions(cond("Ready", "False", "DependencyNotReady",
+                                                   "dependency 'flux-system/infra' is not ready")))
+        assert (row.status, row.reason) == ("Waiting", "DependencyNotReady")
+        assert not row.failed and not row.failing_new_commit and row.new_attempt
+        cell = attempted_cell(row)
+        assert cell.plain == "… main@bbbbbbbb" and "yellow" in str(cell.style)
+
+    @pytest.mark.parametrize("conditions,generation,observed,status", [
+        ([cond("Ready", "Unknown", "Progressing")], 2, 2, "Reconciling"),
+        ([cond("Ready", "False", "Progressing")], 2, 2, "Reconciling"),
+        ([cond("Ready", "True", "ReconciliationSucceeded")], 3, 2, "Reconciling"),  # new spec not seen yet
+        ([cond("Ready", "True", "ReconciliationSucceeded"), cond("Reconciling", "True", "Progressing")], 2, 2,
+         "Reconciling"),
+        ([cond("Ready", "True", "ReconciliationSucceeded")], 2, 2, "Ready"),
+        ([cond("Ready", "False", "HealthCheckFailed")], 2, 2, "Failed"),
+        ([cond("Ready", "False", "ArtifactFailed")], 2, 2, "Failed"),
+        ([cond("Ready", "True", "ReconciliationSucceeded"), cond("Stalled", "True", "InvalidPath")], 2, 2,
+         "Stalled"),
+        ([], 2, 2, "Unknown"),
+    ])
+    def test_statuses(self, conditions, generation, observed, status):
+        assert row_from_object(with_conditions(*conditions, generation=generation, observed=observed)).status == status
+
+    def test_suspended_keeps_its_status(self):
+        """Suspending bumps the generation and Flux does not reconcile a suspended object:
+        its Ready=True stays Ready, not "Reconciling" forever."""
+        obj = with_conditions(cond("Ready", "True", "ReconciliationSucceeded"), generation=3, observed=2)
+        obj["spec"]["suspend"] = True
+        assert row_from_object(obj).status == "Ready"
+
+    @pytest.mark.parametrize("reason", sorted(__import__("raibid_gitops.gitops.flux", fromlist=["x"]).TRANSIENT_REASONS)
+                             + ["BuildFailed", "HealthCheckFailed", "ReconciliationFailed", "PruneFailed"])
+    def test_failed_exactly_when_the_library_says_so(self, reason):
+        """For every transient reason of the library and some failures: the row is failed
+        exactly when ``flux.failure()`` finds a failure."""
+        from raibid_gitops.gitops import flux
+
+        obj = with_conditions(cond("Ready", "False", reason))
+        assert row_from_object(obj).failed == (flux.failure(obj) is not None)
 
 
 def run(coro):
@@ -115,6 +194,23 @@ class TestInPlaceRows:
 
         run(body())
 
+    def test_colour_only_change_repaints(self):
+        """A cell whose text stays but whose colour changes is updated (rich's Text equality
+        ignores the style, so comparing with == would keep the old colour on screen)."""
+        from rich.text import Text
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                table = app.query_one("#agents-table")
+                table.upsert("a", ("a", Text("x", style="green"), "-", "-", "-"))
+                assert not table.upsert("a", ("a", Text("x", style="green"), "-", "-", "-"))
+                assert table.upsert("a", ("a", Text("x", style="bold red"), "-", "-", "-"))
+                await pilot.pause()
+                assert str(table.get_row("a")[1].style) == "bold red"
+
+        run(body())
+
 
 class TestNoTraceback:
     """Odd backend data becomes a notification and the app goes on; a bug in a handler ends the
@@ -150,6 +246,35 @@ class TestNoTraceback:
         run(body())
         assert "Traceback" not in capsys.readouterr().err
 
+    def test_backend_text_is_never_markup(self):
+        """Messages, PR titles and commit subjects come from backends: a "[/]" in them shows as
+        written instead of ending the app with a MarkupError."""
+        from raibid_tui.screens.confirm import ConfirmScreen
+        from raibid_tui.screens.flux_detail import FluxDetailScreen
+
+        hostile = "fix [/] and [b]bold"
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test() as pilot:
+                banner = app.query_one("#changes-banner")
+                banner.show("Changes", hostile)
+                app.query_one("#flux-panel").show_progress(hostile)
+                await pilot.pause()
+                assert hostile in str(banner.render())
+                app.push_screen(ConfirmScreen(f"Merge #1 “{hostile}”?", hostile))
+                await pilot.pause()
+                assert hostile in str(app.screen.query_one("#confirm-question").render())
+                app.pop_screen()
+                row = FluxRow(uid="u", kind="Kustomization", namespace="ns", name="n", status="Failed",
+                              message=hostile, revision=A, attempted=B, subject=hostile, attempted_subject=hostile)
+                app.push_screen(FluxDetailScreen(row))
+                await pilot.pause()
+                assert str(app.screen.query_one("#detail-fields").render()).count(hostile) == 3
+                assert app.is_running
+
+        run(body())
+
     def test_unconfigured_backends_show_banners(self):
         async def body():
             app = RaibidApp(Sources(), live=True, clock=lambda: NOW)
@@ -169,9 +294,12 @@ class TestBackendErrors:
             KubeConn(str(tmp_path / "nope"), None).client()
 
     def test_changes_without_repo_or_gitea(self):
+        """No repo is a read failure (the banner names it); Gitea not configured is a note
+        beside the pull requests, not an outage."""
         snap = ChangesSource(None, None, None, None).snapshot()
         assert snap.settings[0].error == "no config repository given"
-        assert any(e.startswith("Gitea: not configured") for e in snap.errors)
+        assert snap.errors == ("config repo: no config repository given",)
+        assert any(n.startswith("Gitea not configured") for n in snap.notes)
 
     def test_changes_reads_head(self, config_repo):
         from raibid_gitops.settings import load_path
@@ -195,9 +323,162 @@ class TestBackendErrors:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "bomb"],
                        cwd=config_repo, check=True)
         source = ChangesSource(config_repo, None, None, None)
-        head = source.snapshot().settings[0]
-        assert "aliases expanded" in head.error
+        snap = source.snapshot()
+        head = snap.settings[0]
+        assert "aliases expanded" in head.invalid and not head.error and not snap.errors
         assert source.settings().queue.stream == "raibid:jobs"
+
+
+def commit_settings(repo, text: str, message: str) -> None:
+    (repo / "overlays/dgx-spark/settings.yaml").write_text(text)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", message], cwd=repo,
+                   check=True)
+
+
+class TestSettingsStates:
+    """The Changes tab shows each settings state as it is and recovers on the next refresh
+    (issue 17): not valid is not "unreachable", refused is not "= HEAD"."""
+
+    def test_judge(self):
+        from raibid_tui.sources.changes import AGENTS, HEAD, LIVE, SettingsState, judge
+
+        good, bad = SettingsState(HEAD, "sha256:1", digest="d1"), SettingsState(HEAD, invalid="x", digest="d2")
+        live_bad = SettingsState(LIVE, invalid="x", digest="d2")
+        assert judge(good, good, None) == ("✔ valid", "ok")
+        assert judge(bad, bad, None) == ("✘ does not validate", "bad")
+        assert judge(SettingsState(LIVE, error="cannot reach"), good, None) == ("✘ cannot read", "bad")
+        assert judge(SettingsState(LIVE, "sha256:1"), good, None) == ("= HEAD", "ok")
+        assert judge(SettingsState(LIVE, "sha256:2"), good, None) == ("⚠ differs from HEAD", "warn")
+        # Agents that refused a version keep their old hash; before issue 17 they showed "= HEAD".
+        refusing = SettingsState(AGENTS, "sha256:1", refused="d2", refusal="r")
+        assert judge(refusing, bad, live_bad) == ("✘ refused the live settings", "bad")
+        assert judge(refusing, bad, None) == ("✘ refused HEAD's settings", "bad")
+        assert judge(SettingsState(AGENTS, "sha256:1", refused="d9"), good, None) == ("✘ refused settings", "bad")
+        # HEAD does not validate: an agent on older settings differs from it (never "= HEAD").
+        assert judge(SettingsState(AGENTS, "sha256:1"), bad, live_bad) == ("⚠ differs from HEAD", "warn")
+        assert judge(SettingsState(AGENTS, "sha256:1"), SettingsState(HEAD, error="e"), None)[1] == "none"
+        assert judge(SettingsState(AGENTS, "", "no live agent"), good, None) == ("-", "none")
+
+    def test_agents_grouped_by_hash_and_refusal(self):
+        from raibid_tui.sources.agents import AgentRow
+        from raibid_tui.sources.changes import agent_states, problems
+
+        rows = (AgentRow("a", settings_hash="sha256:1", refused="d2", settings_error="f is not valid:\n  f:3: bad"),
+                AgentRow("b", settings_hash="sha256:1", refused="d2", settings_error="f is not valid:\n  f:3: bad"),
+                AgentRow("c", settings_hash="sha256:1"))
+        states = agent_states(rows)
+        assert [(s.hash, s.refused, s.detail) for s in states] == [
+            ("sha256:1", "d2", "2 of 3 agent(s)"), ("sha256:1", "", "1 of 3 agent(s)")]
+        assert problems(tuple(states)) == (
+            ("2 of 3 agent(s) refused the settings d2 and keep sha256:1:", "f:3: bad"),)
+        assert [s.detail for s in agent_states(())] == ["no live agent"]
+
+    def test_heartbeat_refusal(self):
+        """The heartbeat's refusal fields (contract.AGENT_SETTINGS_ERROR/REFUSED) reach the row,
+        bounded: a heartbeat is input like any other."""
+        from raibid_gitops import contract
+
+        row = row_from_hash("a1", {contract.AGENT_SETTINGS_HASH: "sha256:1", contract.AGENT_SETTINGS_REFUSED: "d2",
+                                   contract.AGENT_SETTINGS_ERROR: "x" * 5000})
+        assert (row.refused, len(row.settings_error)) == ("d2", 600)
+        assert not row_from_hash("a2", {contract.AGENT_SETTINGS_HASH: "sha256:1",
+                                        contract.AGENT_SETTINGS_REFUSED: "", contract.AGENT_SETTINGS_ERROR: ""}).refused
+
+    def test_invalid_head_then_fixed(self, config_repo):
+        """A commit that breaks a cross-field rule: HEAD "does not validate" with the reason
+        and the text's digest, no backend error; the fix commit: valid again on the next
+        snapshot of the same source (no restart)."""
+        from raibid_gitops.settings import load_text, text_digest
+
+        settings = config_repo / "overlays/dgx-spark/settings.yaml"
+        good = settings.read_text()
+        bad = good.replace("heartbeatSeconds: 15", "heartbeatSeconds: 200")
+        assert bad != good
+        source = ChangesSource(config_repo, None, None, None)
+        commit_settings(config_repo, bad, "raibid: set queue.heartbeatSeconds 15 → 200")
+        snap = source.snapshot()
+        head = snap.settings[0]
+        assert not head.error and not head.hash and "queue.claimIdleSeconds" in head.invalid
+        assert head.digest == text_digest(bad) and "queue.heartbeatSeconds 15 → 200" in head.detail
+        assert snap.errors == ()
+        commit_settings(config_repo, good, "fix")
+        head = source.snapshot().settings[0]
+        assert (head.hash, head.invalid, head.error) == (load_text(good).hash(), "", "")
+
+    def test_panel_recovers_on_refresh(self, config_repo):
+        """In the app: after the fix is committed, R shows HEAD valid again, the problems under
+        the table go and the STATE cell is "✔ valid" (it stayed "✘ error" until a restart)."""
+        settings = config_repo / "overlays/dgx-spark/settings.yaml"
+        good = settings.read_text()
+        commit_settings(config_repo, good.replace("heartbeatSeconds: 15", "heartbeatSeconds: 200"), "break")
+
+        async def body():
+            app = RaibidApp(Sources(changes=ChangesSource(config_repo, None, None, None)), clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                await pilot.press("2")
+                panel = app.query_one("#changes-panel")
+                table = app.query_one("#settings-table")
+                problems = app.query_one("#settings-problems")
+                await until(pilot, lambda: panel.last is not None)
+                assert str(table.get_row("config repo HEAD/0")[2]) == "✘ does not validate"
+                assert problems.display and "queue.claimIdleSeconds" in str(problems.render())
+                assert not app.query_one("#changes-banner").shown
+                commit_settings(config_repo, good, "fix")
+                await pilot.press("R")
+                await until(pilot, lambda: str(table.get_row("config repo HEAD/0")[2]) == "✔ valid")
+                assert not problems.display
+
+        run(body())
+
+
+async def until(pilot, cond, timeout: float = 20.0) -> None:
+    """Wait for ``cond`` (a worker's result reaching the screen); fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await pilot.pause(0.05)
+
+
+class TestQueueJobs:
+    """The Queue tab's jobs: keyed by id and updated in place; record text is bounded."""
+
+    def test_state_change_updates_the_row_in_place(self):
+        from raibid_gitops.queue.jobs import Job
+        from raibid_tui.sources.queue import QueueStats
+
+        def stats(*jobs: Job) -> QueueStats:
+            return QueueStats("raibid:jobs", "raibid-agents", "raibid:jobs:dead", jobs=jobs)
+
+        t0 = NOW.timestamp()
+        older = Job("j1", "queued", "raibid/app", "main", submitted_at=t0 - 60)
+        newer = Job("j2", "queued", "raibid/app", "main", submitted_at=t0 - 5)
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                panel = app.query_one("#queue-panel")
+                table = app.query_one("#jobs-table")
+                panel.show(stats(older, newer))  # out of order: shown newest first
+                await pilot.pause()
+                assert [str(table.get_row_at(i)[0]) for i in range(2)] == ["j2", "j1"]
+                panel.show(stats(newer, Job("j1", "running", "raibid/app", "main", agent="a-1", submitted_at=t0 - 60)))
+                await pilot.pause()
+                assert table.get_row_index("j1") == 1 and table.keys() == ["j1", "j2"]  # kept, not re-added
+                assert [str(c) for c in table.get_row("j1")][1:6] == ["running", "raibid/app", "main", "-", "a-1"]
+                panel.show(stats(newer))
+                assert table.keys() == ["j2"]
+
+        run(body())
+
+    def test_record_text_is_bounded(self):
+        from raibid_gitops.queue.jobs import Job
+        from raibid_tui.widgets.queue import REPO_WIDTH, job_cells
+
+        cells = job_cells(Job("x" * 128, "y" * 500, "r" * 5000, "f" * 5000, commit="c" * 64, agent="a" * 500), NOW)
+        assert max(len(str(c)) for c in cells) <= REPO_WIDTH
 
 
 class TestCommandLine:

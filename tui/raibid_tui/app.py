@@ -79,7 +79,8 @@ class RaibidApp(App[int]):
         self._focus_tab(event.pane.id or "")
 
     def _focus_tab(self, tab: str) -> None:
-        target = {"flux": "#flux-table", "changes": "#pulls-table", "agents": "#agents-table"}.get(tab)
+        target = {"flux": "#flux-table", "changes": "#pulls-table", "queue": "#jobs-table",
+                  "agents": "#agents-table"}.get(tab)
         if target:
             self.query_one(target).focus()
 

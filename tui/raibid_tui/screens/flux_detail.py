@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,11 +12,26 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from raibid_tui.sources.flux import EventRow, FluxRow
-from raibid_tui.widgets import formatting as fmt
+from raibid_gitops.gitops.flux import TRANSIENT_REASONS
+
+from raibid_tui.sources.flux import KUSTOMIZATION, Condition, EventRow, FluxRow
 
 if TYPE_CHECKING:
     from raibid_tui.app import RaibidApp
+
+
+def condition_status(c: Condition) -> Text:
+    """A condition's status as Flux wrote it; Ready is coloured by the library's verdict
+    (Ready=False with a transient reason, e.g. DependencyNotReady, is waiting, not failed)."""
+    if c.type == "Ready":
+        if c.status == "True":
+            return Text(c.status, style="green")
+        if c.status == "False" and c.reason not in TRANSIENT_REASONS:
+            return Text(c.status, style="bold red")
+        return Text(c.status, style="yellow")
+    if c.type == "Stalled" and c.status == "True":
+        return Text(c.status, style="bold red")
+    return Text(c.status)
 
 
 class FluxDetailScreen(ModalScreen[None]):
@@ -39,18 +55,30 @@ class FluxDetailScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         r = self.row
-        fields = [
-            ("Object", r.ref), ("Status", r.status), ("Reason", r.reason or "-"),
-            ("Message", r.message or "-"), ("Revision", r.revision or "-"),
-            ("Commit", r.subject or "-"),
-        ]
-        if r.attempted:
-            fields.append(("Attempted", r.attempted + ("   ⚠ not applied" if r.failing_new_commit else "")))
+        fields = [("Object", r.ref), ("Status", r.status), ("Reason", r.reason or "-"),
+                  ("Message", r.message or "-")]
+        if r.kind == KUSTOMIZATION.kind:
+            # Applied and attempted commits each with their own subject: when they differ the
+            # cluster runs the first, and the second is being applied or failed.
+            fields += [("Applied", r.revision or "-"), ("  commit", r.subject or "-")]
+            if r.new_attempt:
+                verdict = "⚠ failed: not applied" if r.failing_new_commit else "… not applied yet"
+                fields += [("Attempted", f"{r.attempted}   {verdict}"), ("  commit", r.attempted_subject or "-")]
+            elif r.attempted:
+                fields.append(("Attempted", "= applied"))
+        else:
+            fields += [("Revision", r.revision or "-"), ("Commit", r.subject or "-")]
         fields += [("Source", r.source or "-"), ("Suspended", "yes" if r.suspended else "no"),
                    ("Generation", f"{r.generation} (observed {r.observed_generation})"),
                    ("Created", r.created.isoformat() if r.created else "-")]
         with VerticalScroll():
-            yield Static("\n".join(f"[b]{k:<11}[/b] {v}" for k, v in fields), markup=True, id="detail-fields")
+            # A Text, not markup: messages and commit subjects come from the cluster and the
+            # repository, and a "[" in them must show as written.
+            text = Text()
+            for i, (k, v) in enumerate(fields):
+                text.append(("\n" if i else "") + f"{k:<11}", style="bold")
+                text.append(f" {v}")
+            yield Static(text, id="detail-fields")
             yield Static("Conditions", classes="section")
             yield DataTable(id="detail-conditions", cursor_type="none")
             yield Static("Recent events", classes="section")
@@ -61,8 +89,7 @@ class FluxDetailScreen(ModalScreen[None]):
         conditions = self.query_one("#detail-conditions", DataTable)
         conditions.add_columns("TYPE", "STATUS", "REASON", "MESSAGE", "SINCE")
         for c in self.row.conditions:
-            conditions.add_row(c.type, fmt.status("Ready" if c.status == "True" else "Failed")
-                               if c.type == "Ready" else c.status, c.reason, c.message, c.last_transition)
+            conditions.add_row(c.type, condition_status(c), c.reason, c.message, c.last_transition)
         events = self.query_one("#detail-events", DataTable)
         events.add_columns("TIME", "TYPE", "REASON", "FROM", "MESSAGE")
         if getattr(self.app.sources, "flux", None) is not None:
@@ -82,7 +109,7 @@ class FluxDetailScreen(ModalScreen[None]):
     def show_events(self, events: tuple[EventRow, ...], error: BaseException | None) -> None:
         status = self.query_one("#detail-events-status", Static)
         if error is not None:
-            status.update(f"[b red]cannot list events:[/] {error}")
+            status.update(Text.assemble(("cannot list events: ", "bold red"), str(error)))
         else:
             status.update("" if events else "no events")
             status.display = not events

@@ -19,16 +19,22 @@ HELP = """\
   enter / i    details: conditions and recent events
   r            reconcile with source; waits until the commit is applied and Ready
   s            suspend / resume
-  ATTEMPTED ⚠  a newer commit was tried but not applied (see MESSAGE)
+  READY        Failed/Stalled: the last attempt failed (also while Flux retries)
+               Waiting: a dependency is not ready;  Reconciling: in progress
+  COMMIT       the subject of the applied REVISION
+  ATTEMPTED    ⚠ red: a newer commit failed, the cluster runs REVISION
+               … yellow: a newer commit not applied yet
 
 [b]Changes[/b]
-  settings     by hash: config repo HEAD, live ConfigMap, what agents run
+  settings     config repo HEAD, live ConfigMap, what agents run: ✔ valid, = HEAD,
+               ✘ does not validate (reason below the table), ✘ refused by agents
   enter / d    view the selected pull request's diff
   m            merge the selected pull request (confirmed)
   R            refresh now
 
-[b]Queue[/b]   length, lag, pending, oldest pending age, dead letters, throughput
-[b]Agents[/b]  agents on other settings than the live ConfigMap are marked ⚠ stale
+[b]Queue[/b]   lag, pending, dead letters, throughput; the newest 50 jobs
+[b]Agents[/b]  ⚠ stale: on other settings than the live ConfigMap; ✘ in REFUSED SETTINGS:
+        the agent refused a version and keeps its last good settings
 
 A backend that cannot be reached shows a red banner in its own tab; the others keep working.
 Every change asks for confirmation (y / n).

@@ -67,7 +67,8 @@ def build(*, kubeconfig: str | None = None, context: str | None = None, namespac
     settings = changes.settings()
     ns = None if all_namespaces else (namespace or "flux-system")
     flux = FluxSource(kube, ns, subject=changes.commit_subject)
-    queue = QueueSource(redis_conn, settings)
+    # The queue's names follow HEAD's settings: a fixed settings.yaml needs no restart.
+    queue = QueueSource(redis_conn, changes.settings)
     pool = PoolSource(kubeconfig, context, settings.cluster.namespace if settings is not None else None)
     where = f"{context or 'current context'} · {'all namespaces' if ns is None else 'namespace ' + ns}"
     return Sources(flux=flux, changes=changes, queue=queue, agents=agents, pool=pool, where=where)

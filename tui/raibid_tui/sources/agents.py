@@ -15,6 +15,8 @@ _STATE = (contract.AGENT_STATE,)
 _JOB = (contract.AGENT_JOB,)
 _HASH = (contract.AGENT_SETTINGS_HASH,)
 _BEAT = (contract.AGENT_UPDATED_AT,)
+#: Longest refusal message kept from a heartbeat (the agent writes up to 2,000 characters).
+MAX_REFUSAL = 600
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,10 @@ class AgentRow:
     last_heartbeat: datetime | None = None
     #: Set by the app: the agent runs other settings than the live ConfigMap's.
     stale: bool = False
+    #: ``settings.text_digest`` of the settings version the agent refused (it keeps running
+    #: ``settings_hash``), and why; "" when it refused none since its last good version.
+    refused: str = ""
+    settings_error: str = ""
 
 
 def _first(data: dict[str, str], names: tuple[str, ...]) -> str:
@@ -52,9 +58,14 @@ def parse_time(value: str) -> datetime | None:
 
 def row_from_hash(agent_id: str, data: dict[str, str], expected_hash: str | None = None) -> AgentRow:
     h = _first(data, _HASH)
+    error = data.get(contract.AGENT_SETTINGS_ERROR) or ""
+    refused = data.get(contract.AGENT_SETTINGS_REFUSED) or ""
+    if error and not refused:
+        refused = "?"  # an agent older than the digest field: it refused something
     return AgentRow(id=agent_id, state=_first(data, _STATE), job=_first(data, _JOB), settings_hash=h,
                     last_heartbeat=parse_time(_first(data, _BEAT)),
-                    stale=bool(expected_hash and h and h != expected_hash))
+                    stale=bool(expected_hash and h and h != expected_hash),
+                    refused=refused[:80], settings_error=error[:MAX_REFUSAL])
 
 
 class AgentsSource:

@@ -26,14 +26,100 @@ MISSING_RETRY = 60.0
 MAX_PULLS = 50
 
 
+#: The places the Changes tab compares (SettingsState.where).
+HEAD, LIVE, AGENTS = "config repo HEAD", "live ConfigMap", "agents"
+#: Longest settings or refusal message kept (validation messages list every problem; an
+#: agent's heartbeat carries up to 2,000 characters): the screen shows a few lines of it.
+MAX_MESSAGE = 600
+
+
 @dataclass(frozen=True)
 class SettingsState:
-    """Which settings one place holds, by hash."""
+    """Which settings one place holds: by hash when they validate, by the digest of their text
+    (``settings.text_digest``) when they do not, so a refusal can be matched to its version."""
 
     where: str
     hash: str = ""
     detail: str = ""
+    #: The place could not be read (a backend failure; the banner names it).
     error: str = ""
+    #: Read, but the settings do not validate: why (bounded).
+    invalid: str = ""
+    #: ``text_digest`` of the text read (HEAD, live ConfigMap).
+    digest: str = ""
+    #: Agents: the digest of the version these agents refused ("" when they refused none) and
+    #: why; they keep running ``hash``, their last good settings.
+    refused: str = ""
+    refusal: str = ""
+
+
+#: Tones of a settings verdict (the widget colours them).
+OK, WARN, BAD, NONE = "ok", "warn", "bad", "none"
+
+
+def judge(state: SettingsState, head: SettingsState | None, live: SettingsState | None) -> tuple[str, str]:
+    """The STATE of one place as (label, tone): each state as it is — unreadable, not valid,
+    refused by agents — before any comparison, and compared with HEAD only by hash."""
+    if state.error:
+        return "✘ cannot read", BAD
+    if state.invalid:
+        return "✘ does not validate", BAD
+    if state.refused:
+        if live is not None and live.invalid and state.refused == live.digest:
+            return "✘ refused the live settings", BAD
+        if head is not None and head.invalid and state.refused == head.digest:
+            return "✘ refused HEAD's settings", BAD
+        return "✘ refused settings", BAD
+    if state is head:
+        return "✔ valid", OK
+    if not state.hash:
+        return "-", NONE
+    if head is not None and head.hash:
+        return ("= HEAD", OK) if state.hash == head.hash else ("⚠ differs from HEAD", WARN)
+    if head is not None and head.invalid:
+        return "⚠ differs from HEAD", WARN
+    return "? HEAD unknown", NONE
+
+
+def problems(states: tuple[SettingsState, ...]) -> tuple[tuple[str, str], ...]:
+    """(what, why) per place whose settings do not validate or were refused: what the tab
+    shows in full under the table (the DETAIL column is cut). A place holding the same text
+    as one already listed says so instead of repeating the reason."""
+    out: list[tuple[str, str]] = []
+    # Which places hold each invalid text; agents read the live ConfigMap, so a refusal names it first.
+    holders: dict[str, list[str]] = {}
+    for s in states:
+        if s.invalid and s.digest:
+            holders.setdefault(s.digest, []).append(s.where)
+    explained: set[str] = set()
+    for s in states:
+        if s.invalid:
+            where = f"{s.where} ({s.detail})" if s.detail else s.where
+            if s.digest in explained:
+                out.append((f"{where} does not validate: the same settings as {holders[s.digest][0]}", ""))
+            else:
+                out.append((f"{where} does not validate:", _reason(s.invalid)))
+                explained.add(s.digest)
+        elif s.refused:
+            version = "of an unknown version" if s.refused == "?" else s.refused
+            names = holders.get(s.refused, [])
+            same = f" (those of the {LIVE})" if LIVE in names else f" (those of {names[0]})" if names else ""
+            out.append((f"{s.detail} refused the settings {version}{same} and keep {s.hash or 'none'}:",
+                        _reason(s.refusal or "no reason given")))
+    return tuple(out)
+
+
+def _reason(message: str) -> str:
+    """A settings message without its "<file> is not valid:" line (the title says it)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith("is not valid:"):
+        lines = lines[1:]
+    return "\n".join(lines)
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters (messages quote settings and heartbeats)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -56,16 +142,50 @@ class PullRow:
 class ChangesSnapshot:
     settings: tuple[SettingsState, ...] = ()
     pulls: tuple[PullRow, ...] = ()
-    #: Backends that failed, each "what: message" (shown in the panel's banner).
+    #: Backends that could not be read, each "what: message" (shown in the panel's banner).
+    #: Settings that were read but do not validate are not errors: their state says so.
     errors: tuple[str, ...] = ()
+    #: Backends not configured (e.g. Gitea without RAIBID_GITEA_URL): said where they would show.
+    notes: tuple[str, ...] = ()
+
+    def place(self, where: str) -> SettingsState | None:
+        return next((s for s in self.settings if s.where == where), None)
 
     @property
     def live_hash(self) -> str:
-        return next((s.hash for s in self.settings if s.where == "live ConfigMap"), "")
+        live = self.place(LIVE)
+        return live.hash if live is not None else ""
 
 
 def _message(exc: BaseException) -> str:
     return exc.message if isinstance(exc, RaibidError) else f"{type(exc).__name__}: {exc}"
+
+
+def _validated(where: str, text: str, file: str, detail: str) -> tuple[SettingsState, Any]:
+    """(state, Settings or None) of settings ``text``: any failure to load it — YAML, schema,
+    size bounds — is "does not validate", never a backend failure."""
+    from raibid_gitops.settings import load_text, text_digest
+
+    digest = text_digest(text)
+    try:
+        settings = load_text(text, file)
+    except Exception as exc:  # noqa: BLE001 - whatever the text does, it is this place's state
+        return SettingsState(where, detail=detail, invalid=bounded(_message(exc)), digest=digest), None
+    return SettingsState(where, settings.hash(), detail, digest=digest), settings
+
+
+def agent_states(agents: Any) -> list[SettingsState]:
+    """One state per (settings hash, refused version) the agents report, largest group first."""
+    groups: dict[tuple[str, str], list[Any]] = {}
+    for a in agents:
+        groups.setdefault((a.settings_hash, a.refused), []).append(a)
+    if not groups:
+        return [SettingsState(AGENTS, "", "no live agent")]
+    out = []
+    for (h, refused), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        out.append(SettingsState(AGENTS, h, f"{len(members)} of {len(agents)} agent(s)", refused=refused,
+                                 refusal=bounded(next((m.settings_error for m in members if m.settings_error), ""))))
+    return out
 
 
 class GiteaAPI:
@@ -120,19 +240,38 @@ class ChangesSource:
 
     # -- settings -----------------------------------------------------------------------------
 
-    def head_settings(self) -> tuple[Any, str, str]:
-        """(Settings, sha, subject) at the config repo's HEAD."""
+    def _read_head(self) -> tuple[str, str, str]:
+        """(sha, subject, settings.yaml text) at the config repo's HEAD."""
         from raibid_gitops.clients.git import Repo
-        from raibid_gitops.settings import load_text
 
         if self.repo_path is None:
             raise ConfigRepoError("no config repository given", hint="pass --repo DIR")
         repo = Repo(self.repo_path)
         sha = repo.head()
         subject = repo.git("log", "-1", "--format=%s", sha).strip()
-        settings = load_text(repo.show("HEAD", SETTINGS_PATH), SETTINGS_PATH)
+        return sha, subject, repo.show(sha, SETTINGS_PATH)
+
+    def head_settings(self) -> tuple[Any, str, str]:
+        """(Settings, sha, subject) at the config repo's HEAD."""
+        from raibid_gitops.settings import load_text
+
+        sha, subject, text = self._read_head()
+        settings = load_text(text, SETTINGS_PATH)
         self._settings = settings
         return settings, sha, subject
+
+    def head_state(self) -> SettingsState:
+        """HEAD's settings: unreadable (error), read but not valid (invalid, with the text's
+        digest), or valid (hash). Raises nothing."""
+        try:
+            sha, subject, text = self._read_head()
+        except Exception as exc:  # noqa: BLE001 - the state says so; the banner names it
+            return SettingsState(HEAD, error=bounded(_message(exc)))
+        detail = f"{sha[:8]} {bounded(subject, 72)}"
+        state, settings = _validated(HEAD, text, SETTINGS_PATH, detail)
+        if settings is not None:
+            self._settings = settings
+        return state
 
     def settings(self) -> Any:
         """The settings at HEAD when readable, else the defaults (names for queue and agents)."""
@@ -181,60 +320,47 @@ class ChangesSource:
         return s.gitea.owner, s.gitea.repo
 
     def live_settings(self, namespace: str) -> SettingsState:
-        from raibid_gitops.settings import load_text
-
+        """The live ConfigMap's settings; raises KubeError when it cannot be read."""
         assert self.kube is not None
         with kube_errors(f"read ConfigMap {namespace}/{contract.SETTINGS_CONFIGMAP}", self.kube.server):
             cm = self.kube.core().read_namespaced_config_map(contract.SETTINGS_CONFIGMAP, namespace,
                                                               _request_timeout=(10, 30))
         text = (cm.data or {}).get(contract.SETTINGS_KEY, "")
-        try:
-            live = load_text(text, f"ConfigMap {contract.SETTINGS_CONFIGMAP}")
-        except RaibidError as exc:
-            return SettingsState("live ConfigMap", "", f"resourceVersion {cm.metadata.resource_version}",
-                                 f"does not validate: {exc.message}")
-        return SettingsState("live ConfigMap", live.hash(), f"{namespace}/{contract.SETTINGS_CONFIGMAP} "
-                             f"resourceVersion {cm.metadata.resource_version}")
+        detail = f"{namespace}/{contract.SETTINGS_CONFIGMAP} resourceVersion {cm.metadata.resource_version}"
+        return _validated(LIVE, text, f"ConfigMap {contract.SETTINGS_CONFIGMAP}", detail)[0]
 
     def snapshot(self) -> ChangesSnapshot:
+        """Every place read afresh: nothing of an earlier snapshot is kept, so a state that was
+        wrong is right again on the next refresh after it was fixed."""
         states: list[SettingsState] = []
         errors: list[str] = []
-        settings = None
-        try:
-            settings, sha, subject = self.head_settings()
-            states.append(SettingsState("config repo HEAD", settings.hash(), f"{sha[:8]} {subject}"))
-        except Exception as exc:  # noqa: BLE001 - shown in the banner
-            states.append(SettingsState("config repo HEAD", error=_message(exc)))
-            errors.append(f"config repo: {_message(exc)}")
-        settings = settings or self.settings()
+        notes: list[str] = []
+        head = self.head_state()
+        states.append(head)
+        if head.error:
+            errors.append(f"config repo: {head.error}")
+        settings = self.settings()
         if self.kube is not None:
             try:
                 states.append(self.live_settings(settings.cluster.namespace))
             except Exception as exc:  # noqa: BLE001
-                states.append(SettingsState("live ConfigMap", error=_message(exc)))
-                errors.append(f"Kubernetes: {_message(exc)}")
+                states.append(SettingsState(LIVE, error=bounded(_message(exc))))
+                errors.append(f"Kubernetes: {bounded(_message(exc))}")
         if self.agents is not None:
             try:
-                agents = self.agents.agents()
-                counts: dict[str, int] = {}
-                for a in agents:
-                    counts[a.settings_hash or "?"] = counts.get(a.settings_hash or "?", 0) + 1
-                if not counts:
-                    states.append(SettingsState("agents", "", "no live agent"))
-                for h, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-                    states.append(SettingsState("agents", h, f"{n} of {len(agents)} agent(s)"))
+                states.extend(agent_states(self.agents.agents()))
             except Exception as exc:  # noqa: BLE001
-                states.append(SettingsState("agents", error=_message(exc)))
-                errors.append(f"Redis: {_message(exc)}")
+                states.append(SettingsState(AGENTS, error=bounded(_message(exc))))
+                errors.append(f"Redis: {bounded(_message(exc))}")
         pulls: tuple[PullRow, ...] = ()
         if self.gitea is None:
-            errors.append("Gitea: not configured (set RAIBID_GITEA_URL and RAIBID_GITEA_TOKEN)")
+            notes.append("Gitea not configured (set RAIBID_GITEA_URL and RAIBID_GITEA_TOKEN)")
         else:
             try:
                 pulls = self.gitea.pulls(*self.gitea_repo())
             except Exception as exc:  # noqa: BLE001
-                errors.append(f"Gitea: {_message(exc)}")
-        return ChangesSnapshot(tuple(states), pulls, tuple(errors))
+                errors.append(f"Gitea: {bounded(_message(exc))}")
+        return ChangesSnapshot(tuple(states), pulls, tuple(errors), tuple(notes))
 
     def diff(self, pr: PullRow) -> str:
         """What the diff view shows: the PR's description (for PRs made by `raibid gitops set

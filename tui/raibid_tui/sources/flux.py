@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from raibid_gitops.errors import KubeError, SyncFailed, SyncTimeout
+from raibid_gitops.gitops import flux as fluxlib
 from raibid_gitops.gitops.flux import parse_revision
 
 from raibid_tui.sources.kube import KubeConn, kube_errors, translate
@@ -44,6 +45,16 @@ RETRY_MIN, RETRY_MAX = 1.0, 30.0
 #: How often the reconcile action polls the objects while waiting.
 POLL_SECONDS = 1.0
 
+#: READY values of a row: what `flux get` shows, plus "Waiting" for a Ready=False whose reason
+#: the library counts as "not yet" (fluxlib.TRANSIENT_REASONS) and that names another object
+#: (DependencyNotReady): nothing is wrong with this one, it waits for its dependencies.
+READY, FAILED, STALLED, RECONCILING, WAITING, UNKNOWN = (
+    "Ready", "Failed", "Stalled", "Reconciling", "Waiting", "Unknown")
+#: The statuses that mean the last attempt failed (fluxlib.failure found a condition).
+FAILED_STATUSES = frozenset({FAILED, STALLED})
+#: Transient Ready=False reasons shown as Waiting rather than Reconciling.
+WAITING_REASONS = frozenset({"DependencyNotReady"})
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -62,7 +73,7 @@ class FluxRow:
     kind: str
     namespace: str
     name: str
-    #: Ready / Failed / Reconciling / Stalled / Unknown (from the conditions, like `flux get`).
+    #: Ready / Failed / Stalled / Reconciling / Waiting / Unknown (:func:`status_of`).
     status: str
     reason: str = ""
     message: str = ""
@@ -70,8 +81,10 @@ class FluxRow:
     revision: str = ""
     #: Kustomization: status.lastAttemptedRevision ("" for a GitRepository).
     attempted: str = ""
-    #: Subject of the revision's commit in the config repo ("" when unknown).
+    #: Subject of the applied revision's commit in the config repo ("" when unknown).
     subject: str = ""
+    #: Subject of the attempted revision's commit (the applied one's when they are the same).
+    attempted_subject: str = ""
     suspended: bool = False
     created: datetime | None = None
     #: Kustomization: "GitRepository/ns/name"; GitRepository: its URL.
@@ -90,9 +103,19 @@ class FluxRow:
         return short_revision(self.revision)
 
     @property
-    def failing_new_commit(self) -> bool:
-        """A newer commit was attempted but not applied: the row that must stand out."""
+    def new_attempt(self) -> bool:
+        """Flux attempted another commit than the one applied (being applied, or failed)."""
         return bool(self.attempted) and sha_of(self.attempted) != sha_of(self.revision)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    @property
+    def failing_new_commit(self) -> bool:
+        """A newer commit was attempted and failed; the cluster still runs the applied one.
+        The row that must stand out."""
+        return self.new_attempt and self.failed
 
 
 @dataclass(frozen=True)
@@ -143,23 +166,45 @@ def _parse_time(value: str | None) -> datetime | None:
         return None
 
 
-def status_of(conditions: tuple[Condition, ...], suspended: bool = False) -> tuple[str, str, str]:
-    """(status, reason, message) like `flux get`: Stalled, Reconciling, Ready, Failed, Unknown."""
-    by_type = {c.type: c for c in conditions}
-    ready = by_type.get("Ready")
-    reason, message = (ready.reason, ready.message) if ready else ("", "")
-    if by_type.get("Stalled") and by_type["Stalled"].status == "True":
-        c = by_type["Stalled"]
-        return "Stalled", c.reason, c.message
-    if by_type.get("Reconciling") and by_type["Reconciling"].status == "True":
-        return "Reconciling", reason or by_type["Reconciling"].reason, message or by_type["Reconciling"].message
+def status_of(obj: dict[str, Any]) -> tuple[str, str, str]:
+    """(status, reason, message) of a Flux object, on the library's semantics
+    (:func:`raibid_gitops.gitops.flux.failure`, shared with `raibid gitops status` and `sync`):
+
+    - Stalled / Failed: the condition ``failure()`` finds (Stalled=True, or Ready=False with a
+      reason that is not transient), even while Flux retries (Reconciling=True);
+    - Waiting: Ready=False with DependencyNotReady (transient: nothing failed here);
+    - Reconciling: Ready=False with another transient reason, Ready=Unknown, Reconciling=True,
+      or a spec the controller has not observed yet;
+    - Ready: Ready=True, nothing in progress; Unknown: no Ready condition yet.
+    """
+    conds = fluxlib.conditions(obj)
+    failed = fluxlib.failure(obj)
+    if failed is not None:
+        return (STALLED if failed.type == "Stalled" else FAILED), failed.reason, failed.message
+    ready = conds.get("Ready")
+    reconciling = conds.get("Reconciling")
+    in_progress = reconciling is not None and reconciling.true
     if ready is None:
-        return "Unknown", "", "waiting to be reconciled" if not suspended else ""
-    if ready.status == "True":
-        return "Ready", reason, message
-    if ready.status == "False":
-        return "Failed", reason, message
-    return "Unknown", reason, message
+        if reconciling is not None and in_progress:
+            return RECONCILING, reconciling.reason, reconciling.message
+        return UNKNOWN, "", "" if fluxlib.is_suspended(obj) else "waiting to be reconciled"
+    if ready.false and ready.reason in WAITING_REASONS:
+        return WAITING, ready.reason, ready.message
+    if ready.true and not in_progress and _observed(obj):
+        return READY, ready.reason, ready.message
+    if reconciling is not None and in_progress:
+        return RECONCILING, reconciling.reason or ready.reason, reconciling.message or ready.message
+    # Ready=False with a transient reason, Ready=Unknown, or a spec not observed yet.
+    return RECONCILING, ready.reason, ready.message
+
+
+def _observed(obj: dict[str, Any]) -> bool:
+    """The controller has seen the current spec. A suspended object counts as observed: the
+    suspend itself bumped the generation and Flux does not reconcile it, so its status stays
+    what it was (as `flux get` shows it). So does an object without a generation."""
+    if fluxlib.is_suspended(obj) or (obj.get("metadata") or {}).get("generation") is None:
+        return True
+    return fluxlib.generation_current(obj)
 
 
 def row_from_object(obj: dict[str, Any], subject: Callable[[str], str] | None = None) -> FluxRow:
@@ -174,7 +219,7 @@ def row_from_object(obj: dict[str, Any], subject: Callable[[str], str] | None = 
         for c in st.get("conditions") or ()
     )
     suspended = bool(spec.get("suspend", False))
-    state, reason, message = status_of(conditions, suspended)
+    state, reason, message = status_of(obj)
     if kind == GIT_REPOSITORY.kind:
         revision = str((st.get("artifact") or {}).get("revision", ""))
         attempted = ""
@@ -184,12 +229,17 @@ def row_from_object(obj: dict[str, Any], subject: Callable[[str], str] | None = 
         attempted = str(st.get("lastAttemptedRevision", ""))
         ref = spec.get("sourceRef") or {}
         source = f"{ref.get('kind', '')}/{ref.get('namespace') or meta.get('namespace', '')}/{ref.get('name', '')}"
-    shown = attempted if attempted and sha_of(attempted) != sha_of(revision) else revision
+    # The applied commit and the attempted one each keep their own subject: when they differ,
+    # the cluster runs the first while Flux applies (or failed to apply) the second.
+    applied_subject = subject(sha_of(revision)) if subject and revision else ""
+    if attempted and sha_of(attempted) != sha_of(revision):
+        attempted_subject = subject(sha_of(attempted)) if subject else ""
+    else:
+        attempted_subject = applied_subject if attempted else ""
     return FluxRow(
         uid=str(meta.get("uid", "")), kind=kind, namespace=str(meta.get("namespace", "")),
         name=str(meta.get("name", "")), status=state, reason=reason, message=message,
-        revision=revision, attempted=attempted,
-        subject=subject(sha_of(shown)) if subject and shown else "",
+        revision=revision, attempted=attempted, subject=applied_subject, attempted_subject=attempted_subject,
         suspended=suspended, created=_parse_time(meta.get("creationTimestamp")), source=source,
         generation=int(meta.get("generation") or 0), observed_generation=int(st.get("observedGeneration", -1)),
         conditions=conditions, resource_version=str(meta.get("resourceVersion", "")),
@@ -393,18 +443,18 @@ class FluxSource:
                 accept = {sha_of(want)}
                 if source is not None:
                     accept.add(sha_of(row_from_object({**self.get(*source), "kind": source[0]}).revision))
-                if handled and current and sha_of(row.attempted) in accept and row.status == "Failed":
+                if handled and current and sha_of(row.attempted) in accept and row.failed:
                     raise SyncFailed(f"{ref} failed to apply {short_revision(row.attempted)}: "
                                      f"{row.reason}: {row.message}")
-                if handled and current and sha_of(row.revision) in accept and row.status == "Ready":
+                if handled and current and sha_of(row.revision) in accept and row.status == READY:
                     progress(f"{ref} applied {row.short_revision} and is Ready")
                     return row.revision
                 progress(f"waiting for {ref} to apply {short_revision(want)} "
                          f"(applied {row.short_revision or '-'}, {row.status})")
             else:
-                if handled and current and row.status == "Ready" and row.revision:
+                if handled and current and row.status == READY and row.revision:
                     return row.revision
-                if handled and current and row.status in ("Failed", "Stalled"):
+                if handled and current and row.failed:
                     raise SyncFailed(f"{ref}: {row.reason}: {row.message}")
                 progress(f"waiting for {ref} ({row.status}{': ' + row.reason if row.reason else ''})")
             if time.monotonic() > deadline:

@@ -16,12 +16,22 @@ from raibid_tui.widgets.polling import PollingPanel
 from raibid_tui.widgets.table import KeyedTable
 
 STATE_STYLE = {"busy": "yellow", "running": "yellow", "idle": "green", "draining": "magenta"}
+#: The refusal's reason beside the refused version (the Changes tab shows more of it).
+REFUSAL_WIDTH = 44
+
+
+def refused_cell(a: AgentRow) -> Text:
+    """REFUSED SETTINGS: the version the agent refused (it keeps its SETTINGS HASH) and why."""
+    if not a.refused:
+        return Text("-", style="dim")
+    version = "?" if a.refused == "?" else fmt.short_hash(a.refused)
+    return Text(f"✘ {version}: {fmt.clip(fmt.first_problem(a.settings_error) or 'no reason given', REFUSAL_WIDTH)}", style="bold red")
 
 
 def cells(a: AgentRow, now) -> tuple[object, ...]:
     h = fmt.short_hash(a.settings_hash)
-    return (a.id, Text(a.state or "-", style=STATE_STYLE.get(a.state, "")), a.job or "-",
-            Text(f"⚠ {h} stale", style="bold red") if a.stale else Text(h),
+    return (fmt.clip(a.id, 40), Text(a.state or "-", style=STATE_STYLE.get(a.state, "")), fmt.clip(a.job, 40) or "-",
+            Text(f"⚠ {h} stale", style="bold red") if a.stale else Text(h), refused_cell(a),
             fmt.age(a.last_heartbeat, now) + " ago" if a.last_heartbeat else "-")
 
 
@@ -40,7 +50,7 @@ class AgentsPanel(PollingPanel):
         yield Static("", id="agents-summary")
         table = KeyedTable(id="agents-table")
         for key, label in (("id", "AGENT"), ("state", "STATE"), ("job", "CURRENT JOB"),
-                           ("hash", "SETTINGS HASH"), ("beat", "LAST HEARTBEAT")):
+                           ("hash", "SETTINGS HASH"), ("refused", "REFUSED SETTINGS"), ("beat", "LAST HEARTBEAT")):
             table.add_column(label, key=key)
         yield table
 
@@ -59,10 +69,14 @@ class AgentsPanel(PollingPanel):
         for a in agents:
             table.upsert(a.id, cells(a, now))
         stale = sum(a.stale for a in agents)
+        refused = sum(bool(a.refused) for a in agents)
         expected = fmt.short_hash(self.app.expected_hash or "")
-        self.query_one("#agents-summary", Static).update(
-            f"{len(agents)} agent(s); live settings {expected}"
-            + (f"; [b red]{stale} on old settings[/]" if stale else ""))
+        summary = Text(f"{len(agents)} agent(s); live settings {expected}")
+        if stale:
+            summary.append(f"; {stale} on old settings", style="bold red")
+        if refused:
+            summary.append(f"; {refused} refused settings (they keep their last good ones)", style="bold red")
+        self.query_one("#agents-summary", Static).update(summary)
 
 
 POOL_STYLE = {"accepted": "green", "rejected": "bold red", "pending": "yellow"}

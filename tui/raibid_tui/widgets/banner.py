@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.widgets import Static
 
 
@@ -22,7 +23,8 @@ class Banner(Static):
     """
 
     def show(self, title: str, message: str) -> None:
-        self.update(f"[b]{title}[/b]\n{message}")
+        # A Text, not markup: messages come from backends, and a "[/]" in one must show as is.
+        self.update(Text.assemble((title, "bold"), "\n", message))
         self.add_class("-shown")
 
     def clear(self) -> None:

@@ -11,11 +11,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from raibid_tui.sources.changes import ChangesSnapshot, PullRow
+from raibid_tui.sources.changes import BAD, HEAD, LIVE, OK, WARN, ChangesSnapshot, PullRow, judge, problems
 from raibid_tui.widgets import formatting as fmt
 from raibid_tui.widgets.banner import Banner
 from raibid_tui.widgets.polling import PollingPanel
 from raibid_tui.widgets.table import KeyedTable
+
+TONE_STYLE = {OK: "green", WARN: "bold yellow", BAD: "bold red"}
+#: Lines of each settings problem shown under the table; the whole message is what
+#: `raibid gitops verify` prints (or the agent logs).
+PROBLEM_LINES = 3
 
 VERIFY_STYLE = {"success": ("✔ passed", "green"), "failure": ("✘ failed", "bold red"),
                 "error": ("✘ error", "bold red"), "pending": ("… running", "yellow"), "": ("- none", "dim")}
@@ -26,9 +31,22 @@ def verify_text(state: str) -> Text:
     return Text(label, style=style)
 
 
+def problem_text(found: tuple[tuple[str, str], ...]) -> Text:
+    """Settings that do not validate or were refused: what, then why (up to PROBLEM_LINES)."""
+    text = Text()
+    for i, (what, why) in enumerate(found):
+        text.append(("\n" if i else "") + "✘ " + what, style="bold red")
+        lines = why.splitlines()
+        for line in lines[:PROBLEM_LINES]:
+            text.append("\n    " + line, style="red")
+        if len(lines) > PROBLEM_LINES:
+            text.append(f"\n    … {len(lines) - PROBLEM_LINES} more", style="red")
+    return text
+
+
 class ChangesPanel(PollingPanel):
     INTERVAL = 10.0
-    TITLE_DOWN = "Changes: a backend is unreachable"
+    TITLE_DOWN = "Changes could not be read"
 
     BINDINGS = [
         Binding("d", "diff", "View diff (enter)"),
@@ -40,6 +58,8 @@ class ChangesPanel(PollingPanel):
     ChangesPanel { height: 1fr; }
     ChangesPanel .section { text-style: bold; color: $accent; margin-top: 1; }
     ChangesPanel #settings-table { height: auto; max-height: 10; }
+    ChangesPanel #settings-problems { height: auto; max-height: 12; padding: 0 1; display: none; }
+    ChangesPanel #settings-problems.-shown { display: block; }
     ChangesPanel #pulls-table { height: 1fr; }
     """
 
@@ -54,7 +74,8 @@ class ChangesPanel(PollingPanel):
         for key, label in (("where", "WHERE"), ("hash", "SETTINGS HASH"), ("state", "STATE"), ("detail", "DETAIL")):
             settings.add_column(label, key=key)
         yield settings
-        yield Static("Open pull requests", classes="section")
+        yield Static("", id="settings-problems")
+        yield Static("Open pull requests", classes="section", id="pulls-title")
         pulls = KeyedTable(id="pulls-table")
         for key, label in (("number", "#"), ("title", "TITLE"), ("branch", "BRANCH"), ("author", "AUTHOR"),
                            ("verify", "raibid/verify"), ("mergeable", "MERGEABLE")):
@@ -76,26 +97,30 @@ class ChangesPanel(PollingPanel):
         self.app.expected_hash = snap.live_hash or None
         banner = self.query_one(Banner)
         if snap.errors:
-            banner.show(self.TITLE_DOWN, "\n".join(snap.errors))
+            # Only what could not be read; settings that do not validate are shown as such below.
+            names = ", ".join(dict.fromkeys(e.split(":", 1)[0] for e in snap.errors))
+            banner.show(f"Changes: cannot read {names}", "\n".join(snap.errors))
         else:
             banner.clear()
-        head = next((s.hash for s in snap.settings if s.where == "config repo HEAD"), "")
+        head, live = snap.place(HEAD), snap.place(LIVE)
         settings = self.query_one("#settings-table", KeyedTable)
         keys = []
         for i, s in enumerate(snap.settings):
             key = f"{s.where}/{i}"
             keys.append(key)
-            if s.error:
-                state = Text("✘ error", style="bold red")
-            elif not s.hash:
-                state = Text("-", style="dim")
-            elif head and s.hash != head:
-                state = Text("⚠ differs from HEAD", style="bold yellow")
-            else:
-                state = Text("= HEAD", style="green")
-            settings.upsert(key, (s.where, fmt.short_hash(s.hash), state, fmt.clip(s.error or s.detail, 70)))
+            label, tone = judge(s, head, live)
+            state = Text(label, style=TONE_STYLE.get(tone, "dim"))
+            # The reasons of invalid and refused settings are listed in full under the table.
+            detail = s.error or (f"{s.detail}; they keep their last good settings" if s.refused else s.detail)
+            settings.upsert(key, (s.where, fmt.short_hash(s.hash), state, fmt.clip(detail, 70)))
         for key in set(settings.keys()) - set(keys):
             settings.discard(key)
+        lines = problems(snap.settings)
+        box = self.query_one("#settings-problems", Static)
+        box.update(problem_text(lines))
+        box.set_class(bool(lines), "-shown")
+        title = "Open pull requests" + "".join(f" — {n}" for n in snap.notes)
+        self.query_one("#pulls-title", Static).update(Text(title))
         pulls = self.query_one("#pulls-table", KeyedTable)
         current = {str(p.number) for p in snap.pulls}
         for key in set(pulls.keys()) - current:

@@ -32,18 +32,32 @@ COLUMNS = (
 )
 #: Widths of the free-text columns; the detail view shows them in full.
 SUBJECT_WIDTH, MESSAGE_WIDTH = 36, 60
+#: The attempted commit's subject beside its revision in ATTEMPTED.
+ATTEMPTED_SUBJECT_WIDTH = 20
 #: Ages are re-rendered this often (seconds); only rows whose text changed repaint.
 AGE_REFRESH = 30.0
 
 
+def attempted_cell(row: FluxRow) -> Text:
+    """ATTEMPTED: "= applied", or the other commit Flux attempted with its own subject — red
+    ⚠ when that attempt failed (the cluster still runs REVISION/COMMIT), yellow while applying."""
+    if row.kind != KUSTOMIZATION.kind:
+        return Text("-", style="dim")
+    if not row.new_attempt:
+        return Text("= applied" if row.attempted else "-", style="dim")
+    label = short_revision(row.attempted)
+    if row.attempted_subject:
+        label += " " + fmt.clip(row.attempted_subject, ATTEMPTED_SUBJECT_WIDTH)
+    if row.failing_new_commit:
+        return Text(f"⚠ {label}", style="bold red")
+    return Text(f"… {label}", style="yellow")
+
+
 def cells(row: FluxRow, now) -> tuple[object, ...]:
-    """What the table shows for ``row`` (a failing newer commit stands out in ATTEMPTED)."""
+    """What the table shows for ``row``: REVISION and COMMIT are what is applied; ATTEMPTED
+    another commit Flux tried (a failing newer commit stands out)."""
     kind = "GitRepo" if row.kind == GIT_REPOSITORY.kind else "Kustomization"
-    if row.kind == KUSTOMIZATION.kind:
-        attempted: object = (Text(f"⚠ {short_revision(row.attempted)}", style="bold red")
-                             if row.failing_new_commit else Text("= applied", style="dim"))
-    else:
-        attempted = Text("-", style="dim")
+    attempted = attempted_cell(row)
     message = f"{row.reason}: {row.message}" if row.reason and row.message else row.message or row.reason
     return (
         kind, row.namespace, row.name, fmt.status(row.status), row.short_revision or "-",
@@ -193,7 +207,7 @@ class FluxPanel(Vertical):
     def show_progress(self, message: str | None) -> None:
         progress = self.query_one("#flux-progress", Static)
         progress.set_class(bool(message), "-active")
-        progress.update(f"⟳ {message}" if message else "")
+        progress.update(Text(f"⟳ {message}") if message else "")
 
     # -- actions ----------------------------------------------------------------------------
 

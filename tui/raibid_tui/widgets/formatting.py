@@ -3,6 +3,7 @@ of ``now``), so snapshots are stable."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from rich.text import Text
@@ -38,6 +39,7 @@ STATUS_STYLE = {
     "Failed": "bold red",
     "Stalled": "bold red",
     "Reconciling": "yellow",
+    "Waiting": "yellow",
     "Unknown": "dim",
     "Suspended": "magenta",
 }
@@ -55,3 +57,18 @@ def short_hash(h: str) -> str:
 def clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def first_problem(message: str) -> str:
+    """What a settings message says is wrong, short: validation messages start with "<file>
+    is not valid:" and list one "<file>:<line>: <field>: <problem>" per line below it; the
+    field and problem of the first are kept."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        first = _LOCATION.sub("", lines[1], count=1)
+        return first + (f" (+{len(lines) - 2} more)" if len(lines) > 2 else "")
+    return lines[0] if lines else ""
+
+
+#: "<file>:<line>: " before a problem (a file name can hold spaces and a ConfigMap's "[key]").
+_LOCATION = re.compile(r"^.*?:\d+: ")

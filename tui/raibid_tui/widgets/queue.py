@@ -1,18 +1,35 @@
-"""The Queue tab: the job stream's numbers and a throughput sparkline."""
+"""The Queue tab: the job stream's numbers, a throughput sparkline, and the newest jobs
+(rows keyed by job id and updated in place)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Sparkline, Static
 
-from raibid_tui.sources.queue import QueueStats
+from raibid_gitops import contract
+from raibid_gitops.queue.jobs import Job
+
+from raibid_tui.sources.queue import MAX_JOBS, QueueStats
 from raibid_tui.widgets import formatting as fmt
 from raibid_tui.widgets.banner import Banner
 from raibid_tui.widgets.polling import PollingPanel
+from raibid_tui.widgets.table import KeyedTable
+
+JOB_STYLE = {
+    contract.STATE_QUEUED: "cyan", contract.STATE_RUNNING: "yellow", contract.STATE_SUCCEEDED: "green",
+    contract.STATE_FAILED: "bold red", contract.STATE_TIMED_OUT: "bold red", contract.STATE_DEAD: "bold red",
+    contract.STATE_CANCELLED: "magenta",
+}
+#: Widths of the job columns: records come from Redis, and anything may have written them.
+ID_WIDTH, REPO_WIDTH, REF_WIDTH, AGENT_WIDTH = 28, 36, 24, 28
+#: A commit as `git log --oneline` shows it.
+COMMIT_WIDTH = 12
 
 
 def stats_table(s: QueueStats) -> Table:
@@ -34,22 +51,50 @@ def stats_table(s: QueueStats) -> Table:
     return t
 
 
+def _when(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, tz=UTC) if epoch is not None else None
+
+
+def job_cells(j: Job, now: datetime) -> tuple[object, ...]:
+    """JOB, STATE, REPO, REF, COMMIT, AGENT, AGE (since submitted)."""
+    return (fmt.clip(j.id, ID_WIDTH), Text(fmt.clip(j.state, 16) or "?", style=JOB_STYLE.get(j.state, "")),
+            fmt.clip(j.repo, REPO_WIDTH) or "-", fmt.clip(j.ref, REF_WIDTH) or "-",
+            j.commit[:COMMIT_WIDTH] or "-", fmt.clip(j.agent, AGENT_WIDTH) or "-",
+            fmt.age(_when(j.submitted_at), now))
+
+
 class QueuePanel(PollingPanel):
     INTERVAL = 2.0
     TITLE_DOWN = "Redis unreachable — queue numbers are not current"
 
     DEFAULT_CSS = """
     QueuePanel { height: 1fr; padding: 0 1; }
-    QueuePanel #queue-stats { height: auto; margin: 1 0; }
+    QueuePanel #queue-top { height: auto; margin: 1 0; }
+    QueuePanel #queue-stats { width: auto; height: auto; margin-right: 4; }
+    QueuePanel #queue-throughput { width: 1fr; height: auto; }
     QueuePanel .section { text-style: bold; color: $accent; }
     QueuePanel Sparkline { height: 4; margin-top: 1; }
+    QueuePanel #jobs-table { height: 1fr; }
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: Submission time of each job shown, for the newest-first order.
+        self._submitted: dict[str, float] = {}
 
     def compose(self) -> ComposeResult:
         yield Banner(id="queue-banner")
-        yield Static("", id="queue-stats")
-        yield Static("Throughput (jobs finished per sample)", classes="section")
-        yield Sparkline([], id="queue-sparkline", summary_function=max)
+        with Horizontal(id="queue-top"):
+            yield Static("", id="queue-stats")
+            with Vertical(id="queue-throughput"):
+                yield Static("Throughput (jobs finished per sample)", classes="section")
+                yield Sparkline([], id="queue-sparkline", summary_function=max)
+        yield Static(f"Jobs (newest {MAX_JOBS})", classes="section", id="jobs-title")
+        table = KeyedTable(id="jobs-table")
+        for key, label in (("id", "JOB"), ("state", "STATE"), ("repo", "REPO"), ("ref", "REF"),
+                           ("commit", "COMMIT"), ("agent", "AGENT"), ("age", "AGE")):
+            table.add_column(label, key=key)
+        yield table
 
     def source(self) -> Any:
         return self.app.sources.queue
@@ -60,3 +105,26 @@ class QueuePanel(PollingPanel):
     def show(self, s: QueueStats) -> None:
         self.query_one("#queue-stats", Static).update(stats_table(s))
         self.query_one("#queue-sparkline", Sparkline).data = list(s.throughput) or [0.0]
+        self.show_jobs(s)
+
+    def show_jobs(self, s: QueueStats) -> None:
+        title = Text(f"Jobs (newest {MAX_JOBS})", style="")
+        if s.jobs_error:
+            title.append(f" — cannot list them: {s.jobs_error}", style="bold red")
+        elif not s.jobs:
+            title.append(" — none yet (`raibid queue submit` adds one)", style="dim")
+        self.query_one("#jobs-title", Static).update(title)
+        table = self.query_one("#jobs-table", KeyedTable)
+        now = self.app.now()
+        ids = {j.id for j in s.jobs}
+        for key in set(table.keys()) - ids:
+            table.discard(key)
+            self._submitted.pop(key, None)
+        added = False
+        for j in s.jobs:
+            added |= j.id not in self._submitted
+            self._submitted[j.id] = j.submitted_at or 0.0
+            table.upsert(j.id, job_cells(j, now))
+        if added:
+            # New rows are appended: put the newest on top (ties: the greater id first).
+            table.sort_by_key(lambda jid: (self._submitted.get(jid, 0.0), jid), reverse=True)

@@ -4,11 +4,20 @@ and a watch event per second is most of the TUI's CPU."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets._data_table import RowKey
+
+
+def _identity(value: object) -> object:
+    """What makes a cell look the way it does. ``Text.__eq__`` compares only the characters
+    and spans, so a cell that changes colour alone (yellow "…" to red) would not repaint."""
+    if isinstance(value, Text):
+        return (value.plain, str(value.style), tuple(value.spans))
+    return value
 
 
 def _width(value: object) -> int:
@@ -30,7 +39,7 @@ class KeyedTable(DataTable):
         """Show ``cells`` in the row ``key``; returns False when nothing changed."""
         cells = tuple(cells)
         old = self._shown.get(key)
-        if old == cells:
+        if old is not None and tuple(map(_identity, old)) == tuple(map(_identity, cells)):
             return False
         self._shown[key] = cells
         if old is None:
@@ -39,7 +48,7 @@ class KeyedTable(DataTable):
         row_key = RowKey(key)
         widen = []
         for column, new, prev in zip(self.ordered_columns, cells, old):
-            if new != prev:
+            if _identity(new) != _identity(prev):
                 self._data[row_key][column.key] = new
                 if column.auto_width and _width(new) > column.content_width:
                     widen.append((column.key, new))
@@ -57,6 +66,16 @@ class KeyedTable(DataTable):
     def discard(self, key: str) -> None:
         if self._shown.pop(key, None) is not None:
             self.remove_row(key)
+
+    def sort_by_key(self, rank: Callable[[str], Any], reverse: bool = False) -> None:
+        """Order the rows by ``rank(row key)``: ``DataTable.sort`` only sees cell values, and a
+        cell may be cut (a long job id) or not hold the order at all (a submission time)."""
+        from textual._two_way_dict import TwoWayDict
+
+        ordered = sorted(self._data, key=lambda row_key: rank(str(row_key.value)), reverse=reverse)
+        self._row_locations = TwoWayDict({row_key: index for index, row_key in enumerate(ordered)})
+        self._update_count += 1
+        self.refresh()
 
     def keys(self) -> list[str]:
         return list(self._shown)
