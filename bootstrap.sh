@@ -85,9 +85,8 @@ FIELD_MANAGER=raibid-bootstrap
 SHELL_PHASES=(preflight k3s flux keda gitea raibid)
 PYTHON_PHASES=(repo config secrets objects webhook sync)
 
-SCRIPT_PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+SCRIPT_PATH="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")" && pwd)/$(basename "${BASH_SOURCE[0]:-$0}")"
 PROJECT_DIR="$(dirname "$SCRIPT_PATH")"
-ORIGINAL_ARGS=("$@")
 
 usage() {
   cat <<EOF
@@ -163,119 +162,6 @@ check() {
 header() {
   if [ "$DRY_RUN" = 1 ]; then printf '\n== %s: %s\n' "$1" "$2"; else say "$1: $2"; fi
 }
-
-# --- options -----------------------------------------------------------------------------------
-DRY_RUN=0
-FROM=""
-ONLY=""
-KUBECONFIG_OPT=""
-CONTEXT=""
-TIMEOUT="5m"
-TIMEOUT_SET=0
-DIR_OPT=""
-SETS=()
-
-while [ $# -gt 0 ]; do
-  arg=$1
-  case "$arg" in
-    --dry-run) DRY_RUN=1 ;;
-    -h | --help) usage; exit 0 ;;
-    --from | --only | --kubeconfig | --context | --timeout | --set | --dir | \
-      --from=* | --only=* | --kubeconfig=* | --context=* | --timeout=* | --set=* | --dir=*)
-      if [[ "$arg" == *=* ]]; then
-        opt=${arg%%=*} val=${arg#*=}
-      else
-        [ $# -ge 2 ] || usage_error "$arg needs a value"
-        opt=$arg val=$2
-        shift
-      fi
-      [ -n "$val" ] || usage_error "$opt needs a value"
-      case "$opt" in
-        --from) FROM=$val ;;
-        --only) ONLY=$val ;;
-        --kubeconfig) KUBECONFIG_OPT=$val ;;
-        --context) CONTEXT=$val ;;
-        --timeout) TIMEOUT=$val TIMEOUT_SET=1 ;;
-        --set) SETS+=("$val") ;;
-        --dir) DIR_OPT=$val ;;
-      esac
-      ;;
-    *) usage_error "unknown option: $arg" ;;
-  esac
-  shift
-done
-
-in_list() {
-  local x=$1
-  shift
-  local y
-  for y in "$@"; do [ "$x" = "$y" ] && return 0; done
-  return 1
-}
-for pair in "from:$FROM" "only:$ONLY"; do
-  name=${pair#*:}
-  [ -z "$name" ] || in_list "$name" "${SHELL_PHASES[@]}" "${PYTHON_PHASES[@]}" ||
-    usage_error "unknown phase for --${pair%%:*}: '$name' (phases: ${SHELL_PHASES[*]}; raibid bootstrap's: ${PYTHON_PHASES[*]})"
-done
-[ -z "$FROM" ] || [ -z "$ONLY" ] || usage_error "--from and --only exclude each other"
-[[ "$TIMEOUT" =~ ^[1-9][0-9]*(s|m|h)$ ]] || usage_error "--timeout: '$TIMEOUT' is not a duration like 300s, 10m or 1h"
-for kv in ${SETS[@]+"${SETS[@]}"}; do
-  [[ "$kv" == ?*=* ]] || usage_error "--set: '$kv' is not KEY=VALUE"
-done
-if [ -n "$KUBECONFIG_OPT" ]; then
-  [ -f "$KUBECONFIG_OPT" ] || usage_error "--kubeconfig: no such file: $KUBECONFIG_OPT"
-  KUBECONFIG_OPT="$(cd "$(dirname "$KUBECONFIG_OPT")" && pwd)/$(basename "$KUBECONFIG_OPT")"
-fi
-[ -z "$CONTEXT" ] || [[ "$CONTEXT" != -* ]] || usage_error "--context: '$CONTEXT' is not a context name"
-
-# --- which phases run --------------------------------------------------------------------------
-index_of() {
-  local i
-  for i in "${!SHELL_PHASES[@]}"; do [ "${SHELL_PHASES[$i]}" = "$1" ] && { echo "$i"; return; }; done
-  echo -1
-}
-PY_FROM=""
-PY_ONLY=""
-if [ -n "$ONLY" ]; then
-  if in_list "$ONLY" "${PYTHON_PHASES[@]}"; then PY_ONLY=$ONLY; first=raibid last=raibid; else first=$ONLY last=$ONLY; fi
-elif [ -n "$FROM" ]; then
-  if in_list "$FROM" "${PYTHON_PHASES[@]}"; then PY_FROM=$FROM; first=raibid; else first=$FROM; fi
-  last=raibid
-else
-  first=preflight last=raibid
-fi
-FIRST_I=$(index_of "$first")
-LAST_I=$(index_of "$last")
-selected() {
-  local i
-  i=$(index_of "$1")
-  [ "$i" -ge "$FIRST_I" ] && [ "$i" -le "$LAST_I" ]
-}
-
-LOCAL=1 # the cluster is this machine's k3s
-[ -z "$KUBECONFIG_OPT" ] || LOCAL=0
-KUBECONFIG_PATH=${KUBECONFIG_OPT:-$K3S_KUBECONFIG}
-CLUSTER_PHASE=0
-for p in k3s flux keda gitea raibid; do selected "$p" && CLUSTER_PHASE=1; done
-INSTALL_K3S=0
-[ "$LOCAL" = 1 ] && selected k3s && INSTALL_K3S=1
-
-if [ "$(id -u)" = 0 ]; then
-  CACHE_DIR=/var/cache/raibid-bootstrap
-  VENV=${RAIBID_VENV:-/opt/raibid/venv}
-else
-  CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/raibid-bootstrap"
-  VENV=${RAIBID_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/raibid/venv}
-fi
-
-case "$(uname -m)" in
-  aarch64 | arm64) ARCH=arm64 ;;
-  x86_64 | amd64) ARCH=amd64 ;;
-  *) ARCH="unsupported:$(uname -m)" ;;
-esac
-# The DGX Spark is arm64; with --kubeconfig this machine only runs clients (flux, kubectl).
-TARGET_ARCH=$ARCH
-[ "$LOCAL" = 0 ] || TARGET_ARCH=arm64
 
 # --- kubectl -----------------------------------------------------------------------------------
 KUBECTL=()
@@ -975,8 +861,6 @@ cleanup() {
   if [ -n "$PF_PID" ]; then kill "$PF_PID" 2>/dev/null || true; fi
   if [ -n "$PF_DIR" ]; then rm -rf "$PF_DIR"; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 has_bootstrap() { "$1" bootstrap --help >/dev/null 2>&1; }
 
@@ -1072,19 +956,155 @@ phase_raibid() {
   esac
 }
 
+# --- options and which phases run -------------------------------------------------------------
+in_list() {
+  local x=$1
+  shift
+  local y
+  for y in "$@"; do [ "$x" = "$y" ] && return 0; done
+  return 1
+}
+
+index_of() {
+  local i
+  for i in "${!SHELL_PHASES[@]}"; do [ "${SHELL_PHASES[$i]}" = "$1" ] && { echo "$i"; return; }; done
+  echo -1
+}
+
+selected() {
+  local i
+  i=$(index_of "$1")
+  [ "$i" -ge "$FIRST_I" ] && [ "$i" -le "$LAST_I" ]
+}
+
+parse_args() {
+  DRY_RUN=0
+  FROM=""
+  ONLY=""
+  KUBECONFIG_OPT=""
+  CONTEXT=""
+  TIMEOUT="5m"
+  TIMEOUT_SET=0
+  DIR_OPT=""
+  SETS=()
+
+  while [ $# -gt 0 ]; do
+    arg=$1
+    case "$arg" in
+      --dry-run) DRY_RUN=1 ;;
+      -h | --help) usage; exit 0 ;;
+      --from | --only | --kubeconfig | --context | --timeout | --set | --dir | \
+        --from=* | --only=* | --kubeconfig=* | --context=* | --timeout=* | --set=* | --dir=*)
+        if [[ "$arg" == *=* ]]; then
+          opt=${arg%%=*} val=${arg#*=}
+        else
+          [ $# -ge 2 ] || usage_error "$arg needs a value"
+          opt=$arg val=$2
+          shift
+        fi
+        [ -n "$val" ] || usage_error "$opt needs a value"
+        case "$opt" in
+          --from) FROM=$val ;;
+          --only) ONLY=$val ;;
+          --kubeconfig) KUBECONFIG_OPT=$val ;;
+          --context) CONTEXT=$val ;;
+          --timeout) TIMEOUT=$val TIMEOUT_SET=1 ;;
+          --set) SETS+=("$val") ;;
+          --dir) DIR_OPT=$val ;;
+        esac
+        ;;
+      *) usage_error "unknown option: $arg" ;;
+    esac
+    shift
+  done
+
+  for pair in "from:$FROM" "only:$ONLY"; do
+    name=${pair#*:}
+    [ -z "$name" ] || in_list "$name" "${SHELL_PHASES[@]}" "${PYTHON_PHASES[@]}" ||
+      usage_error "unknown phase for --${pair%%:*}: '$name' (phases: ${SHELL_PHASES[*]}; raibid bootstrap's: ${PYTHON_PHASES[*]})"
+  done
+  [ -z "$FROM" ] || [ -z "$ONLY" ] || usage_error "--from and --only exclude each other"
+  [[ "$TIMEOUT" =~ ^[1-9][0-9]*(s|m|h)$ ]] || usage_error "--timeout: '$TIMEOUT' is not a duration like 300s, 10m or 1h"
+  for kv in ${SETS[@]+"${SETS[@]}"}; do
+    [[ "$kv" == ?*=* ]] || usage_error "--set: '$kv' is not KEY=VALUE"
+  done
+  if [ -n "$KUBECONFIG_OPT" ]; then
+    [ -f "$KUBECONFIG_OPT" ] || usage_error "--kubeconfig: no such file: $KUBECONFIG_OPT"
+    KUBECONFIG_OPT="$(cd "$(dirname "$KUBECONFIG_OPT")" && pwd)/$(basename "$KUBECONFIG_OPT")"
+  fi
+  [ -z "$CONTEXT" ] || [[ "$CONTEXT" != -* ]] || usage_error "--context: '$CONTEXT' is not a context name"
+}
+
+# settle: what follows from the options (which phases, this machine, the cluster).
+settle() {
+  PY_FROM=""
+  PY_ONLY=""
+  if [ -n "$ONLY" ]; then
+    if in_list "$ONLY" "${PYTHON_PHASES[@]}"; then PY_ONLY=$ONLY; first=raibid last=raibid; else first=$ONLY last=$ONLY; fi
+  elif [ -n "$FROM" ]; then
+    if in_list "$FROM" "${PYTHON_PHASES[@]}"; then PY_FROM=$FROM; first=raibid; else first=$FROM; fi
+    last=raibid
+  else
+    first=preflight last=raibid
+  fi
+  FIRST_I=$(index_of "$first")
+  LAST_I=$(index_of "$last")
+
+  LOCAL=1 # the cluster is this machine's k3s
+  [ -z "$KUBECONFIG_OPT" ] || LOCAL=0
+  KUBECONFIG_PATH=${KUBECONFIG_OPT:-$K3S_KUBECONFIG}
+  CLUSTER_PHASE=0
+  for p in k3s flux keda gitea raibid; do selected "$p" && CLUSTER_PHASE=1; done
+  INSTALL_K3S=0
+  [ "$LOCAL" = 1 ] && selected k3s && INSTALL_K3S=1
+
+  if [ "$(id -u)" = 0 ]; then
+    CACHE_DIR=/var/cache/raibid-bootstrap
+    VENV=${RAIBID_VENV:-/opt/raibid/venv}
+  else
+    CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/raibid-bootstrap"
+    VENV=${RAIBID_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/raibid/venv}
+  fi
+
+  case "$(uname -m)" in
+    aarch64 | arm64) ARCH=arm64 ;;
+    x86_64 | amd64) ARCH=amd64 ;;
+    *) ARCH="unsupported:$(uname -m)" ;;
+  esac
+  # The DGX Spark is arm64; with --kubeconfig this machine only runs clients (flux, kubectl).
+  TARGET_ARCH=$ARCH
+  [ "$LOCAL" = 0 ] || TARGET_ARCH=arm64
+}
+
 # --- main --------------------------------------------------------------------------------------
-if [ "$DRY_RUN" = 1 ]; then
-  printf 'bootstrap.sh --dry-run: the plan. Nothing is run, downloaded or changed.\n'
-  printf 'pins: k3s %s, Flux v%s, KEDA v%s, Gitea %s\n' "$K3S_VERSION" "$FLUX_VERSION" "$KEDA_VERSION" "$GITEA_VERSION"
-  printf 'cluster: %s\n' "$([ "$LOCAL" = 1 ] && echo "this machine's k3s" || echo "an existing cluster (--kubeconfig)")"
-  printf 'kubectl: every kubectl below runs as %s\n' "$(quote kubectl --kubeconfig "$KUBECONFIG_PATH" ${CONTEXT:+--context "$CONTEXT"})"
-  runs=(preflight)
-  for phase in k3s flux keda gitea raibid; do selected "$phase" && runs+=("$phase"); done
-  printf 'phases: %s\n' "${runs[*]}"
+main() {
+  ORIGINAL_ARGS=("$@")
+  parse_args "$@"
+  settle
+  trap cleanup EXIT
+  trap 'exit 130' INT TERM
+  if [ "$DRY_RUN" = 1 ]; then
+    printf 'bootstrap.sh --dry-run: the plan. Nothing is run, downloaded or changed.\n'
+    printf 'pins: k3s %s, Flux v%s, KEDA v%s, Gitea %s\n' "$K3S_VERSION" "$FLUX_VERSION" "$KEDA_VERSION" "$GITEA_VERSION"
+    printf 'cluster: %s\n' "$([ "$LOCAL" = 1 ] && echo "this machine's k3s" || echo "an existing cluster (--kubeconfig)")"
+    printf 'kubectl: every kubectl below runs as %s\n' "$(quote kubectl --kubeconfig "$KUBECONFIG_PATH" ${CONTEXT:+--context "$CONTEXT"})"
+    runs=(preflight)
+    for phase in k3s flux keda gitea raibid; do selected "$phase" && runs+=("$phase"); done
+    printf 'phases: %s\n' "${runs[*]}"
+  fi
+  phase_preflight
+  for phase in k3s flux keda gitea raibid; do
+    selected "$phase" || continue
+    [ "$phase" = k3s ] || init_kubectl "$phase"
+    "phase_$phase"
+  done
+}
+
+# Run when executed; a test may source the file to call its functions. Piped into bash, it has
+# no checkout to install raibid-gitops from.
+if [ -z "${BASH_SOURCE[0]:-}" ]; then
+  printf 'bootstrap: run it from a raibid-gitops checkout: bash bootstrap.sh --help\n' >&2
+  exit 2
+elif [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
 fi
-phase_preflight
-for phase in k3s flux keda gitea raibid; do
-  selected "$phase" || continue
-  [ "$phase" = k3s ] || init_kubectl "$phase"
-  "phase_$phase"
-done
