@@ -109,6 +109,9 @@ Options:
   --dir DIR            where raibid bootstrap keeps the config repository checkout
   -h, --help           this text
 
+Environment: RAIBID_BOOTSTRAP_CACHE (downloads; default /var/cache/raibid-bootstrap as root),
+RAIBID_VENV (where raibid-gitops is installed when missing; default /opt/raibid/venv as root).
+
 Pinned: k3s ${K3S_VERSION}, Flux v${FLUX_VERSION}, KEDA v${KEDA_VERSION}, Gitea ${GITEA_VERSION}.
 Exit: 0 done, 1 a phase failed (the message says what to do), 2 bad options.
 EOF
@@ -849,8 +852,9 @@ phase_gitea() {
   if [ ${#changed[@]} -eq 0 ]; then
     result gitea "$GITEA_VERSION runs; nothing to do"
   else
-    local IFS=,
-    result gitea "$GITEA_VERSION ready (${changed[*]}); admin $GITEA_ADMIN_USER, credentials in Secret $GITEA_NS/$GITEA_ADMIN_SECRET"
+    local what
+    what=$(printf ', %s' "${changed[@]}")
+    result gitea "$GITEA_VERSION ready (created or updated: ${what#, }); admin $GITEA_ADMIN_USER, credentials in Secret $GITEA_NS/$GITEA_ADMIN_SECRET"
   fi
 }
 
@@ -1058,11 +1062,12 @@ settle() {
   INSTALL_K3S=0
   [ "$LOCAL" = 1 ] && selected k3s && INSTALL_K3S=1
 
+  # Downloads (kept, and verified again before reuse) and the venv raibid-gitops goes into.
   if [ "$(id -u)" = 0 ]; then
-    CACHE_DIR=/var/cache/raibid-bootstrap
+    CACHE_DIR=${RAIBID_BOOTSTRAP_CACHE:-/var/cache/raibid-bootstrap}
     VENV=${RAIBID_VENV:-/opt/raibid/venv}
   else
-    CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/raibid-bootstrap"
+    CACHE_DIR=${RAIBID_BOOTSTRAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/raibid-bootstrap}
     VENV=${RAIBID_VENV:-${XDG_DATA_HOME:-$HOME/.local/share}/raibid/venv}
   fi
 
