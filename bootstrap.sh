@@ -147,10 +147,10 @@ quote() {
   printf '%s' "$out"
 }
 
-# run COMMAND...: run it, or in a dry run print it.
+# run COMMAND...: run it (its output is progress: to stderr), or in a dry run print it.
 run() {
   if [ "$DRY_RUN" = 1 ]; then plan run "$(quote "$@")"; return 0; fi
-  "$@"
+  "$@" >&2
 }
 
 # check DESCRIPTION COMMAND...: a read-only probe. A dry run prints it and answers "not done"
