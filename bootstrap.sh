@@ -27,17 +27,17 @@ set -euo pipefail
 # k3s: Kubernetes v1.34.4, the same release as the kube-apiserver the project's stack tests and
 # whose schemas `raibid gitops verify` ships (raibid_gitops/devstack/versions.py, K8S_VERSION).
 # The Go module proxy refuses github.com/k3s-io/k3s (403), so the tag could not be listed from
-# here; it is a published k3s release (k3s tags every Kubernetes patch as vX.Y.Z+k3s1).
-# The 1.34 line has newer patches (v1.34.9+k3s1); move with the stack.
+# here: k3s releases every Kubernetes patch as vX.Y.Z+k3s1, and public deployment notes run this
+# one. The 1.34 line has newer patches (v1.34.9+k3s1 at least); move with the stack.
 K3S_VERSION="v1.34.4+k3s1"
 # Flux: the controllers the stack tests are source-controller v1.9.0, kustomize-controller v1.9.6
-# and notification-controller v1.6.0. Flux v2.9.5 (the newest github.com/fluxcd/flux2/v2 on the
-# Go module proxy; its manifests/bases name the controller releases) ships source-controller
-# v1.9.5, kustomize-controller v1.9.5 and notification-controller v1.9.4: the same v1.9 line for
-# the two that fetch and apply, and the same APIs the project renders (GitRepository and
-# Kustomization v1, Receiver v1, Provider and Alert v1beta3 with type gitea). Flux v2.6.4, the
-# only other release there, carries v1.6.x source and kustomize controllers. `flux check --pre`
-# of v2.9.5 requires Kubernetes >= 1.33.
+# and notification-controller v1.6.0. Flux v2.9.5, the newest github.com/fluxcd/flux2/v2 the Go
+# module proxy lists, ships (its manifests/bases/*/kustomization.yaml) source-controller v1.9.5,
+# kustomize-controller v1.9.5 and notification-controller v1.9.4: the same v1.9 line for the two
+# that fetch and apply, and the APIs the project renders (GitRepository and Kustomization v1;
+# Receiver v1, Provider and Alert v1beta3 with type gitea, as notification-controller/api v1.9.4
+# has them). Flux v2.6.4, the only other release listed, carries v1.6.x source and kustomize
+# controllers. `flux check --pre` of v2.9.5 requires Kubernetes >= 1.33.
 FLUX_VERSION="2.9.5"
 FLUX_COMPONENTS="source-controller,kustomize-controller,notification-controller"
 # KEDA: 2.16.0 and 2.16.1 refuse the rendered redis-streams trigger (lagCount with
@@ -67,11 +67,14 @@ K3S_UNIT=/etc/systemd/system/k3s.service
 # images in its registry, and the agents' build space: 20 GiB is a floor, not a sizing.
 MIN_FREE_GIB=20
 
+# Gitea's own namespace, not the pool's: the config repository gives raibid-ci a default-deny
+# NetworkPolicy (Flux could not clone, Gitea could not call the receiver), and Flux owns that
+# namespace (dropping it from the repository must not delete the repository's own host).
 GITEA_NS=gitea
 GITEA_PORT=3000
 GITEA_ADMIN_SECRET=gitea-admin
 GITEA_KEY_SECRET=gitea-secret-key
-# Not "admin" (Gitea reserves it) and not the config repository's owner, an organisation.
+# The name the local stack gives its admin; not the config repository's owner (an organisation).
 GITEA_ADMIN_USER=raibid-admin
 GITEA_ADMIN_EMAIL=raibid-admin@raibid.local
 # local-path does not enforce a size; other storage classes do.
