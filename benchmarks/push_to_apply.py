@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for i in range(args.runs):
                 one("webhook", i)
-            for hook in gitea.api("GET", f"/repos/raibid/raibid-config/hooks"):  # type: ignore[union-attr]
+            for hook in gitea.api("GET", "/repos/raibid/raibid-config/hooks"):  # type: ignore[union-attr]
                 gitea.api("DELETE", f"/repos/raibid/raibid-config/hooks/{hook['id']}")
             for i in range(args.runs):
                 one("polling", args.runs + i)
