@@ -87,6 +87,9 @@ def start_control_plane(kube: KubeStack, *, timeout: float = DEFAULT_TIMEOUT) ->
         "--cluster-cidr", "10.244.0.0/16", "--allocate-node-cidrs=false",
         # A node whose lease KWOK stops renewing is marked NotReady after this long.
         "--node-monitor-grace-period", "40s",
+        # Volume provisioning and binding in detail: a PVC that stays Pending is the usual
+        # reason a StatefulSet never becomes Ready here, and --v 1 says nothing about it.
+        "--vmodule", "pv_controller*=3,host_path*=3,provision*=3",
     ])
     started.append(cm)
     sched, sched_health = _kube_component("kube-scheduler", kube, logs, [])
