@@ -66,7 +66,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops import kustomize, layout
 
     root = _root(args.dir)
-    sys.stdout.write(kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR)))
+    sys.stdout.write(kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR), root=root))
     return 0
 
 
