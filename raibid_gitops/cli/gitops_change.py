@@ -113,10 +113,16 @@ def cmd_set(args: argparse.Namespace) -> int:
     if result.dry_run and result.changes:
         progress("dry run: nothing was changed")
     elif result.commit:
-        where = f"pull request #{result.pr_number} ({result.pushed_to})" if result.pr_number \
-            else (result.pushed_to or "the local branch")
+        # "pushed" only when the remote has the commit: a commit left on the local branch
+        # (no remote) is not on its way to the cluster, and the user must know.
         tries = f" after {result.attempts} attempts" if result.attempts > 1 else ""
-        progress(f"committed {result.commit[:12]} to {where}{tries}")
+        if result.pr_number:
+            progress(f"committed {result.commit[:12]}, pushed it to branch {result.pushed_to} and opened "
+                     f"pull request #{result.pr_number}")
+        elif result.pushed_to:
+            progress(f"committed {result.commit[:12]} and pushed it to {result.pushed_to}{tries}")
+        else:
+            progress(f"committed {result.commit[:12]} on the local branch only: not pushed")
     return 0
 
 
