@@ -212,8 +212,11 @@ class TestFinishScript:
         from raibid_gitops.queue.scripts import scripts_for
 
         q = SMALL.queue
-        return scripts_for(client).finish(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
-                                          args=[q.consumer_group, eid, attempt, state, code, reason, "2.0", 100])
+        keep = q.retention
+        return scripts_for(client).finish(
+            keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
+            args=[q.consumer_group, eid, attempt, state, code, reason, "2.0", 100, job_id,
+                  keep.finished_job_seconds, keep.finished_jobs])
 
     def _pending(self, client) -> list[tuple[str, str]]:
         q = SMALL.queue
