@@ -176,7 +176,7 @@ def render_pools(pools: list[keda.Pool], committed: int | None, stream: Any = No
     table(POOL_HEADERS, body, stream)
     for p in pools:
         if p.verdict.rejected:
-            message = p.verdict.message if wide else _cut(p.verdict.message)
+            message = " ".join(p.verdict.message.split()) if wide else _cut(p.verdict.message)
             stream.write(f"! ScaledJob {p.namespace}/{p.name}: KEDA: {p.verdict.reason}: {message}\n")
 
 
