@@ -76,6 +76,15 @@ class KustomizeError(RaibidError):
     """kustomize is missing or the overlay does not build."""
 
 
+class KustomizeBuildFailed(KustomizeError):
+    """kustomize ran and refused to build; ``detail`` is its own message, cleaned of the
+    wrapper's log prefix and of absolute paths."""
+
+    def __init__(self, message: str, *, detail: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.detail = detail
+
+
 # --- clients -----------------------------------------------------------------------------
 
 

@@ -123,6 +123,9 @@ class TestPrivateClone:
         assert job.state == c.STATE_FAILED, logs
         assert job.reason.startswith("checkout failed:")
         assert f"no clone token was sent ({missing} is missing or empty)" in job.reason
+        # ... and what to do about it (issue 17 item 10), in the record and the job's log.
+        assert "give the agent a Gitea token with read access, --gitea-token-file FILE" in job.reason
+        assert any("--gitea-token-file FILE (or RAIBID_GITEA_TOKEN_FILE" in line for line in logs)
 
     def test_a_wrong_token_is_refused_and_not_shown(self, redis_client, private_repo: PrivateRepo, tmp_path: Path,
                                                      caplog: pytest.LogCaptureFixture):

@@ -114,7 +114,7 @@ class TestPlan:
         s = sections(dry_run([], stubs))
         k3s = PINS["K3S_VERSION"]
         assert any(f"/releases/download/{k3s.replace('+', '%2B')}/k3s-arm64 " in ln for ln in s["k3s"])
-        assert any(f"sha256sum-arm64.txt" in ln for ln in s["k3s"])
+        assert any("sha256sum-arm64.txt" in ln for ln in s["k3s"])
         flux = PINS["FLUX_VERSION"]
         assert any(f"/v{flux}/flux_{flux}_linux_arm64.tar.gz" in ln for ln in s["flux"])
         assert any(f"flux_{flux}_checksums.txt" in ln for ln in s["flux"])

@@ -18,9 +18,12 @@ from raibid_gitops.errors import (
 )
 from raibid_gitops.gitops import layout
 from raibid_gitops.gitops.change import (
+    SUBJECT_MAX,
     SettingChange,
     branch_name,
     commit_message,
+    commit_subject,
+    format_value,
     parse_trailers,
     pr_body,
     set_settings,
@@ -61,14 +64,15 @@ class TestMessage:
         assert msg.endswith("\n\nRaibid-Set: agents.maxReplicas=12\nRaibid-Settings-Hash: sha256:abc\n")
         assert parse_trailers(msg) == {"agents.maxReplicas": "12"}
 
-    def test_long_subject_is_summarised_but_body_lists_all(self):
+    def test_long_subject_keeps_new_values_and_counts_the_rest(self):
         changes = [SettingChange("agents.maxReplicas", 8, 12), SettingChange("scaling.pollingInterval", 10, 30),
                    SettingChange("agents.image", "a", "gitea.example:3000/raibid/agent:0.2.0")]
         msg = commit_message(changes)
         subject = msg.splitlines()[0]
-        assert len(subject) <= 72 and subject.startswith("raibid: set 3 settings (agents.maxReplicas")
+        assert subject == "raibid: set agents.maxReplicas=12, scaling.pollingInterval=30 (+1 more)"
         for c in changes:
-            assert f"Raibid-Set: {c.key}=" in msg and f"  {c.key}: " in msg
+            assert f"Raibid-Set: {c.key}={format_value(c.new)}\n" in msg and f"  {c.key}: " in msg
+
 
     def test_values_keep_their_spelling(self):
         msg = commit_message([SettingChange("flux.prune", True, False),
@@ -89,6 +93,54 @@ class TestMessage:
         body = pr_body([SettingChange("agents.maxReplicas", 8, 12)], diff_objects(old, new), "f" * 40, "ok")
         assert "| `agents.maxReplicas` | `8` | `12` |" in body
         assert "ScaledJob/n/a:\n  spec.maxReplicaCount: 8 → 12" in body
+
+
+class TestSubject:
+    """The subject of every kind of value: the new value is always there, whole or visibly cut."""
+
+    @pytest.mark.parametrize("old,new,expected", [
+        (8, 12, "raibid: set agents.maxReplicas 8 → 12"),
+        (True, False, "raibid: set flux.prune true → false"),
+        ("4Gi", "6Gi", "raibid: set agents.memory 4Gi → 6Gi"),
+        ("1m", "2m", "raibid: set flux.interval 1m → 2m"),
+        ([], [{"name": "t", "run": "make"}], 'raibid: set agents.defaultPipeline [] → [{"name":"t","run":"make"}]'),
+    ])
+    def test_short_values_whole_with_old_and_new(self, old, new, expected):
+        key = expected.split()[2]
+        assert commit_subject([SettingChange(key, old, new)]) == expected
+
+    def test_long_value_drops_the_old_one_first(self):
+        old, new = "gitea.example:3000/raibid/agent:0.1.0", "gitea.example:3000/raibid/agent:0.2.0"
+        assert commit_subject([SettingChange("agents.image", old, new)]) == f"raibid: set agents.image={new}"
+
+    def test_too_long_value_is_cut_in_the_middle_with_a_mark(self):
+        new = [{"name": "test", "run": "make test && make lint && make docs && make package"}]
+        subject = commit_subject([SettingChange("agents.defaultPipeline", [], new)])
+        assert len(subject) == SUBJECT_MAX and subject.count("…") == 1
+        assert subject.startswith('raibid: set agents.defaultPipeline=[{"name":"test')
+        assert subject.endswith('&& make package"}]')
+        image = "gitea.raibid-ci.svc.cluster.local:3000/raibid/agent:0.2.0"
+        subject = commit_subject([SettingChange("agents.image", "x", image)])
+        assert subject.endswith("/raibid/agent:0.2.0"), "an image's tag survives the cut"
+
+    def test_many_settings_say_how_many_more(self):
+        changes = [SettingChange(f"scaling.{k}", 1, 2) for k in
+                   ("pollingInterval", "lagCount", "activationLagCount", "successfulJobsHistoryLimit",
+                    "failedJobsHistoryLimit")]
+        subject = commit_subject(changes)
+        assert len(subject) <= SUBJECT_MAX and subject.startswith("raibid: set scaling.pollingInterval=2, ")
+        shown_n = subject.count("=2")
+        assert subject.endswith(f"(+{len(changes) - shown_n} more)")
+
+    def test_first_value_too_long_with_more_settings(self):
+        changes = [SettingChange("agents.image", "a", "r" * 200), SettingChange("agents.gpus", 0, 1)]
+        subject = commit_subject(changes)
+        assert len(subject) <= SUBJECT_MAX and subject.endswith("r (+1 more)") and "r…r" in subject
+        assert subject.startswith("raibid: set agents.image=rrrr")
+
+    def test_a_newline_cannot_end_the_subject(self):
+        subject = commit_subject([SettingChange("agents.image", "a", "b\nRaibid-Set: x=y")])
+        assert "\n" not in subject and "b\\nRaibid-Set" in subject
 
 
 class TestLocalSet:
@@ -128,6 +180,53 @@ class TestLocalSet:
         set_settings(["agents.gpus=1"], repo=config_repo)
         assert "nvidia.com~1gpu" in (config_repo / layout.GPU_PATCH_PATH).read_text()
         assert raibid("gitops", "verify", cwd=config_repo).returncode == 0
+
+
+class TestThroughTheCommand:
+    """Issue 17 item 10 with real git: the subject keeps the new value, and `set` says "pushed"
+    only when the remote has the commit."""
+
+    def test_subjects_keep_the_value(self, config_repo: Path):
+        pipeline = ('[{"name":"test","run":"make test && make lint && make docs","timeoutSeconds":1800},'
+                    '{"name":"package","run":"make package"}]')
+        cases = [
+            (["agents.maxReplicas=6"], "raibid: set agents.maxReplicas 8 → 6"),
+            (["flux.prune=false"], "raibid: set flux.prune true → false"),
+            (["agents.memory=6Gi"], "raibid: set agents.memory 4Gi → 6Gi"),
+            (["agents.image=registry.example:5000/raibid/agent:0.2.0"],
+             "raibid: set agents.image=registry.example:5000/raibid/agent:0.2.0"),
+            (["agents.image=gitea.raibid-ci.svc.cluster.local:3000/raibid/agent:0.3.0"],
+             "raibid: set agents.image=gitea.raibid-ci.sv…ocal:3000/raibid/agent:0.3.0"),
+            # Validated steps gain their defaults (timeoutSeconds): the subject shows the value committed.
+            ([f"agents.defaultPipeline={pipeline}"],
+             'raibid: set agents.defaultPipeline=[{"name":"test…timeoutSeconds":1800}]'),
+            (["scaling.lagCount=2", "scaling.pollingInterval=5", "agents.gpus=1"],
+             "raibid: set scaling.lagCount=2, scaling.pollingInterval=5, agents.gpus=1"),
+        ]
+        for assignments, subject in cases:
+            r = raibid("gitops", "set", *assignments, "-C", str(config_repo), cwd=config_repo.parent)
+            assert r.returncode == 0, r.stderr
+            written = git(config_repo, "log", "-1", "--format=%s")
+            assert written == subject and len(written) <= SUBJECT_MAX, written
+            body = git(config_repo, "log", "-1", "--format=%b")
+            committed = load_path(config_repo / layout.SETTINGS_PATH)
+            for a in assignments:
+                key = a.partition("=")[0]
+                assert f"Raibid-Set: {key}={format_value(committed.get(key))}\n" in body, "the trailer has it whole"
+
+    def test_pushed_only_when_pushed(self, remote_pair):
+        bare, a, _ = remote_pair
+        r = raibid("gitops", "set", "agents.maxReplicas=6", cwd=a)
+        assert r.returncode == 0, r.stderr
+        assert f"committed {git(bare, 'rev-parse', 'main')[:12]} and pushed it to main" in r.stderr
+        r = raibid("gitops", "set", "agents.maxReplicas=5", "--dry-run", cwd=a)
+        assert "pushed" not in r.stderr and "dry run: nothing was changed" in r.stderr
+        git(a, "remote", "remove", "origin")
+        r = raibid("gitops", "set", "agents.maxReplicas=4", "-o", "json", cwd=a)
+        assert r.returncode == 0, r.stderr
+        assert "on the local branch only: not pushed" in r.stderr and "pushed it" not in r.stderr
+        assert '"pushed": false' in r.stdout
+        assert load_text(git(bare, "show", f"main:{layout.SETTINGS_PATH}")).agents.max_replicas == 6
 
 
 class TestBadInputChangesNothing:

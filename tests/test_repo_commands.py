@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -165,6 +166,136 @@ class TestVerify:
     def test_not_a_config_repo(self, tmp_path: Path):
         r = raibid("gitops", "verify", str(tmp_path))
         assert r.returncode == 2 and "not inside a raibid config repository" in r.stderr
+
+
+def _pinned_kustomize() -> Path:
+    binary = versions.objects_dir() / versions.object_name(next(c for c in versions.COMPONENTS if c.name == "kustomize"))
+    if not binary.exists():
+        pytest.fail("kustomize is not built: run `raibid-devstack build`")
+    return binary
+
+
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+class TestVerifyBuildFailure:
+    """Issue 17 item 10: a kustomize failure is one problem in kustomize's words, cleaned."""
+
+    @pytest.mark.parametrize("tool", ["kubectl kustomize", "pinned kustomize"])
+    def test_missing_resource_is_one_clean_problem(self, config_repo: Path, tool: str):
+        env = {"RAIBID_KUSTOMIZE": str(_pinned_kustomize())} if tool == "pinned kustomize" else {}
+        if tool == "kubectl kustomize" and (os.environ.get("RAIBID_KUSTOMIZE") or not shutil.which("kubectl")
+                                            or shutil.which("kustomize")):
+            pytest.fail("this test needs kubectl (and no kustomize) on PATH, as .ci/run installs them")
+        kz = config_repo / "base" / "kustomization.yaml"
+        kz.write_text(kz.read_text().replace("redis.yaml", "missing.yaml"))
+        r = raibid("gitops", "verify", str(config_repo), env=env)
+        assert r.returncode == 1
+        lines = r.stdout.splitlines()
+        assert len(lines) == 1, r.stdout  # no "renders no ConfigMap" restating the failure
+        line = lines[0]
+        assert line.startswith("overlays/dgx-spark: (kustomize build): accumulating resources from '../../base'")
+        assert line.endswith("lstat base/missing.yaml: no such file or directory")
+        assert line.count("no such file or directory") == 1, "the cause once"
+        for noise in ("run.go", "E1", "command failed", "Error:", str(config_repo), "must build at directory"):
+            assert noise not in line, noise
+        data = json.loads(raibid("gitops", "verify", str(config_repo), "-o", "json", env=env).stdout)
+        assert [p["field"] for p in data["problems"]] == ["(kustomize build)"]
+
+    def test_unparsable_patch_is_one_line(self, config_repo: Path):
+        (config_repo / layout.OVERLAY_DIR / "namespace-patch.yaml").write_text("- op: add\n  path: /x\n  value: [1\n")
+        r = raibid("gitops", "verify", str(config_repo))
+        assert r.returncode == 1
+        (line,) = r.stdout.splitlines()
+        assert "unable to parse SM or JSON patch" in line and "namespace-patch.yaml" in line
+
+    def test_render_says_it_once_too(self, config_repo: Path):
+        kz = config_repo / "base" / "kustomization.yaml"
+        kz.write_text(kz.read_text().replace("redis.yaml", "missing.yaml"))
+        r = raibid("gitops", "render", "-C", str(config_repo))
+        assert r.returncode == 2
+        assert r.stderr.startswith("error: kustomize build of overlays/dgx-spark failed: accumulating resources")
+        assert r.stderr.count("no such file or directory") == 1 and "run.go" not in r.stderr
+
+
+class TestKustomizeMessages:
+    """The cleaning of kustomize's error text, on the exact output of the two tools (recorded)."""
+
+    ROOT = Path("/tmp/t/cfg")
+    CAUSE = ("evalsymlink failure on '/tmp/t/cfg/base/missing.yaml' : lstat /tmp/t/cfg/base/missing.yaml: "
+             "no such file or directory")
+    CHAIN = ("accumulating resources: accumulation err='accumulating resources from '../../base': "
+             "'/tmp/t/cfg/base' must resolve to a file': recursed accumulation of path '/tmp/t/cfg/base': "
+             "accumulating resources: accumulation err='accumulating resources from 'missing.yaml': "
+             f"{CAUSE}': must build at directory: not a valid directory: {CAUSE}")
+    EXPECTED = ("accumulating resources from '../../base': accumulating resources from 'missing.yaml': "
+                "evalsymlink failure on 'base/missing.yaml' : lstat base/missing.yaml: no such file or directory")
+
+    def test_kubectl_one_line_klog(self):
+        raw = 'E1130 09:41:35.366212   17058 run.go:72] "command failed" err="' + self.CHAIN + '"\n'
+        assert kustomize.clean_error(raw, self.ROOT) == self.EXPECTED
+
+    def test_kustomize_error_prefix(self):
+        assert kustomize.clean_error("Error: " + self.CHAIN + "\n", self.ROOT) == self.EXPECTED
+
+    def test_kubectl_multi_line_klog(self):
+        raw = ('E1130 09:44:03.531044   29554 run.go:72] "command failed" err=<\n'
+               "\ttrouble configuring builtin PatchTransformer with config: `\n\tpath: p.yaml\n\t`: "
+               'unable to parse SM or JSON patch from [path: "p.yaml"]\n >\n')
+        assert kustomize.clean_error(raw) == ("trouble configuring builtin PatchTransformer with config: ` "
+                                              'path: p.yaml `: unable to parse SM or JSON patch from [path: "p.yaml"]')
+
+    def test_unknown_text_is_kept(self):
+        assert kustomize.clean_error("something new: went wrong\n") == "something new: went wrong"
+
+
+class TestSchemaProblemsHaveFileAndLine:
+    """Issue 17 item 10: a schema error names the source file and line that wrote the field."""
+
+    def test_fields_from_resources_and_patches(self, config_repo: Path):
+        overlay = config_repo / layout.OVERLAY_DIR
+        redis = config_repo / "base" / "redis.yaml"
+        redis.write_text(redis.read_text().replace("replicas: 1", "replicas: one", 1))
+        sj = config_repo / "base" / "agent-scaledjob.yaml"
+        sj.write_text(sj.read_text().replace("  pollingInterval: 10\n", "  pollingInterval: 10\n  pollingIntervall: 5\n"))
+        patch = overlay / "agent-scaledjob-patch.yaml"
+        patch.write_text(patch.read_text() + "- op: add\n  path: /spec/jobTargetRef/backoffLimit\n  value: many\n")
+        # A strategic-merge patch (no target: it names its object), in a list matched by name.
+        (overlay / "redis-smp.yaml").write_text(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: raibid-redis\nspec:\n  template:\n"
+            "    spec:\n      containers:\n        - name: redis\n          stdin: maybe\n")
+        kz = overlay / "kustomization.yaml"
+        kz.write_text(kz.read_text() + "  - path: redis-smp.yaml\n")
+        r = raibid("gitops", "verify", str(config_repo))
+        assert r.returncode == 1, r.stdout + r.stderr
+        out = r.stdout
+        assert (f"base/redis.yaml:{_line_of(redis, 'replicas: one')}: StatefulSet/raibid-ci/raibid-redis "
+                "spec.replicas: 'one' is not of type 'integer'") in out
+        assert (f"base/agent-scaledjob.yaml:{_line_of(sj, 'pollingIntervall')}: ScaledJob/raibid-ci/raibid-agent "
+                "spec: Additional properties are not allowed ('pollingIntervall' was unexpected)") in out
+        assert (f"overlays/dgx-spark/agent-scaledjob-patch.yaml:{_line_of(patch, 'value: many')}: "
+                "ScaledJob/raibid-ci/raibid-agent spec.jobTargetRef.backoffLimit: 'many' is not of type 'integer'") in out
+        assert (f"overlays/dgx-spark/redis-smp.yaml:{_line_of(overlay / 'redis-smp.yaml', 'maybe')}: "
+                "StatefulSet/raibid-ci/raibid-redis spec.template.spec.containers[0].stdin: "
+                "'maybe' is not of type 'boolean'") in out
+        problems = json.loads(raibid("gitops", "verify", str(config_repo), "-o", "json").stdout)["problems"]
+        assert {(p["file"], p.get("line")) for p in problems} == {
+            ("base/redis.yaml", _line_of(redis, "replicas: one")),
+            ("base/agent-scaledjob.yaml", _line_of(sj, "pollingIntervall")),
+            ("overlays/dgx-spark/agent-scaledjob-patch.yaml", _line_of(patch, "value: many")),
+            ("overlays/dgx-spark/redis-smp.yaml", _line_of(overlay / "redis-smp.yaml", "maybe")),
+        }
+
+    def test_a_missing_required_field_points_at_its_mapping(self, config_repo: Path):
+        rb = config_repo / "base" / "agent-rbac.yaml"
+        text = rb.read_text()
+        assert "roleRef:" in text
+        rb.write_text(text.replace("roleRef:", "roleReff:", 1))
+        r = raibid("gitops", "verify", str(config_repo))
+        assert r.returncode == 1
+        assert any(line.startswith("base/agent-rbac.yaml:") and "'roleRef' is a required property" in line
+                   for line in r.stdout.splitlines()), r.stdout
 
 
 class TestGetAndSchema:

@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"watch the ConfigMap through the API (default name {contract.SETTINGS_CONFIGMAP})")
     p.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE", "raibid-ci"),
                    help="namespace of the ConfigMap (env POD_NAMESPACE)")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig for --settings-configmap (default: in-cluster)")
-    p.add_argument("--context", default=None)
+    p.add_argument("--kubeconfig", default=None,
+                   help="kubeconfig for --settings-configmap (default: $KUBECONFIG, then ~/.kube/config, "
+                        "then the in-cluster service account: as the raibid CLI)")
+    p.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
     p.add_argument("--redis-url", default=os.environ.get("RAIBID_REDIS_URL"),
                    help="override queue.redisAddress, e.g. redis://127.0.0.1:6379/0 (no password in it)")
     p.add_argument("--redis-password-file", default=None,

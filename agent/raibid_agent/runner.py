@@ -23,9 +23,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -74,6 +74,8 @@ class Outcome:
     state: str  # one of contract.FINAL_STATES, or LOST
     exit_code: int
     reason: str = ""
+    #: The commit the job ran on (``git rev-parse HEAD`` of the checkout); "" without one.
+    commit: str = ""
 
 
 #: Not a job state: the agent no longer owns the job (another agent took it over); the worker
@@ -152,7 +154,9 @@ class Runner:
         except subprocess.TimeoutExpired:
             raise CheckoutFailed(f"git {args[0]} took longer than {timeout:.0f}s") from None
 
-    def checkout(self, job: JobSpec, workdir: Path, sink: LogSink, deadline: float) -> None:
+    def checkout(self, job: JobSpec, workdir: Path, sink: LogSink, deadline: float) -> str:
+        """Clone the job's commit into ``workdir``; the commit checked out (the ref's head when
+        the job named no commit)."""
         # The entry came from Redis, which anyone with its password can write: check the names
         # again, as the producer did, before they become a URL and git arguments. A repo of
         # "../x" would otherwise clone from outside the Git base URL.
@@ -180,7 +184,11 @@ class Runner:
                 target = job.commit or "FETCH_HEAD"
                 co = self._git(["checkout", "-q", "--detach", target], workdir, token, deadline)
                 if co.returncode == 0:
-                    return
+                    head = self._git(["rev-parse", "HEAD"], workdir, token, deadline)
+                    sha = head.stdout.strip() if head.returncode == 0 else ""
+                    if sha:
+                        sink.system(f"checked out {sha}")
+                    return sha
                 err = co.stderr
             else:
                 err = r.stderr
@@ -192,7 +200,9 @@ class Runner:
             return message
         if token is None:
             where = self.token_file or "no --gitea-token-file given"
-            return f"{message}; no clone token was sent ({where} is missing or empty)"
+            return (f"{message}; no clone token was sent ({where} is missing or empty): give the agent a Gitea "
+                    "token with read access, --gitea-token-file FILE (or RAIBID_GITEA_TOKEN_FILE; in the "
+                    "cluster, the Secret raibid-gitea)")
         return f"{message}; the clone token in {self.token_file} was refused"
 
     # -- pipeline --------------------------------------------------------------------------
@@ -264,35 +274,46 @@ class Runner:
             return Outcome(c.STATE_FAILED, proc.returncode, f"step {step.name} exited with {proc.returncode}")
         return None
 
-    def run(self, job: JobSpec, sink: LogSink, cancel: CancelSignal) -> Outcome:
+    def run(self, job: JobSpec, sink: LogSink, cancel: CancelSignal,
+            on_checkout: Callable[[str], None] | None = None) -> Outcome:
+        """Run the job to its end. ``on_checkout`` is told the commit as soon as it is checked
+        out (the worker records it, so a running job shows it); the outcome carries it too."""
         job_deadline = time.monotonic() + job.job_timeout_seconds
         workdir = Path(tempfile.mkdtemp(prefix=f"raibid-{job.job_id}-", dir=self.workroot))
         try:
+            commit = ""
             if job.checkout == c.CHECKOUT_GIT:
                 try:
-                    self.checkout(job, workdir, sink, job_deadline)
+                    commit = self.checkout(job, workdir, sink, job_deadline)
                 except CheckoutFailed as exc:
                     sink.system(f"checkout failed: {exc}")
                     return Outcome(c.STATE_FAILED, -1, f"checkout failed: {str(exc).splitlines()[-1] if str(exc) else ''}")
+                if commit and on_checkout is not None:
+                    on_checkout(commit)
             else:
                 sink.system("no checkout (checkout: none): running in an empty directory")
-            try:
-                steps = self.pipeline(job, workdir, sink)
-            except PipelineInvalid as exc:
-                sink.system(str(exc))
-                return Outcome(c.STATE_FAILED, -1, str(exc))
-            for step in steps:
-                if cancel.is_set():
-                    return Outcome(LOST if cancel.why == LOST else c.STATE_CANCELLED, -1, cancel.why)
-                if time.monotonic() >= job_deadline:
-                    return Outcome(c.STATE_TIMED_OUT, -1,
-                                   f"job exceeded agents.jobTimeoutSeconds ({job.job_timeout_seconds:.0f}s)")
-                result = self.run_step(step, job, workdir, sink, job_deadline, cancel)
-                if result is not None:
-                    return result
-            return Outcome(c.STATE_SUCCEEDED, 0)
+            return replace(self._pipeline(job, workdir, sink, job_deadline, cancel), commit=commit)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _pipeline(self, job: JobSpec, workdir: Path, sink: LogSink, job_deadline: float,
+                  cancel: CancelSignal) -> Outcome:
+        """The steps of a job, in its (checked-out or empty) directory."""
+        try:
+            steps = self.pipeline(job, workdir, sink)
+        except PipelineInvalid as exc:
+            sink.system(str(exc))
+            return Outcome(c.STATE_FAILED, -1, str(exc))
+        for step in steps:
+            if cancel.is_set():
+                return Outcome(LOST if cancel.why == LOST else c.STATE_CANCELLED, -1, cancel.why)
+            if time.monotonic() >= job_deadline:
+                return Outcome(c.STATE_TIMED_OUT, -1,
+                               f"job exceeded agents.jobTimeoutSeconds ({job.job_timeout_seconds:.0f}s)")
+            result = self.run_step(step, job, workdir, sink, job_deadline, cancel)
+            if result is not None:
+                return result
+        return Outcome(c.STATE_SUCCEEDED, 0)
 
 
 class PipelineInvalid(Exception):

@@ -220,14 +220,13 @@ class ConfigMapSource:
 
     def _core(self):
         if self._api is None:
-            from kubernetes import client, config
+            from kubernetes import client
 
-            if self.kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-                api_client = config.new_client_from_config(config_file=self.kubeconfig, context=self.context)
-            else:
-                config.load_incluster_config()
-                api_client = client.ApiClient()
-            self._api = client.CoreV1Api(api_client)
+            from raibid_gitops.clients.kube import connect
+
+            # The CLI's rules, from the one place that has them: --kubeconfig, else
+            # $KUBECONFIG, else ~/.kube/config, else the in-cluster service account.
+            self._api = client.CoreV1Api(connect(self.kubeconfig, self.context).api_client)
         return self._api
 
     def _offer(self, obj: object) -> None:

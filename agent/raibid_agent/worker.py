@@ -179,8 +179,16 @@ class Worker:
         self.heartbeat.set_state(c.AGENT_STATE_DRAINING if self.draining.is_set() else c.AGENT_STATE_RUNNING, job_id)
         sink = LogSink(self.client, job_id, agents.log_max_len)
         log.info("job %s started (attempt %s, %s %s)", job_id, attempt, spec.repo, spec.ref)
+        def checked_out(commit: str) -> None:
+            # Best effort: the result records the commit again, atomically with the state.
+            try:
+                with redis_errors(self.client, f"recording the commit of job {job_id}"):
+                    self.scripts.checked_out(keys=[c.job_key(job_id)], args=[attempt, commit, f"{time.time():.6f}"])
+            except RedisUnavailable as exc:
+                log.warning("job %s: could not record its commit yet (%s)", job_id, exc.message)
+
         try:
-            outcome = self.runner.run(spec, sink, cancel)
+            outcome = self.runner.run(spec, sink, cancel, on_checkout=checked_out)
         except Exception as exc:  # an agent bug must not leave the job running forever
             log.exception("job %s: runner failed", job_id)
             outcome = Outcome(c.STATE_FAILED, -1, f"agent error: {type(exc).__name__}: {exc}")
@@ -201,7 +209,8 @@ class Worker:
             try:
                 with redis_errors(self.client, f"storing the result of job {job_id}"):
                     res = self.scripts.finish_attempt(snap.settings, job_id, entry.id, attempt, outcome.state,
-                                                      outcome.exit_code, outcome.reason, time.time())
+                                                      outcome.exit_code, outcome.reason, time.time(),
+                                                      commit=outcome.commit)
                 break
             except RedisUnavailable as exc:
                 if time.monotonic() > deadline:

@@ -7,7 +7,8 @@ import re
 import sys
 from typing import Any
 
-from raibid_gitops.cli.output import add_output_flag
+from raibid_gitops.cli.options import add_dir_flag, pr_number
+from raibid_gitops.cli.output import add_output_flag, is_data
 
 
 def register(cmds: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def register(cmds: argparse._SubParsersAction) -> None:
                    help="commit author (default: RAIBID_AUTHOR_NAME/EMAIL, else git config user.name/email)")
     p.add_argument("--gitea-url", metavar="URL",
                    help="the Gitea repository URL for --pr when the remote is not http(s) (or RAIBID_GITEA_URL)")
-    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    add_output_flag(p)
     p.set_defaults(handler=cmd_set)
 
     p = cmds.add_parser(
@@ -48,49 +49,63 @@ def register(cmds: argparse._SubParsersAction) -> None:
     add_output_flag(p, ("text", "json", "yaml"), default="text")
     p.set_defaults(handler=cmd_revert)
 
-    pr = cmds.add_parser("pr", help="list, show, approve and merge pull requests of the config repository",
+    pr = cmds.add_parser("pr", help="list, show, verify, approve, merge and close pull requests of the config repository",
                          description="Pull requests on Gitea. The repository comes from -C DIR's remote origin, "
                                      "--gitea-url, or RAIBID_GITEA_URL.")
-    prs = pr.add_subparsers(dest="pr_command", metavar="{list,show,verify,approve,merge}")
+    prs = pr.add_subparsers(dest="pr_command", metavar="{list,show,verify,approve,merge,close}")
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-C", "--dir", dest="dir", help="config repository (default: the current one)")
+        add_dir_flag(sp)
         sp.add_argument("--gitea-url", metavar="URL", help="repository URL, e.g. http://HOST/raibid/raibid-config")
 
     sp = prs.add_parser("list", help="open pull requests with their raibid/verify status")
     common(sp)
     sp.add_argument("--state", choices=("open", "closed", "all"), default="open")
-    add_output_flag(sp, ("text", "json", "yaml"), default="text")
+    add_output_flag(sp)
     sp.set_defaults(handler=cmd_pr_list)
 
     sp = prs.add_parser("show", help="one pull request: state, checks, reviews, body")
     common(sp)
-    sp.add_argument("number", type=int)
+    sp.add_argument("number", type=pr_number, metavar="N", help="the pull request number (7 or #7)")
     sp.add_argument("--diff", action="store_true", help="also print the PR's text diff")
-    add_output_flag(sp, ("text", "json", "yaml"), default="text")
+    add_output_flag(sp)
     sp.set_defaults(handler=cmd_pr_show)
 
     sp = prs.add_parser("verify", help="verify a pull request's head and report it as commit status raibid/verify",
                         description="Fetch the PR's head as Gitea has it (any PR, including one edited in the web "
                                     "editor), run verify on it, and post raibid/verify on it. Exit 1 if verify fails.")
     common(sp)
-    sp.add_argument("number", type=int)
+    sp.add_argument("number", type=pr_number, metavar="N", help="the pull request number (7 or #7)")
+    add_output_flag(sp)
     sp.set_defaults(handler=cmd_pr_verify)
 
-    sp = prs.add_parser("approve", help="approve a pull request (as the token's user)")
+    sp = prs.add_parser("approve", help="approve a pull request (as the token's user)",
+                        description="Approve as the token's user. Gitea refuses an approval from the pull "
+                                    "request's author: a change made with `set --pr` needs a second user to approve it.")
     common(sp)
-    sp.add_argument("number", type=int)
+    sp.add_argument("number", type=pr_number, metavar="N", help="the pull request number (7 or #7)")
     sp.add_argument("-m", "--message", default="", help="review comment")
+    add_output_flag(sp)
     sp.set_defaults(handler=cmd_pr_approve)
 
     sp = prs.add_parser("merge", help="merge a pull request whose raibid/verify status is success")
     common(sp)
-    sp.add_argument("number", type=int)
+    sp.add_argument("number", type=pr_number, metavar="N", help="the pull request number (7 or #7)")
     sp.add_argument("--style", choices=("merge", "rebase", "rebase-merge", "squash", "fast-forward-only"),
                     default="merge", help="merge style (default merge)")
     sp.add_argument("--delete-branch", action="store_true", help="delete the PR branch after merging")
     sp.add_argument("--force", action="store_true", help="merge even if raibid/verify is not success")
+    add_output_flag(sp)
     sp.set_defaults(handler=cmd_pr_merge)
+
+    sp = prs.add_parser("close", help="close a pull request without merging it",
+                        description="Close an open pull request without merging (a change not wanted after all). "
+                                    "Closing one already closed changes nothing.")
+    common(sp)
+    sp.add_argument("number", type=pr_number, metavar="N", help="the pull request number (7 or #7)")
+    sp.add_argument("--delete-branch", action="store_true", help="also delete the PR's branch")
+    add_output_flag(sp)
+    sp.set_defaults(handler=cmd_pr_close)
     pr.set_defaults(handler=lambda args: (pr.print_help(sys.stderr), 2)[1])
 
 
@@ -132,7 +147,7 @@ def _report_change(args: argparse.Namespace, result: Any) -> int:
     from raibid_gitops.gitops import objdiff
     from raibid_gitops.gitops.change import format_value
 
-    if args.output != "text":
+    if is_data(args.output):
         emit(result.to_dict(), args.output)
     else:
         for c in result.changes:
@@ -147,10 +162,16 @@ def _report_change(args: argparse.Namespace, result: Any) -> int:
     if result.dry_run and result.changes:
         progress("dry run: nothing was changed")
     elif result.commit:
-        where = f"pull request #{result.pr_number} ({result.pushed_to})" if result.pr_number \
-            else (result.pushed_to or "the local branch")
+        # "pushed" only when the remote has the commit: a commit left on the local branch
+        # (no remote) is not on its way to the cluster, and the user must know.
         tries = f" after {result.attempts} attempts" if result.attempts > 1 else ""
-        progress(f"committed {result.commit[:12]} to {where}{tries}")
+        if result.pr_number:
+            progress(f"committed {result.commit[:12]}, pushed it to branch {result.pushed_to} and opened "
+                     f"pull request #{result.pr_number}")
+        elif result.pushed_to:
+            progress(f"committed {result.commit[:12]} and pushed it to {result.pushed_to}{tries}")
+        else:
+            progress(f"committed {result.commit[:12]} on the local branch only: not pushed")
     return 0
 
 
@@ -161,7 +182,7 @@ def _target(args: argparse.Namespace):
     from raibid_gitops.gitops.status_report import client_for, resolve_target
 
     root = None
-    if not args.gitea_url:
+    if args.dir is not None or not args.gitea_url:  # a given -C is checked even beside --gitea-url
         root = find_repo_root(Path(args.dir) if args.dir else None)
     ref = resolve_target(root, url=args.gitea_url)
     return ref, client_for(ref)
@@ -193,7 +214,7 @@ def cmd_pr_list(args: argparse.Namespace) -> int:
     ref, client = _target(args)
     with client:
         rows = [_pull_summary(client, ref, p) for p in client.list_pulls(ref, args.state)]
-    if args.output != "text":
+    if is_data(args.output):
         emit(rows, args.output)
         return 0
     if not rows:
@@ -217,7 +238,7 @@ def cmd_pr_show(args: argparse.Namespace) -> int:
         diff = client.pull_diff(ref, args.number) if args.diff else None
     if diff is not None:
         info["diff"] = diff
-    if args.output != "text":
+    if is_data(args.output):
         emit(info, args.output)
         return 0
     print(f"#{info['number']} {info['title']}")
@@ -243,8 +264,13 @@ def cmd_pr_verify(args: argparse.Namespace) -> int:
     ref, client = _target(args)
     client.close()  # verify_pull opens its own
     report, _posted = verify_pull(ref, args.number)
-    for p in report.problems:
-        print(p.format())
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit({"number": args.number, **report.to_dict()}, args.output)
+    else:
+        for p in report.problems:
+            print(p.format())
     return 0 if report.ok else 1
 
 
@@ -252,8 +278,13 @@ def cmd_pr_approve(args: argparse.Namespace) -> int:
     ref, client = _target(args)
     with client:
         client.get_pull(ref, args.number)  # a clear "does not exist" before the review call
-        client.approve_pull(ref, args.number, args.message)
+        review = client.approve_pull(ref, args.number, args.message)
     print(f"approved #{args.number} in {ref.full_name}", file=sys.stderr)
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit({"number": args.number, "repository": ref.full_name, "state": "approved",
+              "user": ((review or {}).get("user") or {}).get("login")}, args.output)
     return 0
 
 
@@ -304,5 +335,39 @@ def cmd_pr_merge(args: argparse.Namespace) -> int:
     print(f"merged #{args.number} into {merged['base']['ref']} as {str(merged.get('merge_commit_sha'))[:12]}",
           file=sys.stderr)
     _follow_merge(args, str(merged["base"]["ref"]))
-    print(merged.get("merge_commit_sha") or "")
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit({"number": args.number, "repository": ref.full_name, "state": "merged", "base": merged["base"]["ref"],
+              "mergeCommit": merged.get("merge_commit_sha")}, args.output)
+    else:
+        print(merged.get("merge_commit_sha") or "")
+    return 0
+
+
+def cmd_pr_close(args: argparse.Namespace) -> int:
+    from raibid_gitops.errors import GiteaConflict
+
+    ref, client = _target(args)
+    with client:
+        pull = client.get_pull(ref, args.number)
+        if pull.get("merged"):
+            raise GiteaConflict(f"#{args.number} is already merged; closing it would change nothing", status=None,
+                                hint="to undo its change, set the old values again (or revert the merge commit)")
+        already = pull.get("state") == "closed"
+        if not already:
+            client.close_pull(ref, args.number)
+        branch = pull["head"]["ref"]
+        deleted = False
+        if args.delete_branch and (pull["head"].get("repo") or {}).get("full_name", ref.full_name) == ref.full_name:
+            client.delete_branch(ref, branch)
+            deleted = True
+    note = " (it was already closed)" if already else ""
+    print(f"closed #{args.number} in {ref.full_name}{note}" + (f"; deleted branch {branch}" if deleted else ""),
+          file=sys.stderr)
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit({"number": args.number, "repository": ref.full_name, "state": "closed", "wasClosed": already,
+              "branch": branch, "branchDeleted": deleted}, args.output)
     return 0

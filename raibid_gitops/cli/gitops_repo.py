@@ -6,41 +6,53 @@ import argparse
 import sys
 from pathlib import Path
 
-from raibid_gitops.cli.output import add_output_flag
+from raibid_gitops.cli.options import add_dir_flag, one_dir
+from raibid_gitops.cli.output import add_output_flag, is_data
 
 
 def register(cmds: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("init", help="write a new config repository from the templates",
                         description="Write a config repository (base/, overlays/dgx-spark/, clusters/dgx-spark/) "
                                     "from the shipped templates and settings, git init it and commit.")
-    p.add_argument("dir", type=Path, help="target directory (new or empty)")
+    p.add_argument("dir_arg", nargs="?", type=Path, metavar="DIR", help="target directory (new or empty)")
+    add_dir_flag(p, what="target directory (the same as DIR)")
     p.add_argument("--remote", metavar="URL", help="add this URL as remote 'origin' (no credentials in it)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set agents.maxReplicas=6 (repeatable)")
     p.add_argument("--force", action="store_true", help="replace a non-empty directory")
+    add_output_flag(p)
     p.set_defaults(handler=cmd_init)
 
-    p = cmds.add_parser("render", help="print the built overlay (kustomize build)")
-    p.add_argument("dir", nargs="?", type=Path, help="config repository (default: the current one)")
+    p = cmds.add_parser("render", help="print the built overlay (kustomize build)",
+                        description="Print the built overlay (or the Flux objects) as kustomize builds them; "
+                                    "-o json prints them as one JSON List.")
+    p.add_argument("dir_arg", nargs="?", type=Path, metavar="DIR", help="config repository (default: the current one)")
+    add_dir_flag(p)
     p.add_argument("--flux", action="store_true", help="render clusters/dgx-spark (the Flux objects) instead")
+    add_output_flag(p)
     p.set_defaults(handler=cmd_render)
 
     p = cmds.add_parser("verify", help="check settings, marked fields, kustomize build and schemas",
                         description="Exit 0 when the config repository is consistent; 1 with every problem "
                                     "listed as file:line: field: message (expected, found).")
-    p.add_argument("dir", nargs="?", type=Path, help="config repository (default: the current one)")
-    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    p.add_argument("dir_arg", nargs="?", type=Path, metavar="DIR", help="config repository (default: the current one)")
+    add_dir_flag(p)
+    add_output_flag(p)
     p.add_argument("--commit-status", action="store_true",
                    help="also report the result as Gitea commit status raibid/verify on HEAD")
     p.set_defaults(handler=cmd_verify)
 
     p = cmds.add_parser("get", help="print one setting, or all")
     p.add_argument("key", nargs="?", help="dotted key, e.g. agents.maxReplicas")
-    p.add_argument("-C", "--dir", type=Path, dest="dir", help="config repository (default: the current one)")
+    add_dir_flag(p)
     add_output_flag(p)
     p.set_defaults(handler=cmd_get)
 
-    p = cmds.add_parser("schema", help="print the JSON Schema of settings.yaml")
+    p = cmds.add_parser("schema", help="print the JSON Schema of settings.yaml",
+                        description="Print the JSON Schema of settings.yaml (the package's: the same for every "
+                                    "repository; -C is checked like everywhere else).")
+    add_dir_flag(p)
+    add_output_flag(p)
     p.set_defaults(handler=cmd_schema)
 
     p = cmds.add_parser(
@@ -60,31 +72,47 @@ def _root(d: Path | None) -> Path:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from raibid_gitops.errors import ConfigRepoError
     from raibid_gitops.gitops.generate import init
 
-    res = init(args.dir, assignments=args.assignments, remote=args.remote, force=args.force)
+    target = one_dir(args)
+    if target is None:
+        raise ConfigRepoError("init needs the directory to create", hint="raibid gitops init DIR (or -C DIR)")
+    res = init(target, assignments=args.assignments, remote=args.remote, force=args.force)
     print(f"initialised {res.path} at {res.commit[:12]} (settings {res.settings_hash})", file=sys.stderr)
     if not res.kustomize_checked:
         print("warning: kustomize not found; the overlay was not built (install kustomize, then run "
               "`raibid gitops verify`)", file=sys.stderr)
-    print(res.path)
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit({"path": str(res.path), "commit": res.commit, "settingsHash": res.settings_hash,
+              "kustomizeChecked": res.kustomize_checked}, args.output)
+    else:
+        print(res.path)
     return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops import kustomize, layout
 
-    root = _root(args.dir)
-    sys.stdout.write(kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR)))
+    root = _root(one_dir(args))
+    text = kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR), root=root)
+    if args.output == "json":
+        from raibid_gitops.cli.output import emit
+
+        emit({"apiVersion": "v1", "kind": "List", "items": kustomize.parse(text)}, "json")
+    else:
+        sys.stdout.write(text)  # text, wide and yaml: the YAML as kustomize wrote it
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops.verify import verify
 
-    root = _root(args.dir)
+    root = _root(one_dir(args))
     report = verify(root)
-    if args.output == "text":
+    if not is_data(args.output):
         for p in report.problems:
             print(p.format())
         summary = (f"ok: {report.checked_fields} marked fields, {len(report.objects)} objects valid"
@@ -109,14 +137,14 @@ def cmd_get(args: argparse.Namespace) -> int:
     root = _root(args.dir)
     settings = load_path(root / SETTINGS_PATH)
     _say_if_behind(root, settings.gitea.branch)
-    if args.key:
-        value = settings.get(args.key)
-        if args.output == "yaml" and not isinstance(value, (dict, list)):
-            print("true" if value is True else "false" if value is False else value)
-        else:
-            emit(value, args.output)
+    value = settings.get(args.key) if args.key else settings.data()
+    if args.output == "json":
+        emit(value, "json")
+    elif not isinstance(value, (dict, list)):
+        # One scalar prints bare (text and yaml alike), ready for $(raibid gitops get KEY).
+        print("true" if value is True else "false" if value is False else value)
     else:
-        emit(settings.data(), args.output)
+        emit(value, "yaml")
     return 0
 
 
@@ -159,5 +187,15 @@ def cmd_credential(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops.generated import schema_json
 
-    sys.stdout.write(schema_json())
+    if args.dir is not None:
+        _root(args.dir)
+    text = schema_json()
+    if args.output == "yaml":
+        import json
+
+        from raibid_gitops.cli.output import emit
+
+        emit(json.loads(text), "yaml")
+    else:
+        sys.stdout.write(text)  # the schema is JSON: text, wide and json alike
     return 0

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from raibid_gitops.cli.output import add_output_flag
+from raibid_gitops.cli.output import add_output_flag, is_data
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -33,7 +33,7 @@ def duration(text: str) -> float:
 
 def _kube_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Kubernetes")
-    g.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    g.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
     g.add_argument("--context", help="kubeconfig context (default: the current one)")
     g.add_argument("-n", "--namespace", default="flux-system", help="namespace of the Flux objects (default flux-system)")
 
@@ -63,7 +63,7 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
                    help="Redis for --wait-agents (default: $RAIBID_REDIS_URL, else queue.redisAddress of the settings)")
     p.add_argument("--redis-password-file", help="file holding Redis's password (or RAIBID_REDIS_PASSWORD)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    add_output_flag(p)
     _kube_flags(p)
     p.set_defaults(handler=cmd_sync)
 
@@ -71,7 +71,7 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     _dir_flag(p)
     p.add_argument("-A", "--all-namespaces", action="store_true", help="Flux objects of every namespace")
     p.add_argument("--watch", "-w", action="store_true", help="keep printing as the objects change")
-    add_output_flag(p, ("table", "json", "yaml"), default="table")
+    add_output_flag(p)
     _kube_flags(p)
     p.set_defaults(handler=cmd_status)
 
@@ -83,7 +83,7 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--ref", help="render this commit instead of the working tree (e.g. HEAD, origin/main)")
     p.add_argument("--kustomization", "--ks", default="raibid-config", metavar="NAME",
                    help="the Flux Kustomization owning the objects (default raibid-config)")
-    add_output_flag(p, ("text", "json", "yaml"), default="text")
+    add_output_flag(p)
     _kube_flags(p)
     p.set_defaults(handler=cmd_diff)
 
@@ -105,6 +105,8 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         p.add_argument("kind", nargs="?", choices=["kustomization", "ks", "source", "gitrepository"],
                        default="kustomization", help=f"what to {verb} (default kustomization)")
         p.add_argument("name", nargs="?", default="raibid-config", help="its name (default raibid-config)")
+        _dir_flag(p)
+        add_output_flag(p)
         _kube_flags(p)
         p.set_defaults(handler=cmd_suspend if verb == "suspend" else cmd_resume)
 
@@ -133,7 +135,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         redis_password=read_password(args.redis_password_file) if args.wait_agents else None,
     )
     result = sync(root, _kube(args), opts, Progress(quiet=args.quiet))
-    if args.output == "text":
+    if not is_data(args.output):
         revs = ", ".join(f"{k} at {v}" for k, v in result.kustomizations.items())
         print(f"applied {result.commit[:12]} in {result.elapsed:.1f}s: {revs}")
     else:
@@ -146,6 +148,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops.status import run_status
 
+    if args.dir is not None:
+        _root(args.dir)  # a wrong -C is refused before anything is asked of the cluster
     return run_status(_kube(args), namespace=None if args.all_namespaces else args.namespace,
                       repo_dir=args.dir, output=args.output, watch=args.watch)
 
@@ -153,8 +157,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from raibid_gitops.gitops.drift import run_diff
 
-    return run_diff(_kube(args), _root(args.dir), ref=args.ref, kustomization=args.kustomization,
-                    namespace=args.namespace, output=args.output)
+    root = _root(args.dir)  # before the cluster is asked anything
+    return run_diff(_kube(args), root, ref=args.ref, kustomization=args.kustomization,
+                    namespace=args.namespace, output=args.output if is_data(args.output) else "text")
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
@@ -176,9 +181,15 @@ def _suspend(args: argparse.Namespace, suspend: bool) -> int:
     from raibid_gitops.gitops import flux
     from raibid_gitops.gitops.sync import set_suspended
 
+    if args.dir is not None:
+        _root(args.dir)  # -C is checked as on every command; the Flux objects are named by NAME
     kind = flux.KUSTOMIZATION if args.kind in ("kustomization", "ks") else flux.GIT_REPOSITORY
     set_suspended(_kube(args), kind, args.name, args.namespace, suspend)
     print(f"{kind} {args.namespace}/{args.name} {'suspended' if suspend else 'resumed'}", file=sys.stderr)
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit({"kind": kind, "namespace": args.namespace, "name": args.name, "suspended": suspend}, args.output)
     return 0
 
 

@@ -1,14 +1,49 @@
-"""Printing data: ``-o json|yaml`` is pure data on stdout; tables for people."""
+"""Printing data: ``-o json|yaml`` is pure data on stdout; tables for people.
+
+Every command takes the same ``-o`` values (:data:`FORMATS`): ``text`` for people (tables,
+lines), ``wide`` the same without cutting long cells (status messages, reasons), and ``json``
+or ``yaml`` for programs. ``table``, the old spelling of list commands, still means ``text``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any, Sequence
 
+#: The values of -o, on every command.
+FORMATS = ("text", "wide", "json", "yaml")
+#: Older spellings still accepted: list commands took ``-o table``.
+ALIASES = {"table": "text"}
+#: Formats that are pure data (no colour, no progress, nothing cut).
+DATA_FORMATS = ("json", "yaml")
 
-def add_output_flag(parser, choices: Sequence[str] = ("yaml", "json"), default: str = "yaml") -> None:
-    parser.add_argument("-o", "--output", choices=list(choices), default=default, help=f"output format (default {default})")
+
+def output_format(text: str) -> str:
+    """argparse type of ``-o``: one of :data:`FORMATS` (or an alias), else a usage error that
+    quotes the value only in part."""
+    value = ALIASES.get(text, text)
+    if value not in FORMATS:
+        from raibid_gitops.errors import shown
+
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)} is not an output format; use one of {', '.join(FORMATS)} (table means text)")
+    return value
+
+
+def add_output_flag(parser: argparse.ArgumentParser, choices: Sequence[str] | None = None,
+                    default: str = "text") -> None:
+    """``-o/--output`` with the values every command takes. ``choices`` is ignored (commands
+    used to list their own; every command now takes all of :data:`FORMATS`)."""
+    default = ALIASES.get(default, default)
+    parser.add_argument("-o", "--output", type=output_format, default=default, metavar="{" + ",".join(FORMATS) + "}",
+                        help=f"output format (default {default}; wide: text without cutting long cells; "
+                             "json/yaml: pure data)")
+
+
+def is_data(fmt: str) -> bool:
+    return fmt in DATA_FORMATS
 
 
 def emit(data: Any, fmt: str, stream=None) -> None:

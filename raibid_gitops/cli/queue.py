@@ -15,15 +15,16 @@ import sys
 from typing import Any
 
 
-def _common(p: argparse.ArgumentParser, output: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
     p.add_argument("--settings", metavar="FILE", default=None,
                    help="settings.yaml to take the queue names from (default: the config repository's, else defaults)")
     p.add_argument("--redis-url", default=os.environ.get("RAIBID_REDIS_URL"),
                    help="Redis URL without password (default: $RAIBID_REDIS_URL, else queue.redisAddress)")
     p.add_argument("--redis-password-file", default=None, help="file holding Redis's password")
     if output:
-        p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table",
-                       help="output format (default table; json/yaml are pure data)")
+        from raibid_gitops.cli.output import add_output_flag
+
+        add_output_flag(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,23 +38,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--commit", default="", metavar="SHA", help="exact commit to build (default: the ref's head)")
     p.add_argument("--no-checkout", action="store_true",
                    help="run the default pipeline in an empty directory, without cloning (smoke tests, benchmarks)")
-    _common(p, output=True)
+    _common(p)
     p.set_defaults(handler=cmd_submit)
 
     p = cmds.add_parser("list", help="recent jobs, newest first")
     p.add_argument("--state", default=None, help="only jobs in this state (queued, running, succeeded, ...)")
     p.add_argument("--limit", type=_limit, default=50, help="at most this many jobs (1-1000, default 50)")
-    _common(p, output=True)
+    _common(p)
     p.set_defaults(handler=cmd_list)
 
     p = cmds.add_parser("status", help="one job's status record")
     p.add_argument("job")
-    _common(p, output=True)
+    _common(p)
     p.set_defaults(handler=cmd_status)
 
     p = cmds.add_parser("logs", help="a job's log lines")
     p.add_argument("job")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the job finishes")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new lines until the job finishes (-o json: one object per line)")
     _common(p)
     p.set_defaults(handler=cmd_logs)
 
@@ -63,13 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_cancel)
 
     p = cmds.add_parser("stats", help="length, lag, pending, consumers, oldest pending age, dead letters")
-    _common(p, output=True)
+    _common(p)
     p.set_defaults(handler=cmd_stats)
 
     dead = cmds.add_parser("dead", help="the dead-letter stream: list | retry JOB | drop JOB")
     dcmds = dead.add_subparsers(dest="dead_command", metavar="COMMAND")
     p = dcmds.add_parser("list", help="dead letters, newest first, with the reason")
-    _common(p, output=True)
+    _common(p)
     p.set_defaults(handler=cmd_dead_list)
     p = dcmds.add_parser("retry", help="queue a dead job again")
     p.add_argument("job")
@@ -89,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default 127.0.0.1:8080; port 0 picks a free one)")
     p.add_argument("--secret-file", default=None,
                    help="file with the webhook secret (default: $RAIBID_WEBHOOK_SECRET_FILE or $RAIBID_WEBHOOK_SECRET)")
-    _common(p)
+    _common(p, output=False)  # a server: it prints no result
     p.set_defaults(handler=cmd_serve_webhooks)
 
     parser.set_defaults(handler=lambda args: (parser.print_help(sys.stderr), 2)[1])
@@ -135,25 +137,21 @@ def _client(args: argparse.Namespace, settings):  # -> redis.Redis
 
 
 def _emit(args: argparse.Namespace, data: Any, headers: list[str], rows: list[list[Any]]) -> None:
-    from raibid_gitops.cli.output import emit, table
+    from raibid_gitops.cli.output import emit, is_data, table
 
-    if args.output == "table":
-        table(headers, rows)
-    else:
+    if is_data(args.output):
         emit(data, args.output)
+    else:
+        table(headers, rows)
 
 
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    from datetime import datetime, timezone
+def _job_rows(jobs, wide: bool = False) -> list[list[Any]]:  # type: ignore[no-untyped-def]
+    from raibid_gitops.times import iso_seconds
 
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _job_rows(jobs) -> list[list[Any]]:  # type: ignore[no-untyped-def]
-    return [[j.id, j.state, j.repo, j.ref, (j.commit or "")[:12], _when(j.submitted_at), j.agent,
-             "" if j.exit_code is None else j.exit_code, j.reason] for j in jobs]
+    # A REASON can be long (a git error); the table keeps its first line, -o wide all of it.
+    return [[j.id, j.state, j.repo, j.ref, j.commit if wide else (j.commit or "")[:12], iso_seconds(j.submitted_at),
+             j.agent, "" if j.exit_code is None else j.exit_code,
+             " ".join(j.reason.split()) if wide else (j.reason.splitlines() or [""])[0]] for j in jobs]
 
 
 _JOB_HEADERS = ["JOB", "STATE", "REPO", "REF", "COMMIT", "SUBMITTED", "AGENT", "EXIT", "REASON"]
@@ -170,10 +168,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = JobSpec(repo=args.repo, ref=args.ref, commit=args.commit,
                    checkout=c.CHECKOUT_NONE if args.no_checkout else c.CHECKOUT_GIT)
     done = submit(_client(args, settings), settings, spec)
-    if args.output == "table":
-        print(done.job_id)
+    from raibid_gitops.cli.output import emit, is_data
+
+    if is_data(args.output):
+        emit({"job": done.job_id, "entry": done.entry_id}, args.output)
     else:
-        _emit(args, {"job": done.job_id, "entry": done.entry_id}, [], [])
+        print(done.job_id)
     return 0
 
 
@@ -182,7 +182,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     jobs = list_jobs(_client(args, settings), limit=args.limit, state=args.state)
-    _emit(args, [j.to_dict() for j in jobs], _JOB_HEADERS, _job_rows(jobs))
+    _emit(args, [j.to_dict() for j in jobs], _JOB_HEADERS, _job_rows(jobs, args.output == "wide"))
     return 0
 
 
@@ -191,7 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     job = get_job(_client(args, settings), args.job)
-    _emit(args, job.to_dict(), _JOB_HEADERS, _job_rows([job]))
+    _emit(args, job.to_dict(), _JOB_HEADERS, _job_rows([job], args.output == "wide"))
     return 0
 
 
@@ -201,8 +201,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = _client(args, settings)
     lines = follow_logs(client, args.job) if args.follow else read_logs(client, args.job)
+    from raibid_gitops.cli.output import emit, is_data
+
+    if is_data(args.output) and not args.follow:
+        emit([line.to_dict() for line in lines], args.output)
+        return 0
     for line in lines:
-        print(line.format(), flush=args.follow)
+        if args.output == "json":  # following: JSON Lines, one object as each line comes
+            import json
+
+            print(json.dumps(line.to_dict()), flush=True)
+        elif args.output == "yaml":  # following: one item at a time of the same YAML list
+            emit([line.to_dict()], "yaml")
+            sys.stdout.flush()
+        else:
+            print(line.format(), flush=args.follow)
     return 0
 
 
@@ -212,6 +225,10 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     settings = _settings(args)
     result = cancel(_client(args, settings), settings, args.job)
     print(result.message(), file=sys.stderr)
+    from raibid_gitops.cli.output import emit, is_data
+
+    if is_data(args.output):
+        emit({"job": result.job_id, "outcome": result.outcome, "state": result.state or None}, args.output)
     return 0
 
 
@@ -243,6 +260,10 @@ def cmd_dead_retry(args: argparse.Namespace) -> int:
     settings = _settings(args)
     retry(_client(args, settings), settings, args.job)
     print(f"job {args.job} queued again", file=sys.stderr)
+    from raibid_gitops.cli.output import emit, is_data
+
+    if is_data(args.output):
+        emit({"job": args.job, "state": "queued"}, args.output)
     return 0
 
 
@@ -252,6 +273,10 @@ def cmd_dead_drop(args: argparse.Namespace) -> int:
     settings = _settings(args)
     drop(_client(args, settings), settings, args.job)
     print(f"job {args.job} removed from the dead-letter list", file=sys.stderr)
+    from raibid_gitops.cli.output import emit, is_data
+
+    if is_data(args.output):
+        emit({"job": args.job, "dropped": True}, args.output)
     return 0
 
 

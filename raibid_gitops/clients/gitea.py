@@ -333,8 +333,27 @@ class Gitea:
         return self.request("GET", f"{self._repo(repo)}/pulls/{int(number)}/reviews") or []
 
     def approve_pull(self, repo: RepoRef | str, number: int, body: str = "") -> dict[str, Any]:
-        return self.request("POST", f"{self._repo(repo)}/pulls/{int(number)}/reviews",
-                            json={"event": "APPROVED", "body": body})
+        try:
+            return self.request("POST", f"{self._repo(repo)}/pulls/{int(number)}/reviews",
+                                json={"event": "APPROVED", "body": body})
+        except GiteaError as exc:
+            # Gitea answers 422 "approve your own pull is not allowed" when the token's user
+            # opened the pull request, which is the case for every `set --pr` made with the
+            # same token: say what it means instead of passing on Gitea's words.
+            if exc.status == 422 and "own pull" in exc.message:
+                full = repo.full_name if isinstance(repo, RepoRef) else repo
+                raise GiteaConflict(
+                    f"Gitea does not let the author of pull request #{number} in {full} approve it, and the "
+                    "token's user opened it: an approval needs a second Gitea user",
+                    status=422,
+                    hint="approve as another user with write access (their token in RAIBID_GITEA_TOKEN), or "
+                         "merge without an approval if the branch protection does not require one",
+                ) from None
+            raise
+
+    def close_pull(self, repo: RepoRef | str, number: int) -> dict[str, Any]:
+        """Close without merging (Gitea: PATCH state=closed)."""
+        return self.request("PATCH", f"{self._repo(repo)}/pulls/{int(number)}", json={"state": "closed"})
 
     def merge_pull(self, repo: RepoRef | str, number: int, *, style: str = "merge", message: str | None = None,
                    delete_branch: bool = False, head_sha: str | None = None) -> None:

@@ -104,6 +104,7 @@ class SetResult:
             "diff": objdiff.to_data(self.diff),
             "dryRun": self.dry_run,
             "commit": self.commit,
+            "pushed": self.pushed_to is not None,
             "pushedTo": self.pushed_to,
             "attempts": self.attempts,
             "pullRequest": {"number": self.pr_number, "url": self.pr_url} if self.pr_number else None,
@@ -124,19 +125,46 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _subject_value(value: Any) -> str:
+    """A value as the subject line shows it: a control character (a newline would end the
+    subject) is shown escaped."""
+    text = format_value(value)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        text = json.dumps(text)[1:-1]
+    return text
+
+
+def commit_subject(changes: list[SettingChange], limit: int = SUBJECT_MAX, verb: str = "set") -> str:
+    """``raibid: set KEY OLD → NEW[, ...]``, shortened to ``limit`` characters without losing
+    what the commit does: first the old values go (``KEY=NEW``), then whole settings from the
+    end (``(+2 more)``), and a value too long for the line is cut in the middle with ``…`` —
+    never dropped without a mark. The body and the trailers always carry every value whole."""
+    prefix = f"raibid: {verb} "
+    subject = prefix + ", ".join(f"{c.key} {_subject_value(c.old)} → {_subject_value(c.new)}" for c in changes)
+    if len(subject) <= limit:
+        return subject
+    parts = [f"{c.key}={_subject_value(c.new)}" for c in changes]
+    for shown_n in range(len(parts), 0, -1):
+        rest = len(parts) - shown_n
+        subject = prefix + ", ".join(parts[:shown_n]) + (f" (+{rest} more)" if rest else "")
+        if len(subject) <= limit:
+            return subject
+    # Not even the first setting fits whole: cut the middle of its value (an image's tag and a
+    # URL's path are at the end, a list's first item at the start), keep its key and the count.
+    more = f" (+{len(parts) - 1} more)" if len(parts) > 1 else ""
+    head = prefix + f"{changes[0].key}="
+    room = max(0, limit - len(head) - len(more) - 1)  # 1 for the ellipsis
+    value = _subject_value(changes[0].new)
+    start = room * 2 // 5
+    return head + value[:start] + "…" + (value[len(value) - (room - start):] if room > start else "") + more
+
+
 def commit_message(changes: list[SettingChange], note: str | None = None, settings_hash: str | None = None,
                    revert_of: tuple[str, str] | None = None) -> str:
-    """Subject ``raibid: set KEY OLD → NEW[, ...]``, a body listing every change, and trailers
+    """Subject :func:`commit_subject`, a body listing every change, and trailers
     ``Raibid-Set: KEY=VALUE`` that tools (sync, the TUI, `git log --grep`) can parse. A revert
     says so: subject ``raibid: revert <sha> KEY OLD → NEW``, trailer ``Raibid-Revert: <sha>``."""
-    parts = [f"{c.key} {format_value(c.old)} → {format_value(c.new)}" for c in changes]
-    verb = f"revert {revert_of[0][:12]}" if revert_of else "set"
-    subject = f"raibid: {verb} " + ", ".join(parts)
-    if len(subject) > SUBJECT_MAX:
-        subject = f"raibid: {verb} " + parts[0] if len(changes) == 1 else \
-            f"raibid: {verb} {len(changes)} settings ({', '.join(c.key for c in changes)})"
-        if len(subject) > SUBJECT_MAX:
-            subject = subject[: SUBJECT_MAX - 3] + "..."
+    subject = commit_subject(changes, verb=f"revert {revert_of[0][:12]}" if revert_of else "set")
     body = ["Changes to " + layout.SETTINGS_PATH + ":", ""]
     body += [f"  {c.key}: {format_value(c.old)} → {format_value(c.new)}" for c in changes]
     if note:

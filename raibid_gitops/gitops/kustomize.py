@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from raibid_gitops.errors import KustomizeError
+from raibid_gitops.errors import KustomizeBuildFailed, KustomizeError
 
 #: A build of this overlay takes well under a second; a hung build is a bug, not load.
 BUILD_TIMEOUT_SECONDS = 120
@@ -33,8 +35,75 @@ def command() -> list[str]:
     )
 
 
-def build(path: Path) -> str:
-    """The rendered YAML of the kustomization at ``path``."""
+#: klog's line prefix, as `kubectl kustomize` writes its error: ``E1130 09:41:35.366212   17058 run.go:72] ``.
+_KLOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [\w.-]+:\d+\] ")
+#: kustomize tries a resource as a file, then as a directory, and reports both attempts:
+#: for a missing file the second repeats the first's cause ...
+_AS_DIRECTORY_TOO = "': must build at directory: not a valid directory: "
+#: ... and for a directory the first only says it is not a file.
+_NOT_A_FILE = re.compile(r"accumulation err='(accumulating resources from '[^']*'): '[^']*' must resolve to a file': "
+                         r"recursed accumulation of path '[^']*': ")
+
+
+def _unquote_go(text: str) -> str:
+    """A Go-quoted string (klog's ``err="..."``) as its text."""
+    import json
+
+    try:
+        value = json.loads(text)
+        return value if isinstance(value, str) else text
+    except ValueError:
+        return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+
+
+def _strip_wrapper(text: str) -> str:
+    """kustomize's message without kubectl's klog wrapper or kustomize's ``Error: `` prefix."""
+    lines = text.strip().splitlines()
+    if lines and _KLOG.match(lines[0]):
+        first = _KLOG.sub("", lines[0])
+        m = re.fullmatch(r'"command failed" err=(".*")', first)
+        if m:  # one line: err="..."
+            text = _unquote_go(m.group(1))
+        elif first.startswith('"command failed" err=<'):  # several lines: err=<\n\t...\n >
+            body = [ln[1:] if ln.startswith("\t") else ln for ln in lines[1:] if ln.strip() != ">"]
+            text = "\n".join(body)
+        else:
+            text = "\n".join([first, *lines[1:]])
+    text = text.strip()
+    for prefix in ("Error: ", "error: "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
+
+
+def _one_cause(text: str) -> str:
+    """kustomize's "accumulation err='AS A FILE': AS A DIRECTORY" says the cause twice (a
+    missing file), or beside a failure that does not matter (a directory is not a file):
+    keep the cause once."""
+    cut = text.rfind(_AS_DIRECTORY_TOO)
+    if cut >= 0:
+        repeated = text[cut + len(_AS_DIRECTORY_TOO):]
+        opening = text.rfind("accumulation err='", 0, cut)
+        if repeated and repeated in text[:cut] and opening >= 0:
+            text = text[:opening] + text[opening + len("accumulation err='"):cut]
+    text = _NOT_A_FILE.sub(r"\1: ", text)
+    return text.replace("accumulating resources: accumulating resources from", "accumulating resources from")
+
+
+def clean_error(text: str, root: Path | None = None) -> str:
+    """kustomize's error as a person should read it: once, without a log prefix, with paths
+    inside ``root`` relative to it."""
+    text = _one_cause(_strip_wrapper(text))
+    if root is not None:
+        base = str(root.resolve())
+        text = text.replace(base + os.sep, "").replace(f"'{base}'", "'.'")
+    # One line: verify prints one problem per line (kustomize quotes YAML in some errors).
+    return " ".join(text.split())
+
+
+def build(path: Path, *, root: Path | None = None) -> str:
+    """The rendered YAML of the kustomization at ``path``. In an error, paths inside ``root``
+    (the config repository) are shown relative to it."""
     cmd = [*command(), str(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS)
@@ -43,10 +112,14 @@ def build(path: Path) -> str:
     except OSError as exc:
         raise KustomizeError(f"cannot run {cmd[0]}: {exc}") from None
     if proc.returncode != 0:
-        msg = proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}"
+        msg = clean_error(proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}", root)
         if len(msg) > MAX_ERROR_CHARS:  # kustomize quotes whole files in some errors
             msg = msg[:MAX_ERROR_CHARS] + f"... ({len(msg)} characters)"
-        raise KustomizeError(f"kustomize build of {path} failed: {msg}")
+        shown_path = path
+        if root is not None:
+            with contextlib.suppress(ValueError):
+                shown_path = path.resolve().relative_to(root.resolve())
+        raise KustomizeBuildFailed(f"kustomize build of {shown_path} failed: {msg}", detail=msg)
     return proc.stdout
 
 
@@ -72,5 +145,5 @@ def parse(text: str) -> list[dict[str, Any]]:
     return docs
 
 
-def build_objects(path: Path) -> list[dict[str, Any]]:
-    return parse(build(path))
+def build_objects(path: Path, *, root: Path | None = None) -> list[dict[str, Any]]:
+    return parse(build(path, root=root))

@@ -27,8 +27,16 @@ def templates_dir() -> Path:
 
 def find_repo_root(start: Path | None = None) -> Path:
     """The config repository containing ``start`` (default: the current directory)."""
-    from raibid_gitops.errors import ConfigRepoError
+    from raibid_gitops.errors import ConfigRepoError, shown
 
+    if start is not None:
+        # A given directory is taken as given: looking upwards from a path that does not
+        # exist, or from a file, would quietly pick whatever repository lies above it.
+        hint = "pass a directory inside a config repository (-C DIR), or create one with `raibid gitops init DIR`"
+        if not start.exists():
+            raise ConfigRepoError(f"{shown(str(start), 200)} does not exist", hint=hint)
+        if not start.is_dir():
+            raise ConfigRepoError(f"{shown(str(start), 200)} is not a directory", hint=hint)
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
         if (candidate / SETTINGS_PATH).is_file():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from raibid_gitops.problems import Problem
 
@@ -37,8 +37,29 @@ def object_ref(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind', '?')}/{(ns + '/') if ns else ''}{meta.get('name', '?')}"
 
 
-def validate_object(obj: dict[str, Any], source: str) -> list[Problem]:
-    """Problems of one rendered object; ``source`` names what rendered it."""
+def _extra_key(err: Any) -> str | None:
+    """The first property an ``additionalProperties`` error is about: locating it finds the
+    line that added it, not its parent mapping's."""
+    import re
+
+    if err.validator != "additionalProperties" or not isinstance(err.instance, dict):
+        return None
+    props = (err.schema or {}).get("properties") or {}
+    patterns = (err.schema or {}).get("patternProperties") or {}
+    for key in err.instance:
+        if key not in props and not any(re.search(p, key) for p in patterns):
+            return str(key)
+    return None
+
+
+#: ``locate(obj, path)`` -> (file, line) of a rendered object's field in the sources, or None.
+Locator = Callable[[dict[str, Any], list[Any]], "tuple[str, int | None] | None"]
+
+
+def validate_object(obj: dict[str, Any], source: str, locate: Locator | None = None) -> list[Problem]:
+    """Problems of one rendered object; ``source`` names what rendered it. With ``locate``,
+    each problem is placed at the source file and line that wrote the field
+    (``base/redis.yaml:23``) when it can be found."""
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     where = f"{source} {object_ref(obj)}"
     if not api_version or not kind:
@@ -50,9 +71,18 @@ def validate_object(obj: dict[str, Any], source: str) -> list[Problem]:
                         message=f"no schema shipped for {key}; known kinds: {', '.join(known_kinds())}")]
     problems = []
     for err in sorted(_validator(filename).iter_errors(obj), key=lambda e: list(e.absolute_path)):
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path).lstrip(".")
+        steps = list(err.absolute_path)
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in steps).lstrip(".")
         msg = err.message
         if len(msg) > 300:  # a whole sub-object echoed back helps nobody
             msg = msg[:300] + "..."
-        problems.append(Problem(file=where, field=path or "(object)", message=msg))
+        origin = None
+        if locate is not None:
+            extra = _extra_key(err)
+            origin = locate(obj, steps + [extra] if extra else steps)
+        if origin is not None:
+            problems.append(Problem(file=origin[0], line=origin[1], field=f"{object_ref(obj)} {path or '(object)'}",
+                                    message=msg))
+        else:
+            problems.append(Problem(file=where, field=path or "(object)", message=msg))
     return problems

@@ -34,8 +34,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from raibid_gitops.clients.kube import Kube
 
 HEADERS = ("NAME", "REVISION", "SUSPENDED", "READY", "REASON", "MESSAGE", "HEAD")
-#: A table cell longer than this is cut (the full text is in -o yaml/json).
+#: A table cell longer than this is cut in the middle (-o wide and -o yaml/json have it whole).
 MESSAGE_WIDTH = 80
+#: Of a cut cell, this much of the end is kept: Flux and kustomize put the cause last
+#: ("kustomize build failed: accumulating resources: ...: no such file or directory").
+MESSAGE_TAIL = 45
 KINDS = ((flux.SOURCE_API, flux.GIT_REPOSITORY), (flux.KUSTOMIZE_API, flux.KUSTOMIZATION))
 
 
@@ -166,7 +169,7 @@ def committed_max_replicas(head: HeadCheck | None) -> int | None:
         return None
 
 
-def render_pools(pools: list[keda.Pool], committed: int | None, stream: Any = None) -> None:
+def render_pools(pools: list[keda.Pool], committed: int | None, stream: Any = None, *, wide: bool = False) -> None:
     from raibid_gitops.cli.output import table
 
     stream = stream or sys.stdout
@@ -176,7 +179,8 @@ def render_pools(pools: list[keda.Pool], committed: int | None, stream: Any = No
     table(POOL_HEADERS, body, stream)
     for p in pools:
         if p.verdict.rejected:
-            stream.write(f"! ScaledJob {p.namespace}/{p.name}: KEDA: {p.verdict.reason}: {_cut(p.verdict.message)}\n")
+            message = " ".join(p.verdict.message.split()) if wide else _cut(p.verdict.message)
+            stream.write(f"! ScaledJob {p.namespace}/{p.name}: KEDA: {p.verdict.reason}: {message}\n")
 
 
 def collect(kube: Kube, namespace: str | None) -> list[dict[str, Any]]:
@@ -197,12 +201,17 @@ def rows(objs: Iterable[dict[str, Any]], head: HeadCheck | None) -> list[Row]:
 
 
 def _cut(text: str, width: int = MESSAGE_WIDTH) -> str:
+    """One line of at most ``width`` characters: the start and the end (the cause) of a longer one."""
     text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
+    if len(text) <= width:
+        return text
+    tail = min(MESSAGE_TAIL, width // 2)
+    return text[: width - tail - 3] + "..." + text[-tail:]
 
 
 def render_table(rs: list[Row], *, all_namespaces: bool, color: bool, head_sha: str | None,
-                 stream: Any = None) -> None:
+                 stream: Any = None, wide: bool = False) -> bool:
+    """Print the table; True when a message was cut (-o wide prints every one whole)."""
     from raibid_gitops.cli.output import table
 
     stream = stream or sys.stdout
@@ -212,7 +221,7 @@ def render_table(rs: list[Row], *, all_namespaces: bool, color: bool, head_sha: 
     for r in rs:
         cells = ([r.namespace] if all_namespaces else []) + [
             prefix.get(r.kind, "") + r.name, flux.format_revision(r.revision), str(r.suspended), r.ready,
-            r.reason, _cut(r.message), r.head or "",
+            r.reason, " ".join(r.message.split()) if wide else _cut(r.message), r.head or "",
         ]
         body.append(cells)
     if head_sha is None:
@@ -239,6 +248,7 @@ def render_table(rs: list[Row], *, all_namespaces: bool, color: bool, head_sha: 
                          f"({r.reason}); the cluster still runs {flux.format_revision(r.last_applied) or 'nothing'}\n")
     if head_sha is not None:
         stream.write(f"HEAD {head_sha[:12]} of the config repository\n")
+    return not wide and any(len(" ".join(r.message.split())) > MESSAGE_WIDTH for r in rs)
 
 
 def _head(repo_dir: Path | None) -> HeadCheck | None:
@@ -256,7 +266,7 @@ def _head(repo_dir: Path | None) -> HeadCheck | None:
         return None
 
 
-def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, output: str = "table",
+def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, output: str = "text",
                watch: bool = False) -> int:
     from raibid_gitops.cli import use_color
     from raibid_gitops.cli.output import emit
@@ -268,12 +278,15 @@ def run_status(kube: Kube, *, namespace: str | None, repo_dir: Path | None, outp
     def show(objs: list[dict[str, Any]]) -> tuple[list[Row], list[keda.Pool]]:
         rs = rows(objs, head)
         pools = collect_pools(kube, objs)
-        if output == "table":
-            render_table(rs, all_namespaces=namespace is None, color=use_color(sys.stdout),
-                         head_sha=head.head if head else None)
+        if output in ("text", "table", "wide"):
+            wide = output == "wide"
+            cut = render_table(rs, all_namespaces=namespace is None, color=use_color(sys.stdout),
+                               head_sha=head.head if head else None, wide=wide)
             if pools:
                 print()
-                render_pools(pools, committed)
+                render_pools(pools, committed, wide=wide)
+            if cut:
+                print("(long messages are cut in the middle; -o wide shows them whole)", file=sys.stderr)
             if not rs:
                 where = "any namespace" if namespace is None else f"namespace {namespace}"
                 print(f"no Flux GitRepository or Kustomization in {where}", file=sys.stderr)

@@ -86,21 +86,44 @@ def check_generated(root: Path, settings: Settings) -> list[Problem]:
     return problems
 
 
+def _locator(root: Path, rel: str) -> schemas.Locator:
+    """Finds a rendered object's field in the sources of the kustomization ``rel``; the
+    sources are read only when a schema error needs them."""
+    from raibid_gitops.gitops.origins import Sources
+
+    sources: list[Sources] = []
+
+    def locate(obj: dict[str, Any], path: list[Any]) -> tuple[str, int | None] | None:
+        if not sources:
+            sources.append(Sources(root, root / rel))
+        origin = sources[0].locate(obj, path)
+        return None if origin is None else (origin.file, origin.line)
+
+    return locate
+
+
 def check_render(root: Path, settings: Settings, report: Report) -> None:
+    overlay_built = False
     for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
         try:
-            objs = kustomize.build_objects(root / rel)
+            objs = kustomize.build_objects(root / rel, root=root)
         except KustomizeError as exc:
-            report.problems.append(Problem(file=rel, field="(kustomize build)", message=exc.message))
+            # kustomize's own words, once: what it could not build is the one problem here.
+            detail = getattr(exc, "detail", None) or exc.message
+            report.problems.append(Problem(file=rel, field="(kustomize build)", message=detail))
             continue
+        overlay_built = overlay_built or rel == layout.OVERLAY_DIR
+        locate = _locator(root, rel)
         for obj in objs:
-            report.problems.extend(schemas.validate_object(obj, rel))
+            report.problems.extend(schemas.validate_object(obj, rel, locate))
             report.problems.extend(check_data_size(obj, rel))
         report.objects.extend(objs)
+    if not overlay_built:
+        return  # what the overlay would render is unknown: checking it would only restate the failure
     settings_text = (root / layout.SETTINGS_PATH).read_text(encoding="utf-8")
     cms = [o for o in report.objects if o.get("kind") == "ConfigMap"
            and (o.get("metadata") or {}).get("name") == contract.SETTINGS_CONFIGMAP]
-    if report.objects and not cms:
+    if not cms:
         report.problems.append(Problem(file=layout.OVERLAY_DIR, field="configMapGenerator",
                                        message=f"the overlay renders no ConfigMap {contract.SETTINGS_CONFIGMAP} "
                                                "(or it has a name hash; keep disableNameSuffixHash: true)"))

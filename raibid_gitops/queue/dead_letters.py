@@ -35,7 +35,19 @@ class DeadLetter:
     fields: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """As data output shows it: the submit time in ISO 8601 (UTC), like every time raibid prints."""
+        from raibid_gitops.times import iso
+
+        out = dict(self.__dict__)
+        fields = dict(self.fields)
+        raw = fields.get(c.FIELD_SUBMITTED_AT)
+        if raw:
+            try:
+                fields[c.FIELD_SUBMITTED_AT] = iso(float(raw))
+            except ValueError:
+                pass  # anyone with Redis's password can write an entry: show what is there
+        out["fields"] = fields
+        return out
 
 
 def _parse(eid: str, f: dict[str, str]) -> DeadLetter:

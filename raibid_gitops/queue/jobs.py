@@ -80,7 +80,13 @@ class Job:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        """The record as data output shows it: times in ISO 8601 (UTC), like every time raibid prints."""
+        from raibid_gitops.times import iso
+
+        out = dict(self.__dict__)
+        for key in ("submitted_at", "started_at", "finished_at"):
+            out[key] = iso(out[key])
+        return out
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,11 @@ class LogLine:
 
     def format(self) -> str:
         return self.line if self.source == c.LOG_SOURCE_OUTPUT else f"[raibid] {self.line}"
+
+    def to_dict(self) -> dict[str, Any]:
+        from raibid_gitops.times import iso
+
+        return {"id": self.id, "time": iso(self.time), "source": self.source, "line": self.line}
 
 
 def _log_lines(entries: list[tuple[str, dict[str, str]]]) -> list[LogLine]:

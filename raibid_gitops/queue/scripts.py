@@ -150,14 +150,28 @@ syslog(logs, maxlen, now, 'started by agent ' .. agent .. ' (attempt ' .. attemp
 return {{'ok', tostring(attempt)}}
 """
 
+# KEYS: job   ARGV: attempt, commit, now
+# The commit an agent checked out, recorded while the job runs (a job submitted with a ref
+# only then shows what it builds); only by the attempt that owns the job.
+CHECKED_OUT = f"""
+local job = KEYS[1]
+local attempt, commit, now = ARGV[1], ARGV[2], ARGV[3]
+local rec = redis.call('HMGET', job, '{c.REC_STATE}', '{c.REC_ATTEMPT}')
+if rec[1] ~= '{c.STATE_RUNNING}' or rec[2] ~= attempt then return 0 end
+redis.call('HSET', job, '{c.REC_COMMIT}', commit, '{c.REC_UPDATED_AT}', now)
+return 1
+"""
+
 # KEYS: job, stream, logs, index, finished
 # ARGV: group, entryId, attempt, state, exitCode, reason, now, logMaxLen, jobId, keepSeconds, keepCount
+#       [, commit checked out ('' when none)]
 # The result and the XACK in one step; refused when another attempt owns the job now.
 FINISH = _COMMON + f"""
 local job, stream, logs, index, finishedkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, eid, attempt, state, code, reason, now, maxlen =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local jobid, keepsec, keepcount = ARGV[9], ARGV[10], ARGV[11]
+local commit = ARGV[12] or ''
 local rec = redis.call('HMGET', job, '{c.REC_STATE}', '{c.REC_ATTEMPT}')
 local st, att = rec[1], rec[2]
 if not st then
@@ -173,6 +187,7 @@ if st ~= '{c.STATE_RUNNING}' or att ~= attempt then
 end
 redis.call('HSET', job, '{c.REC_STATE}', state, '{c.REC_EXIT_CODE}', code, '{c.REC_REASON}', reason,
            '{c.REC_FINISHED_AT}', now, '{c.REC_UPDATED_AT}', now)
+if commit ~= '' then redis.call('HSET', job, '{c.REC_COMMIT}', commit) end
 local line = '{c.LOG_FINISHED_PREFIX} ' .. state .. ' (exit ' .. code .. ')'
 if reason ~= '' then line = line .. ': ' .. reason end
 syslog(logs, maxlen, now, line)
@@ -295,6 +310,7 @@ class Scripts:
         self.submit: Any = client.register_script(SUBMIT)
         self.start: Any = client.register_script(START)
         self.finish: Any = client.register_script(FINISH)
+        self.checked_out: Any = client.register_script(CHECKED_OUT)
         self.touch: Any = client.register_script(TOUCH)
         self.dead_letter: Any = client.register_script(DEAD_LETTER)
         self.requeue: Any = client.register_script(REQUEUE)
@@ -313,13 +329,15 @@ class Scripts:
                                 settings.agents.log_max_len])
 
     def finish_attempt(self, settings: Settings, job_id: str, entry_id: str, attempt: str, state: str,
-                       exit_code: int, reason: str, now: float) -> str:
-        """FINISH: store the result and XACK, unless another attempt owns the job now."""
+                       exit_code: int, reason: str, now: float, *, commit: str = "") -> str:
+        """FINISH: store the result (and the commit checked out, if known) and XACK, unless
+        another attempt owns the job now."""
         q = settings.queue
         return self.finish(  # type: ignore[no-any-return]
             keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
             args=[q.consumer_group, entry_id, attempt, state, exit_code, reason, f"{now:.6f}",
-                  settings.agents.log_max_len, job_id, q.retention.finished_job_seconds, q.retention.finished_jobs],
+                  settings.agents.log_max_len, job_id, q.retention.finished_job_seconds, q.retention.finished_jobs,
+                  commit],
         )
 
 
