@@ -93,7 +93,11 @@ class TestRender:
         assert r.returncode == 0, r.stderr
         kinds = {(o["apiVersion"], o["kind"]) for o in kustomize.parse(r.stdout)}
         assert kinds == {("source.toolkit.fluxcd.io/v1", "GitRepository"),
-                         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization")}
+                         ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"),
+                         # push to apply (Receiver) and Flux's verdict as commit statuses
+                         ("notification.toolkit.fluxcd.io/v1", "Receiver"),
+                         ("notification.toolkit.fluxcd.io/v1beta3", "Provider"),
+                         ("notification.toolkit.fluxcd.io/v1beta3", "Alert")}
 
     def test_pinned_kustomize_binary_builds_the_project_templates(self, project_root: Path):
         binary = versions.objects_dir() / versions.object_name(next(c for c in versions.COMPONENTS if c.name == "kustomize"))
@@ -124,7 +128,7 @@ class TestVerify:
         r = raibid("gitops", "verify", str(config_repo), "-o", "json")
         assert r.returncode == 0, r.stdout + r.stderr
         data = json.loads(r.stdout)
-        assert data["ok"] and data["markedFields"] >= 25 and data["objects"] == 16
+        assert data["ok"] and data["markedFields"] >= 25 and data["objects"] == 19
 
     def test_hand_edited_marked_field_is_caught(self, config_repo: Path):
         patch = config_repo / layout.OVERLAY_DIR / "agent-scaledjob-patch.yaml"

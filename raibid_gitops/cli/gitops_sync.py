@@ -97,6 +97,7 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.add_argument("--receiver-url", default="http://webhook-receiver.flux-system.svc.cluster.local", metavar="URL",
                    help="the notification-controller's receiver as Gitea reaches it")
     p.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    add_output_flag(p)
     _kube_flags(p)
     p.set_defaults(handler=cmd_webhook)
 
@@ -174,6 +175,12 @@ def cmd_webhook(args: argparse.Namespace) -> int:
         result = connect_webhook(_kube(args), client, ref, namespace=args.namespace,
                                  receiver_url=args.receiver_url, dry_run=args.dry_run)
     print(f"{result.action}: {ref.full_name} webhook -> {args.receiver_url.rstrip('/')}/hook/...", file=sys.stderr)
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        # The URL's path is derived from the receiver's secret token: not printed.
+        emit({"repository": ref.full_name, "action": result.action, "hookId": result.hook_id,
+              "receiver": args.receiver_url.rstrip("/")}, args.output)
     return 0
 
 
