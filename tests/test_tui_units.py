@@ -290,8 +290,9 @@ class TestBackendErrors:
     """Backend failures arrive as raibid errors that say what failed."""
 
     def test_missing_kubeconfig(self, tmp_path):
-        with pytest.raises(KubeError, match="cannot load the Kubernetes configuration"):
-            KubeConn(str(tmp_path / "nope"), None).client()
+        # The CLI's own message: the TUI connects through the same layer.
+        with pytest.raises(KubeError, match=r"kubeconfig .*/nope does not exist"):
+            KubeConn(str(tmp_path / "nope"), None).kube()
 
     def test_changes_without_repo_or_gitea(self):
         """No repo is a read failure (the banner names it); Gitea not configured is a note

@@ -199,16 +199,23 @@ class MountedDirSource:
 
 
 class ConfigMapSource:
-    """The ConfigMap through the Kubernetes API (``--settings-configmap``)."""
+    """The ConfigMap through the Kubernetes API (``--settings-configmap``), read with the one
+    list-and-watch loop of :meth:`raibid_gitops.clients.kube.Kube.watch` (a 410 Gone relists at
+    once there; any other failure is paused on here and then relisted)."""
 
     def __init__(self, holder: SettingsHolder, *, namespace: str, name: str = contract.SETTINGS_CONFIGMAP,
                  key: str = contract.SETTINGS_KEY, kubeconfig: str | None = None, context: str | None = None) -> None:
+        from raibid_gitops.clients.kube import Cancel
+
         self.holder = holder
         self.namespace, self.name, self.key = namespace, name, key
         self.kubeconfig, self.context = kubeconfig, context
+        #: Pauses between failed watches wait on this; stop() sets it.
         self._stop = threading.Event()
+        #: Ends the running watch request at once on stop().
+        self._cancel = Cancel()
         self._thread: threading.Thread | None = None
-        self._api = None
+        self._rv: str | None = None
         #: Lists after the first (each 410 Gone, or a failure, costs one), and failures that
         #: paused RETRY_SECONDS: a 410 must relist at once, never wait out a retry.
         self.relists = 0
@@ -218,20 +225,16 @@ class ConfigMapSource:
     def what(self) -> str:
         return f"ConfigMap {self.namespace}/{self.name}"
 
-    def _core(self):
-        if self._api is None:
-            from kubernetes import client
+    def _kube(self):  # type: ignore[no-untyped-def]
+        from raibid_gitops.clients.kube import connect
 
-            from raibid_gitops.clients.kube import connect
+        # The CLI's rules, from the one place that has them: --kubeconfig, else $KUBECONFIG,
+        # else ~/.kube/config, else the in-cluster service account.
+        return connect(self.kubeconfig, self.context)
 
-            # The CLI's rules, from the one place that has them: --kubeconfig, else
-            # $KUBECONFIG, else ~/.kube/config, else the in-cluster service account.
-            self._api = client.CoreV1Api(connect(self.kubeconfig, self.context).api_client)
-        return self._api
-
-    def _offer(self, obj: object) -> None:
-        data = getattr(obj, "data", None) or {}
-        rv = obj.metadata.resource_version  # type: ignore[attr-defined]
+    def _offer(self, obj: dict) -> None:
+        data = obj.get("data") or {}
+        rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
         if self.key not in data:
             self.holder.reject(rv, f"{self.what} has no key {self.key}")
             return
@@ -239,83 +242,45 @@ class ConfigMapSource:
 
     def list_once(self) -> str:
         """Read the ConfigMap; returns the list's resourceVersion to watch from."""
-        from kubernetes.client.exceptions import ApiException
-
-        from raibid_gitops.clients.kube import translate
-
-        try:
-            lst = self._core().list_namespaced_config_map(self.namespace, field_selector=f"metadata.name={self.name}")
-        except ApiException as exc:
-            raise translate(exc, self.what, verb="list") from None
-        except Exception as exc:  # urllib3 connection errors
-            raise translate(exc, self.what, verb="list") from None
-        for item in lst.items:
+        lst = self._kube().list("v1", "ConfigMap", self.namespace, field_selector=f"metadata.name={self.name}")
+        items = lst.get("items") or []
+        for item in items:
             self._offer(item)
-        if not lst.items:
+        if not items:
             log.error("%s does not exist (keeping the last good settings)", self.what)
-        return str(lst.metadata.resource_version)
+        return str(lst["metadata"]["resourceVersion"])
 
     def load_initial(self) -> Snapshot:
         self._rv = self.list_once()
         return self.holder.require(self.what, hint="check that Flux applied the overlay (raibid gitops sync)")
 
-    def _watch(self, rv: str) -> str:
-        """Watch from ``rv`` until the server ends the watch; returns the last version seen.
-
-        Raises :class:`_Gone` when the version is too old (410): the kubernetes client turns
-        the watch's ERROR event into an ApiException carrying the event's code (with
-        ``timeout_seconds`` given it does not retry by itself), and an HTTP 410 answer to the
-        watch request arrives the same way.
-        """
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        from raibid_gitops.clients.kube import translate
-
-        w = watch.Watch()
-        try:
-            for event in w.stream(self._core().list_namespaced_config_map, self.namespace,
-                                  field_selector=f"metadata.name={self.name}", resource_version=rv,
-                                  timeout_seconds=WATCH_SECONDS, allow_watch_bookmarks=True):
-                if self._stop.is_set():
-                    break
-                kind = event["type"]
-                if kind == "BOOKMARK":
-                    # Only a newer version to resume from; the client leaves its object a dict.
-                    rv = str(event["raw_object"]["metadata"]["resourceVersion"])
-                    continue
-                obj = event["object"]
-                rv = obj.metadata.resource_version
-                if kind in ("ADDED", "MODIFIED"):
-                    self._offer(obj)
-                elif kind == "DELETED":
-                    log.error("%s was deleted (keeping the last good settings)", self.what)
-        except ApiException as exc:
-            if exc.status == 410:
-                raise _Gone() from None
-            raise translate(exc, self.what, verb="watch") from None
-        finally:
-            w.stop()
-        return rv
+    def _follow(self, since: str | None) -> None:
+        """Watch (from ``since``, else list first) until stopped; every version is offered."""
+        for ev in self._kube().watch("v1", "ConfigMap", self.namespace, field_selector=f"metadata.name={self.name}",
+                                     chunk=WATCH_SECONDS, cancel=self._cancel, what=self.what, since=since):
+            if ev.type == "SYNC":
+                self.relists += 1
+                for item in (ev.items or {}).values():
+                    self._offer(item)
+                if not ev.items:
+                    log.error("%s does not exist (keeping the last good settings)", self.what)
+            elif ev.type in ("ADDED", "MODIFIED") and ev.obj is not None:
+                self._offer(ev.obj)
+            elif ev.type == "DELETED":
+                log.error("%s was deleted (keeping the last good settings)", self.what)
 
     def _run(self) -> None:
-        rv = getattr(self, "_rv", None)
+        since = self._rv
         while not self._stop.is_set():
             try:
-                if rv is None:
-                    rv = self.list_once()
-                    self.relists += 1
-                rv = self._watch(rv)
-            except _Gone:
-                # Not a failure: the watch cache moved past our version. List again at once;
-                # pausing would only delay the change that made the version expire.
-                log.info("watch of %s expired (410 Gone); listing again", self.what)
-                rv = None
+                self._follow(since)
             except Exception as exc:  # a watcher must never die: keep the last good settings
+                if self._stop.is_set():
+                    break
                 log.warning("watch of %s failed: %s; listing again in %gs", self.what, exc, RETRY_SECONDS)
                 self.retries += 1
-                rv = None
                 self._stop.wait(RETRY_SECONDS)
+            since = None  # after a failure, list again: deletions may have been missed
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="settings-configmap", daemon=True)
@@ -323,7 +288,4 @@ class ConfigMapSource:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): list again."""
+        self._cancel.set()

@@ -65,6 +65,24 @@ class ObjectRef:
                    meta.get("namespace"))
 
 
+#: (apiVersion, kind) -> (plural, namespaced) of built-in kinds: fixed by Kubernetes, so no
+#: discovery round trip is spent on them (custom resources are discovered: their CRD may be
+#: missing, and discovery says so).
+BUILTIN_RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
+    ("v1", "ConfigMap"): ("configmaps", True),
+    ("v1", "Secret"): ("secrets", True),
+    ("v1", "Event"): ("events", True),
+    ("v1", "Pod"): ("pods", True),
+    ("v1", "Service"): ("services", True),
+    ("v1", "ServiceAccount"): ("serviceaccounts", True),
+    ("v1", "Namespace"): ("namespaces", False),
+    ("v1", "Node"): ("nodes", False),
+    ("apps/v1", "Deployment"): ("deployments", True),
+    ("apps/v1", "StatefulSet"): ("statefulsets", True),
+    ("batch/v1", "Job"): ("jobs", True),
+}
+
+
 @dataclass(frozen=True)
 class Resource:
     """What discovery says about a kind: its URL segment and whether it is namespaced."""
@@ -240,7 +258,11 @@ class Kube:
     # -- discovery ---------------------------------------------------------------------------
 
     def resource(self, api_version: str, kind: str) -> Resource:
-        """Plural and scope of ``kind`` in ``api_version`` (one discovery call per group/version)."""
+        """Plural and scope of ``kind`` in ``api_version`` (one discovery call per group/version;
+        none for the built-in kinds raibid reads, whose names every API server has)."""
+        builtin = BUILTIN_RESOURCES.get((api_version, kind))
+        if builtin is not None:
+            return Resource(api_version, kind, builtin[0], builtin[1])
         if api_version not in self._resources:
             path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
             try:
@@ -272,10 +294,10 @@ class Kube:
             return None
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
-             label_selector: str | None = None) -> dict[str, Any]:
+             label_selector: str | None = None, field_selector: str | None = None) -> dict[str, Any]:
         res = self.resource(api_version, kind)
         where = f" in namespace {namespace}" if namespace else ""
-        query = [("labelSelector", label_selector)] if label_selector else []
+        query = [(k, v) for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v]
         return self.request("GET", res.path(namespace), what=f"{res.plural}{where}", verb="list", query=query)  # type: ignore[no-any-return]
 
     def patch(self, ref: ObjectRef, patch: Mapping[str, Any], *, verb: str = "patch") -> dict[str, Any]:
@@ -336,108 +358,108 @@ class Kube:
 
     # -- watching ------------------------------------------------------------------------------
 
-    def watch_object(self, ref: ObjectRef, *, deadline: float | None = None,
-                     chunk: float = WATCH_CHUNK_SECONDS) -> Iterator[dict[str, Any] | None]:
-        """The object now, then every new version of it, until the caller stops iterating.
+    def watch(self, api_version: str, kind: str, namespace: str | None = None, *, field_selector: str = "",
+              label_selector: str = "", chunk: float = WATCH_CHUNK_SECONDS, deadline: float | None = None,
+              cancel: Cancel | None = None, what: str | None = None,
+              since: str | None = None) -> Iterator[WatchEvent]:
+        """The one list-and-watch loop every reader uses (sync, status, the TUI, the agent).
 
-        Lists (by name) first and watches from that resourceVersion; on 410 Gone (the version
-        is too old for the server's watch cache) it lists again. Every ``chunk`` seconds
-        without an event it yields ``None`` so the caller can refresh progress or check its
-        deadline. Deletion raises KubeNotFound.
+        Lists first (a ``SYNC`` event carrying every object, keyed by uid), then watches from
+        the list's resourceVersion; each change is an ``ADDED``/``MODIFIED``/``DELETED``
+        event. When the server says the version is too old (410 Gone, as an ERROR event or an
+        HTTP answer) it lists again at once — a new ``SYNC`` — so nothing that happened between
+        two watches is missed. A watch request lasts at most ``chunk`` seconds; one that ends
+        with no event yields ``TICK`` (so callers can check deadlines or refresh progress).
+        Ends when ``cancel`` is set (which also closes the open response) or, after a TICK,
+        when ``deadline`` (time.monotonic) has passed. Other failures raise KubeError.
+        ``since``: a resourceVersion the caller has listed already; the first request is then
+        a watch from it, not a list.
         """
-        res = self.resource(ref.api_version, ref.kind)
-        selector = f"metadata.name={ref.name}"
-        ns = ref.namespace if res.namespaced else None
-        rv: str | None = None
-        while True:
-            if rv is None:
-                data = self.request("GET", res.path(ns), what=str(ref), verb="list",
-                                    query=[("fieldSelector", selector)])
-                items = data.get("items") or []
-                if not items:
-                    raise KubeNotFound(f"{ref} not found", status=404)
-                item = items[0]
-                item.setdefault("apiVersion", ref.api_version)
-                item.setdefault("kind", ref.kind)
-                rv = data["metadata"]["resourceVersion"]
-                yield item
-            remaining = chunk if deadline is None else max(1.0, min(chunk, deadline - time.monotonic()))
-            gone = False
-            got_event = False
-            for event in self._watch_once(res, ns, selector, rv, what=str(ref), timeout=remaining):
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        gone = True
-                        break
-                    raise KubeError(f"watch of {ref} failed: {obj.get('message', obj)}", status=obj.get("code"))
-                rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
-                if kind == "BOOKMARK":
-                    continue
-                if kind == "DELETED":
-                    raise KubeNotFound(f"{ref} was deleted", status=404)
-                got_event = True
-                yield obj
-            if gone:
-                rv = None
-                continue
-            if not got_event:
-                yield None
-
-    def watch_list(self, api_version: str, kind: str, namespace: str | None = None, *,
-                   chunk: float = WATCH_CHUNK_SECONDS) -> Iterator[dict[str, dict[str, Any]]]:
-        """Every object of ``kind`` (in ``namespace``, or all), keyed by uid: the list first,
-        then a fresh snapshot after each change. List, watch from its resourceVersion, relist
-        on 410 Gone. Runs until the caller stops iterating."""
         res = self.resource(api_version, kind)
         ns = namespace if res.namespaced else None
-        what = f"{res.plural}" + (f" in namespace {namespace}" if namespace else "")
-        rv: str | None = None
-        objects: dict[str, dict[str, Any]] = {}
-        while True:
+        what = what or (f"{res.plural}" + (f" in namespace {namespace}" if namespace else ""))
+        query = [(k, v) for k, v in (("fieldSelector", field_selector), ("labelSelector", label_selector)) if v]
+        rv: str | None = since
+        while cancel is None or not cancel.is_set():
             if rv is None:
-                data = self.request("GET", res.path(ns), what=what, verb="list")
-                objects = {}
+                data = self.request("GET", res.path(ns), what=what, verb="list", query=query)
+                items: dict[str, dict[str, Any]] = {}
                 for item in data.get("items") or []:
                     item.setdefault("apiVersion", api_version)
                     item.setdefault("kind", kind)
-                    objects[item["metadata"]["uid"]] = item
-                rv = data["metadata"]["resourceVersion"]
-                yield dict(objects)
-            gone = False
-            for event in self._watch_once(res, ns, "", rv, what=what, timeout=chunk):
+                    items[str((item.get("metadata") or {}).get("uid", ""))] = item
+                rv = str(data["metadata"]["resourceVersion"])
+                yield WatchEvent("SYNC", items=items)
+            remaining = chunk if deadline is None else max(1.0, min(chunk, deadline - time.monotonic()))
+            gone = got_event = False
+            for event in self._watch_once(res, ns, query, rv, what=what, timeout=remaining, cancel=cancel):
                 typ, obj = event.get("type"), event.get("object") or {}
                 if typ == "ERROR":
                     if obj.get("code") == 410:
                         gone = True
                         break
                     raise KubeError(f"watch of {what} failed: {obj.get('message', obj)}", status=obj.get("code"))
-                rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
                 if typ == "BOOKMARK":
                     continue
-                uid = obj["metadata"]["uid"]
-                if typ == "DELETED":
-                    objects.pop(uid, None)
-                else:
-                    objects[uid] = obj
-                yield dict(objects)
+                obj.setdefault("apiVersion", api_version)
+                obj.setdefault("kind", kind)
+                got_event = True
+                yield WatchEvent(str(typ), obj=obj)
+            if cancel is not None and cancel.is_set():
+                return
             if gone:
                 rv = None
+                continue
+            if not got_event:
+                yield WatchEvent("TICK")
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
 
-    def _watch_once(self, res: Resource, namespace: str | None, selector: str, rv: str, *, what: str,
-                    timeout: float) -> Iterator[dict[str, Any]]:
+    def watch_object(self, ref: ObjectRef, *, deadline: float | None = None, chunk: float = WATCH_CHUNK_SECONDS,
+                     cancel: Cancel | None = None) -> Iterator[dict[str, Any] | None]:
+        """The object now, then every new version of it, until the caller stops iterating; None
+        every ``chunk`` seconds without a change. Deletion raises KubeNotFound."""
+        for ev in self.watch(ref.api_version, ref.kind, ref.namespace, field_selector=f"metadata.name={ref.name}",
+                             chunk=chunk, deadline=deadline, what=str(ref), cancel=cancel):
+            if ev.type == "SYNC":
+                if not ev.items:
+                    raise KubeNotFound(f"{ref} not found", status=404)
+                yield next(iter(ev.items.values()))
+            elif ev.type == "DELETED":
+                raise KubeNotFound(f"{ref} was deleted", status=404)
+            elif ev.type == "TICK":
+                yield None
+            else:
+                yield ev.obj
+
+    def watch_list(self, api_version: str, kind: str, namespace: str | None = None, *,
+                   chunk: float = WATCH_CHUNK_SECONDS) -> Iterator[dict[str, dict[str, Any]]]:
+        """Every object of ``kind`` (in ``namespace``, or all), keyed by uid: the list first,
+        then a fresh snapshot after each change. Runs until the caller stops iterating."""
+        objects: dict[str, dict[str, Any]] = {}
+        for ev in self.watch(api_version, kind, namespace, chunk=chunk):
+            if ev.type == "SYNC":
+                objects = dict(ev.items or {})
+            elif ev.type == "TICK" or ev.obj is None:
+                continue
+            elif ev.type == "DELETED":
+                objects.pop(str(ev.obj["metadata"].get("uid", "")), None)
+            else:
+                objects[str(ev.obj["metadata"].get("uid", ""))] = ev.obj
+            yield dict(objects)
+
+    def _watch_once(self, res: Resource, namespace: str | None, query: list[tuple[str, Any]], rv: str, *,
+                    what: str, timeout: float, cancel: Cancel | None = None) -> Iterator[dict[str, Any]]:
         """One watch request: events until the server closes it after ``timeout`` seconds."""
-        query: list[tuple[str, Any]] = [
+        params: list[tuple[str, Any]] = [
             ("watch", "true"), ("resourceVersion", rv),
-            ("allowWatchBookmarks", "true"), ("timeoutSeconds", max(1, int(timeout))),
+            ("allowWatchBookmarks", "true"), ("timeoutSeconds", max(1, int(timeout))), *query,
         ]
-        if selector:
-            query.append(("fieldSelector", selector))
         try:
             with _errors(what, "watch"):
                 # Client-side guard a bit longer than the server's own timeout.
-                resp = self._send("GET", res.path(namespace), query=query, timeout=(10, timeout + 15))
+                resp = self._send("GET", res.path(namespace), query=params, timeout=(10, timeout + 15))
         except KubeError as exc:
             if exc.status == 410:
                 # Some servers refuse a too-old resourceVersion with HTTP 410 instead of an
@@ -445,6 +467,9 @@ class Kube:
                 yield {"type": "ERROR", "object": {"code": 410, "message": exc.message}}
                 return
             raise
+        if cancel is not None and not cancel.attach(resp):
+            resp.close()
+            return
         finished = False
         try:
             with _errors(what, "watch"):
@@ -458,13 +483,67 @@ class Kube:
                 if buf.strip():
                     yield json.loads(buf)
                 finished = True
+        except KubeError:
+            if cancel is not None and cancel.is_set():
+                return  # the socket was closed under us on purpose
+            raise
         except json.JSONDecodeError as exc:
             raise KubeError(f"watch of {what} returned malformed data: {exc}") from None
         finally:
+            if cancel is not None:
+                cancel.detach(resp)
             if finished:
                 resp.release_conn()  # fully read: the connection can be reused
             else:
                 resp.close()  # abandoned mid-stream: never hand a half-read socket back to the pool
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One step of :meth:`Kube.watch`: ``SYNC`` (``items``: every object, by uid, after a
+    list), ``ADDED``/``MODIFIED``/``DELETED`` (``obj``), or ``TICK`` (a quiet watch request)."""
+
+    type: str
+    obj: dict[str, Any] | None = None
+    items: dict[str, dict[str, Any]] | None = None
+
+
+class Cancel:
+    """Ends watches from another thread at once: :meth:`set` also closes their open responses
+    (a watch otherwise sits in a socket read until the server's timeout)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[Any] = set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def set(self) -> None:
+        self._event.set()
+        with self._lock:
+            open_ = list(self._open)
+        for resp in open_:
+            with suppress(Exception):  # closing on the way out must never raise
+                resp.shutdown()
+
+    def attach(self, resp: Any) -> bool:
+        """Register an open response; False when already cancelled."""
+        with self._lock:
+            if self._event.is_set():
+                return False
+            self._open.add(resp)
+            return True
+
+    def detach(self, resp: Any) -> None:
+        with self._lock:
+            self._open.discard(resp)
 
 
 def wait_for(kube: Kube, ref: ObjectRef, done: Callable[[dict[str, Any]], bool], *, timeout: float) -> dict[str, Any]:

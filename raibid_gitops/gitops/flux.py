@@ -1,7 +1,10 @@
-"""Flux objects as data: conditions, revisions, readiness, suspend and reconcile requests.
+"""Flux objects as data: conditions, revisions, readiness, suspend and reconcile requests — and
+the actions on them (suspend, resume, reconcile and wait), the one implementation the CLI and
+the TUI both call.
 
-Pure functions over the dicts the API returns, so they are unit-tested without a cluster;
-:mod:`raibid_gitops.gitops.sync` and :mod:`raibid_gitops.gitops.status` build on them.
+The data part is pure functions over the dicts the API returns, unit-tested without a cluster;
+:mod:`raibid_gitops.gitops.sync` and :mod:`raibid_gitops.gitops.status` build on them. The
+actions take a :class:`~raibid_gitops.clients.kube.Kube`.
 
 Revisions: Flux v2 (source-controller >= v1.0) writes ``<ref>@<algo>:<digest>``, e.g.
 ``main@sha1:4b82...``; older controllers wrote ``main/4b82...``; a GitRepository on a bare
@@ -14,9 +17,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raibid_gitops.gitops.layout import FLUX_NAMESPACE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    from raibid_gitops.clients.kube import Cancel, Kube, ObjectRef
 
 SOURCE_API = "source.toolkit.fluxcd.io/v1"
 KUSTOMIZE_API = "kustomize.toolkit.fluxcd.io/v1"
@@ -252,3 +260,102 @@ def kustomization(name: str, namespace: str, *, source: str, path: str = "./over
         spec["dependsOn"] = [{"name": d} for d in depends]
     return {"apiVersion": KUSTOMIZE_API, "kind": KUSTOMIZATION,
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+# --- actions ---------------------------------------------------------------------------------------
+
+
+def api_of(kind: str) -> str:
+    """The apiVersion raibid uses for a Flux ``kind``."""
+    if kind == KUSTOMIZATION:
+        return KUSTOMIZE_API
+    if kind == GIT_REPOSITORY:
+        return SOURCE_API
+    from raibid_gitops.errors import ConfigRepoError
+
+    raise ConfigRepoError(f"{kind!r} is not a Flux kind raibid acts on (GitRepository, Kustomization)")
+
+
+def object_ref(kind: str, name: str, namespace: str) -> ObjectRef:
+    from raibid_gitops.clients.kube import ObjectRef
+
+    return ObjectRef(api_of(kind), kind, name, namespace)
+
+
+def set_suspended(kube: Kube, ref: ObjectRef, suspend: bool) -> dict[str, Any]:
+    """Suspend, or resume as `flux resume` does: remove ``spec.suspend`` and request a reconcile
+    (a resumed object otherwise waits for its next interval)."""
+    patch: dict[str, Any] = suspend_patch(suspend)
+    if not suspend:
+        patch.update(reconcile_patch(request_token()))
+    return kube.patch(ref, patch, verb="suspend" if suspend else "resume")
+
+
+def refuse_suspended(obj: Mapping[str, Any], action: str = "reconcile") -> None:
+    if is_suspended(obj):
+        from raibid_gitops.errors import Suspended
+
+        kind = "source" if obj.get("kind") == GIT_REPOSITORY else "kustomization"
+        meta = obj.get("metadata") or {}
+        raise Suspended(f"{describe(obj)} is suspended: Flux will not {action} it until it is resumed",
+                        hint=f"raibid gitops resume {kind} {meta.get('name')} -n {meta.get('namespace')}")
+
+
+def wait_handled(kube: Kube, ref: ObjectRef, token: str, *, deadline: float,
+                 report: Callable[[str], None] = lambda _t: None, cancel: Cancel | None = None) -> dict[str, Any]:
+    """Watch ``ref`` until its controller has handled the request ``token`` at the current
+    generation; Ready -> the object, a failure (:func:`failure`) -> SyncFailed, the deadline ->
+    SyncTimeout. A transient Ready=False (DependencyNotReady, Progressing) keeps waiting."""
+    import time
+
+    from raibid_gitops.errors import SyncFailed, SyncTimeout
+
+    last: dict[str, Any] | None = None
+    for obj in kube.watch_object(ref, deadline=deadline, chunk=5, cancel=cancel):
+        if obj is not None:
+            last = obj
+            if last_handled(obj) == token and generation_current(obj):
+                if is_ready(obj):
+                    return obj
+                failed = failure(obj)
+                if failed is not None:
+                    raise SyncFailed(f"{ref} failed: {failed.reason}: {failed.message}".rstrip(": "))
+            ready = condition(obj, "Ready")
+            report(f"waiting for {ref} ({ready.reason if ready and ready.reason else 'no Ready condition yet'})")
+        if time.monotonic() >= deadline:
+            break
+    if cancel is not None and cancel.is_set():
+        raise SyncTimeout(f"stopped waiting for {ref} (cancelled)")
+    ready = condition(last, "Ready") if last else None
+    raise SyncTimeout(f"{ref} did not finish reconciling in time"
+                      + (f" (last: {ready.reason}: {ready.message})" if ready else ""),
+                      hint="`raibid gitops status -o wide` shows its conditions")
+
+
+def reconcile(kube: Kube, ref: ObjectRef, *, with_source: bool = True, timeout: float = 300.0,
+              report: Callable[[str], None] = lambda _t: None, cancel: Cancel | None = None) -> str:
+    """`flux reconcile`, and wait: for a Kustomization (``with_source``), first its source is
+    asked to fetch and waited for, then the Kustomization. Returns the revision it ends at
+    (artifact for a source, lastAppliedRevision for a Kustomization). Raises Suspended,
+    SyncFailed (with the controller's reason and message), SyncTimeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    obj = kube.get(ref)
+    refuse_suspended(obj)
+    if ref.kind == KUSTOMIZATION and with_source:
+        from raibid_gitops.clients.kube import ObjectRef as Ref
+
+        kind, ns, name = source_ref(obj)
+        src = Ref(api_of(kind), kind, name, ns)
+        refuse_suspended(kube.get(src))
+        token = request_token()
+        kube.annotate(src, {REQUESTED_AT: token})
+        report(f"asked {src} to fetch")
+        done = wait_handled(kube, src, token, deadline=deadline, report=report, cancel=cancel)
+        report(f"{src} at {format_revision(artifact_revision(done))}; applying")
+    token = request_token()
+    kube.annotate(ref, {REQUESTED_AT: token})
+    report(f"asked {ref} to reconcile")
+    done = wait_handled(kube, ref, token, deadline=deadline, report=report, cancel=cancel)
+    return str(revision(done) or "")

@@ -41,7 +41,6 @@ from raibid_gitops.errors import (
     KubeNotFound,
     PushRejected,
     SettingsError,
-    Suspended,
     SyncFailed,
     SyncTimeout,
 )
@@ -389,13 +388,7 @@ def collect_kustomizations(kube: Kube, name: str, namespace: str) -> list[dict[s
 
 def refuse_suspended(objs: list[dict[str, Any]]) -> None:
     for obj in objs:
-        if flux.is_suspended(obj):
-            meta = obj.get("metadata") or {}
-            kind = "source" if obj.get("kind") == flux.GIT_REPOSITORY else "kustomization"
-            raise Suspended(
-                f"{flux.describe(obj)} is suspended: Flux will not apply anything until it is resumed",
-                hint=f"raibid gitops resume {kind} {meta.get('name')} -n {meta.get('namespace')}",
-            )
+        flux.refuse_suspended(obj, "apply anything")
 
 
 def _cond_text(obj: dict[str, Any]) -> str:
@@ -802,18 +795,3 @@ def wait_scalers(kube: Kube, kss: list[dict[str, Any]], watch: keda.ScalerWatch,
         progress.done("scaler", f"ScaledJob {ns}/{name} accepted by KEDA ({v.reason})")
         out[f"{ns}/{name}"] = v.reason
     return out
-
-
-# --- suspend / resume -------------------------------------------------------------------------
-
-
-def set_suspended(kube: Kube, kind: str, name: str, namespace: str, suspend: bool) -> dict[str, Any]:
-    """Suspend or resume a Flux object; resume also requests a reconcile, as `flux resume` does."""
-    from raibid_gitops.clients.kube import ObjectRef
-
-    api = flux.SOURCE_API if kind == flux.GIT_REPOSITORY else flux.KUSTOMIZE_API
-    ref = ObjectRef(api, kind, name, namespace)
-    patch: dict[str, Any] = flux.suspend_patch(suspend)
-    if not suspend:
-        patch.update(flux.reconcile_patch(flux.request_token()))
-    return kube.patch(ref, patch, verb="suspend" if suspend else "resume")

@@ -14,7 +14,7 @@ from raibid_gitops import contract
 from raibid_gitops.errors import ConfigRepoError, GiteaError, RaibidError
 from raibid_gitops.gitops.layout import SETTINGS_PATH
 
-from raibid_tui.sources.kube import KubeConn, kube_errors
+from raibid_tui.sources.kube import KubeConn
 
 #: The commit-status context `raibid gitops verify` reports on a PR's head commit.
 VERIFY_CONTEXT = "raibid/verify"
@@ -321,12 +321,13 @@ class ChangesSource:
 
     def live_settings(self, namespace: str) -> SettingsState:
         """The live ConfigMap's settings; raises KubeError when it cannot be read."""
+        from raibid_gitops.clients.kube import ObjectRef
+
         assert self.kube is not None
-        with kube_errors(f"read ConfigMap {namespace}/{contract.SETTINGS_CONFIGMAP}", self.kube.server):
-            cm = self.kube.core().read_namespaced_config_map(contract.SETTINGS_CONFIGMAP, namespace,
-                                                              _request_timeout=(10, 30))
-        text = (cm.data or {}).get(contract.SETTINGS_KEY, "")
-        detail = f"{namespace}/{contract.SETTINGS_CONFIGMAP} resourceVersion {cm.metadata.resource_version}"
+        cm = self.kube.kube().get(ObjectRef("v1", "ConfigMap", contract.SETTINGS_CONFIGMAP, namespace))
+        text = (cm.get("data") or {}).get(contract.SETTINGS_KEY, "")
+        rv = (cm.get("metadata") or {}).get("resourceVersion", "")
+        detail = f"{namespace}/{contract.SETTINGS_CONFIGMAP} resourceVersion {rv}"
         return _validated(LIVE, text, f"ConfigMap {contract.SETTINGS_CONFIGMAP}", detail)[0]
 
     def snapshot(self) -> ChangesSnapshot:

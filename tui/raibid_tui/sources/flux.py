@@ -5,19 +5,17 @@ their events, and the two actions (reconcile with source, suspend/resume).
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from raibid_gitops.errors import KubeError, SyncFailed, SyncTimeout
+from raibid_gitops.errors import KubeError
 from raibid_gitops.gitops import flux as fluxlib
 from raibid_gitops.gitops.flux import parse_revision
 
-from raibid_tui.sources.kube import KubeConn, kube_errors, translate
+from raibid_tui.sources.kube import KubeConn
 
 
 @dataclass(frozen=True)
@@ -32,18 +30,11 @@ GIT_REPOSITORY = FluxKind("GitRepository", "source.toolkit.fluxcd.io", "v1", "gi
 KUSTOMIZATION = FluxKind("Kustomization", "kustomize.toolkit.fluxcd.io", "v1", "kustomizations")
 KINDS = {k.kind: k for k in (GIT_REPOSITORY, KUSTOMIZATION)}
 
-#: The annotation `flux reconcile` sets; controllers copy it to status.lastHandledReconcileAt.
-REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
-
 #: Server-side watch timeout: the API server ends a watch after this; we resume from the last
 #: resourceVersion (no relist). Shorter than typical proxy idle timeouts.
 WATCH_SECONDS = 240
-#: Client read timeout: a little longer than the server's, so a dead connection is noticed.
-READ_TIMEOUT = WATCH_SECONDS + 30
 #: Retry delay after a failed list/watch, doubled up to the max (the API server may be restarting).
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
-#: How often the reconcile action polls the objects while waiting.
-POLL_SECONDS = 1.0
 
 #: READY values of a row: what `flux get` shows, plus "Waiting" for a Ready=False whose reason
 #: the library counts as "not yet" (fluxlib.TRANSIENT_REASONS) and that names another object
@@ -246,218 +237,101 @@ def row_from_object(obj: dict[str, Any], subject: Callable[[str], str] | None = 
     )
 
 
-class _Gone(Exception):
-    """The watch's resourceVersion is too old (410): relist."""
-
-
 @dataclass
 class FluxSource:
-    """Flux objects in one namespace (or all, ``namespace=None``) of the cluster ``conn`` reaches.
+    """Flux objects in one namespace (or all, ``namespace=None``) of the cluster ``conn`` reaches,
+    read through the CLI's Kubernetes layer (one list-and-watch loop, one error mapping) and
+    acted on through the library's Flux actions (:mod:`raibid_gitops.gitops.flux`), so the TUI's
+    suspend, resume and reconcile do exactly what the CLI's do.
 
     ``subject(sha)`` returns a commit's subject from the config repo (or "")."""
 
     conn: KubeConn
     namespace: str | None = None
     subject: Callable[[str], str] | None = None
-    _responses: set[Any] = field(default_factory=set, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: Any = field(default=None, repr=False)
+    #: Lists made per kind (the first, and one after each 410 Gone or failure).
+    lists: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from raibid_gitops.clients.kube import Cancel
+
+        self._cancel = Cancel()
 
     # -- reading ------------------------------------------------------------------------------
-
-    def _list(self, k: FluxKind, **kw: Any) -> Any:
-        api = self.conn.custom()
-        if self.namespace:
-            return api.list_namespaced_custom_object(k.group, k.version, self.namespace, k.plural, **kw)
-        return api.list_cluster_custom_object(k.group, k.version, k.plural, **kw)
 
     def list(self, kind: str) -> tuple[tuple[FluxRow, ...], str]:
         """Every object of ``kind`` and the list's resourceVersion."""
         k = KINDS[kind]
-        with kube_errors(f"list {k.plural}", self.conn.server):
-            data = self._list(k, _request_timeout=(10, 60))
+        data = self.conn.kube().list(f"{k.group}/{k.version}", k.kind, self.namespace)
         rows = tuple(row_from_object({**o, "kind": k.kind}, self.subject) for o in data.get("items") or ())
         return rows, str((data.get("metadata") or {}).get("resourceVersion", ""))
 
     def watch(self, kind: str, emit: Callable[[FluxUpdate], None], on_error: Callable[[KubeError | None], None],
               stop: threading.Event) -> None:
-        """List, then watch from the list's resourceVersion until ``stop`` is set, calling
-        ``emit`` for every change. A failure is reported to ``on_error`` and retried with
-        backoff; ``on_error(None)`` when the connection is back."""
+        """List, then watch (relisting on 410 Gone) until ``stop`` is set or :meth:`stop` is
+        called, calling ``emit`` for every change. A failure is reported to ``on_error`` and
+        retried with backoff; ``on_error(None)`` when the connection is back."""
         k = KINDS[kind]
         delay = RETRY_MIN
-        rv = ""
         failed = False
-        while not (stop.is_set() or self._closed.is_set()):
+        while not (stop.is_set() or self._cancel.is_set()):
             try:
-                if not rv:
-                    rows, rv = self.list(kind)
-                    emit(FluxUpdate(kind, rows=rows, reset=True))
-                if failed:
-                    on_error(None)
-                    failed = False
-                rv = self._watch_once(k, rv, emit, stop)
-                delay = RETRY_MIN
-            except _Gone:
-                rv = ""
-            except Exception as exc:  # noqa: BLE001 - reported, then retried: the TUI never dies
-                if stop.is_set() or self._closed.is_set():
+                for ev in self.conn.kube().watch(f"{k.group}/{k.version}", k.kind, self.namespace,
+                                                 chunk=WATCH_SECONDS, cancel=self._cancel):
+                    if stop.is_set():
+                        return
+                    if ev.type == "SYNC":
+                        self.lists[kind] = self.lists.get(kind, 0) + 1
+                        rows = tuple(row_from_object({**o, "kind": k.kind}, self.subject)
+                                     for o in (ev.items or {}).values())
+                        emit(FluxUpdate(kind, rows=rows, reset=True))
+                        if failed:
+                            on_error(None)
+                            failed = False
+                        delay = RETRY_MIN
+                    elif ev.type == "DELETED" and ev.obj is not None:
+                        emit(FluxUpdate(k.kind, deleted=(str(ev.obj["metadata"].get("uid", "")),)))
+                    elif ev.obj is not None:
+                        emit(FluxUpdate(k.kind, rows=(row_from_object({**ev.obj, "kind": k.kind}, self.subject),)))
+            except KubeError as exc:  # reported, then retried: the TUI never dies
+                if stop.is_set() or self._cancel.is_set():
                     break
-                on_error(translate(exc, f"watch {k.plural}", self.conn.server))
+                on_error(exc)
                 failed = True
-                rv = ""  # after an outage, relist: deletions may have been missed
                 stop.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
 
-    def _watch_once(self, k: FluxKind, rv: str, emit: Callable[[FluxUpdate], None], stop: threading.Event) -> str:
-        from kubernetes.watch.watch import iter_resp_lines
-
-        resp = self._list(k, watch=True, resource_version=rv, allow_watch_bookmarks=True,
-                          timeout_seconds=WATCH_SECONDS, _preload_content=False,
-                          _request_timeout=(10, READ_TIMEOUT))
-        with self._lock:
-            self._responses.add(resp)
-        try:
-            if stop.is_set() or self._closed.is_set():
-                return rv
-            for line in iter_resp_lines(resp):
-                if stop.is_set() or self._closed.is_set():
-                    break
-                if not line:
-                    continue
-                event = json.loads(line)
-                etype, obj = event.get("type"), event.get("object") or {}
-                if etype == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Gone()
-                    raise KubeError(f"watch {k.plural}: {obj.get('message', obj)}", status=obj.get("code"))
-                rv = str((obj.get("metadata") or {}).get("resourceVersion", rv))
-                if etype == "BOOKMARK":
-                    continue
-                obj = {**obj, "kind": k.kind}
-                if etype == "DELETED":
-                    emit(FluxUpdate(k.kind, deleted=(str(obj["metadata"].get("uid", "")),)))
-                else:
-                    emit(FluxUpdate(k.kind, rows=(row_from_object(obj, self.subject),)))
-            return rv
-        finally:
-            with self._lock:
-                self._responses.discard(resp)
-            resp.release_conn()
-
     def stop(self) -> None:
-        """Unblock every running watch (shut its socket down) so worker threads end now."""
-        self._closed.set()
-        with self._lock:
-            responses = list(self._responses)
-        for resp in responses:
-            try:
-                resp.shutdown()
-            except Exception:  # noqa: BLE001 - best effort on exit
-                pass
+        """End every running watch now (their sockets are shut down), so worker threads end."""
+        self._cancel.set()
 
     def events(self, row: FluxRow, limit: int = 12) -> tuple[EventRow, ...]:
         """The most recent events about ``row`` (newest last)."""
-        with kube_errors(f"list events of {row.ref}", self.conn.server):
-            data = self.conn.core().list_namespaced_event(
-                row.namespace, field_selector=f"involvedObject.uid={row.uid}", _request_timeout=(10, 30))
+        data = self.conn.kube().list("v1", "Event", row.namespace, field_selector=f"involvedObject.uid={row.uid}")
         out = []
-        for ev in data.items or ():
-            when = ev.last_timestamp or ev.event_time or ev.first_timestamp or (ev.metadata.creation_timestamp)
-            src = (ev.source.component if ev.source else "") or (ev.reporting_component or "")
+        for ev in data.get("items") or ():
+            stamp = (ev.get("lastTimestamp") or ev.get("eventTime") or ev.get("firstTimestamp")
+                     or (ev.get("metadata") or {}).get("creationTimestamp"))
+            when = _parse_time(stamp)
+            src = ((ev.get("source") or {}).get("component") or "") or (ev.get("reportingComponent") or "")
             out.append((when or datetime.min.replace(tzinfo=timezone.utc),
-                        EventRow(time=when.strftime("%Y-%m-%d %H:%M:%S") if when else "", type=ev.type or "",
-                                 reason=ev.reason or "", message=(ev.message or "").strip(), source=src)))
+                        EventRow(time=when.strftime("%Y-%m-%d %H:%M:%S") if when else "", type=ev.get("type") or "",
+                                 reason=ev.get("reason") or "", message=(ev.get("message") or "").strip(),
+                                 source=src)))
         out.sort(key=lambda p: p[0])
         return tuple(e for _, e in out[-limit:])
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        k = KINDS[kind]
-        with kube_errors(f"get {kind} {namespace}/{name}", self.conn.server):
-            return self.conn.custom().get_namespaced_custom_object(k.group, k.version, namespace, k.plural, name,
-                                                                   _request_timeout=(10, 30))
+        return self.conn.kube().get(fluxlib.object_ref(kind, name, namespace))
 
-    # -- actions ------------------------------------------------------------------------------
-
-    def _patch(self, kind: str, namespace: str, name: str, body: dict[str, Any], what: str) -> None:
-        k = KINDS[kind]
-        with kube_errors(f"{what} {kind} {namespace}/{name}", self.conn.server):
-            self.conn.custom().patch_namespaced_custom_object(k.group, k.version, namespace, k.plural, name, body,
-                                                              _request_timeout=(10, 30))
+    # -- actions: the library's, as the CLI runs them --------------------------------------------
 
     def set_suspended(self, row: FluxRow, suspend: bool) -> None:
-        self._patch(row.kind, row.namespace, row.name, {"spec": {"suspend": suspend}},
-                    "suspend" if suspend else "resume")
+        fluxlib.set_suspended(self.conn.kube(), fluxlib.object_ref(row.kind, row.name, row.namespace), suspend)
 
-    def request(self, kind: str, namespace: str, name: str) -> str:
-        """Annotate the object with a new requestedAt token; returns the token."""
-        token = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self._patch(kind, namespace, name, {"metadata": {"annotations": {REQUESTED_AT: token}}}, "reconcile")
-        return token
-
-    def reconcile(self, row: FluxRow, progress: Callable[[str], None], timeout: float = 300.0,
-                  cancelled: Callable[[], bool] = lambda: False) -> str:
-        """Reconcile ``row`` with its source: fetch the source, then wait until the Kustomization
-        has applied that revision (or a newer one the source moved to meanwhile), is Ready and
-        has observed its generation. Returns the applied revision; raises Suspended /
-        SyncFailed / SyncTimeout / KubeError."""
-        deadline = time.monotonic() + timeout
-        if row.kind != KUSTOMIZATION.kind:
-            self._refuse_suspended(row.kind, row.namespace, row.name)
-            return self._request_and_wait(row.kind, row.namespace, row.name, progress, deadline, cancelled)
-        obj = self._refuse_suspended(row.kind, row.namespace, row.name)
-        ref = (obj.get("spec") or {}).get("sourceRef") or {}
-        src_kind = ref.get("kind", GIT_REPOSITORY.kind)
-        src_ns, src_name = ref.get("namespace") or row.namespace, ref.get("name", "")
-        if src_kind not in KINDS:
-            raise SyncFailed(f"{row.ref}: source kind {src_kind} is not supported by the TUI")
-        self._refuse_suspended(src_kind, src_ns, src_name)
-        revision = self._request_and_wait(src_kind, src_ns, src_name, progress, deadline, cancelled)
-        progress(f"source {src_kind}/{src_ns}/{src_name} at {short_revision(revision)}; applying…")
-        return self._request_and_wait(row.kind, row.namespace, row.name, progress, deadline, cancelled,
-                                      want=revision, source=(src_kind, src_ns, src_name))
-
-    def _refuse_suspended(self, kind: str, ns: str, name: str) -> dict[str, Any]:
-        obj = self.get(kind, ns, name)
-        if (obj.get("spec") or {}).get("suspend"):
-            from raibid_gitops.errors import Suspended
-
-            raise Suspended(f"{kind}/{ns}/{name} is suspended; resume it (s) before reconciling")
-        return obj
-
-    def _request_and_wait(self, kind: str, ns: str, name: str, progress: Callable[[str], None], deadline: float,
-                          cancelled: Callable[[], bool], want: str = "",
-                          source: tuple[str, str, str] | None = None) -> str:
-        ref = f"{kind}/{ns}/{name}"
-        token = self.request(kind, ns, name)
-        progress(f"requested reconcile of {ref}")
-        while True:
-            if cancelled():
-                raise SyncTimeout(f"{ref}: stopped waiting (cancelled)")
-            obj = self.get(kind, ns, name)
-            row = row_from_object({**obj, "kind": kind})
-            handled = (obj.get("status") or {}).get("lastHandledReconcileAt") == token
-            current = row.observed_generation == row.generation
-            if kind == KUSTOMIZATION.kind and want:
-                # The source may have moved on to a newer commit meanwhile (it contains ours).
-                accept = {sha_of(want)}
-                if source is not None:
-                    accept.add(sha_of(row_from_object({**self.get(*source), "kind": source[0]}).revision))
-                if handled and current and sha_of(row.attempted) in accept and row.failed:
-                    raise SyncFailed(f"{ref} failed to apply {short_revision(row.attempted)}: "
-                                     f"{row.reason}: {row.message}")
-                if handled and current and sha_of(row.revision) in accept and row.status == READY:
-                    progress(f"{ref} applied {row.short_revision} and is Ready")
-                    return row.revision
-                progress(f"waiting for {ref} to apply {short_revision(want)} "
-                         f"(applied {row.short_revision or '-'}, {row.status})")
-            else:
-                if handled and current and row.status == READY and row.revision:
-                    return row.revision
-                if handled and current and row.failed:
-                    raise SyncFailed(f"{ref}: {row.reason}: {row.message}")
-                progress(f"waiting for {ref} ({row.status}{': ' + row.reason if row.reason else ''})")
-            if time.monotonic() > deadline:
-                raise SyncTimeout(f"{ref} did not finish reconciling in time (last: {row.status} {row.message})",
-                                  hint="open the detail view (enter) for conditions and events")
-            time.sleep(POLL_SECONDS)
+    def reconcile(self, row: FluxRow, progress: Callable[[str], None], timeout: float = 300.0) -> str:
+        """`raibid gitops reconcile` of ``row`` (a Kustomization with its source first); returns
+        the revision it ends at. Raises Suspended / SyncFailed / SyncTimeout / KubeError."""
+        return fluxlib.reconcile(self.conn.kube(), fluxlib.object_ref(row.kind, row.name, row.namespace),
+                                 with_source=True, timeout=timeout, report=progress, cancel=self._cancel)

@@ -256,11 +256,8 @@ class FluxPanel(Vertical):
 
     @work(thread=True, exclusive=True, group="flux-action", exit_on_error=False)
     def _reconcile(self, row: FluxRow) -> None:
-        worker = get_current_worker()
         try:
-            revision = self.app.sources.flux.reconcile(
-                row, progress=lambda m: self._from_thread(self.show_progress, m),
-                cancelled=lambda: worker.is_cancelled or self._stop.is_set())
+            revision = self.app.sources.flux.reconcile(row, progress=lambda m: self._from_thread(self.show_progress, m))
         except Exception as exc:  # noqa: BLE001 - shown to the user, never raised
             self._from_thread(self._action_failed, f"Reconcile {row.ref} failed", exc)
             return
