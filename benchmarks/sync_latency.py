@@ -50,7 +50,8 @@ from raibid_gitops.errors import KubeError, RaibidError
 from raibid_gitops.gitops import flux
 from raibid_gitops.gitops.generate import init
 from raibid_gitops.gitops.layout import SETTINGS_PATH
-from raibid_gitops.gitops.sync import Progress, SyncOptions, sync
+from raibid_gitops.gitops.reporting import Silent
+from raibid_gitops.gitops.sync import SyncOptions, sync
 
 #: The flux CLI's default --poll-interval for `flux reconcile`.
 FLUX_POLL_INTERVAL = 2.0
@@ -172,7 +173,7 @@ class Bench:
         t = time.monotonic()
         repo = Repo(self.repo, auth=Auth(self.token, self.user))
         sync(self.repo, self.kube, SyncOptions(kustomization=self.name, namespace=self.ns, timeout=120),
-             Progress(quiet=True), repo=repo)
+             Silent(), repo=repo)
         return time.monotonic() - t, self.floor(sha, pushed_at), self.watch_floor(sha, pushed_at)
 
     def run_poll(self) -> tuple[float, bool, float | None, float | None]:

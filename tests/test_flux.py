@@ -151,8 +151,10 @@ class TestStatusRows:
                  applied=f"main@sha1:{SHA}", attempted=f"main@sha1:{SHA2}")
         row = status.row_of(obj, None)
         assert row.failing_new_commit and row.reason == "BuildFailed"
+        from raibid_gitops.cli.status_view import render_table
+
         out = io.StringIO()
-        status.render_table([row], all_namespaces=False, color=False, head_sha=None, stream=out)
+        render_table([row], all_namespaces=False, color=False, head_sha=None, stream=out)
         text = out.getvalue()
         assert "kustomization/raibid-config" in text and "BuildFailed" in text
         assert f"! Kustomization flux-system/raibid-config: main@sha1:{SHA2[:12]} failed (BuildFailed)" in text
@@ -242,7 +244,7 @@ class TestCli:
 
 class TestProgress:
     def test_lines_when_not_a_tty(self) -> None:
-        from raibid_gitops.gitops.sync import Progress
+        from raibid_gitops.cli.progress import Progress
 
         out = io.StringIO()
         ticks = iter([0.0, 1.5, 3.25])

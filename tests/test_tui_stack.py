@@ -106,7 +106,8 @@ def api_server(request, tmp_path_factory):
         return
     from raibid_gitops.devstack import processes
 
-    stack = processes.start_kube(tmp_path_factory.mktemp("tui-kube"))
+    # A bare API server: these tests write the controllers' status themselves.
+    stack = processes.start_kube(tmp_path_factory.mktemp("tui-kube"), nodes=0)
     yield stack
     stack.stop()
 
@@ -172,6 +173,54 @@ def flux_app(kube, namespace: str, *, redis_url: str = CLOSED_PORT_URL, repo: Pa
 
 def ks_row(app: RaibidApp):
     return next((r for r in app.query_one("#flux-panel").rows.values() if r.kind == "Kustomization"), None)
+
+
+class TestSameActionsAsTheCli:
+    """The TUI's suspend, resume and reconcile and the CLI's are one implementation: on two
+    identical Kustomizations, each leaves the same object behind (spec, and the reconcile
+    request annotation)."""
+
+    def _cli(self, api_server, namespace, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raibid_gitops.cli", "gitops", *args, "-n", namespace,
+                               "--kubeconfig", str(api_server.kubeconfig)], capture_output=True, text=True,
+                              timeout=120)
+
+    def _state(self, objs, name: str) -> tuple[dict, list[str]]:
+        obj = objs.get(KS, name)
+        spec = {k: v for k, v in obj["spec"].items()}
+        return spec, sorted((obj["metadata"].get("annotations") or {}).keys())
+
+    def test_suspend_resume_and_reconcile_request(self, api_server, objs, namespace):
+        from raibid_gitops.errors import SyncTimeout
+
+        objs.kustomization("by-cli", "raibid-config")
+        objs.kustomization("by-tui", "raibid-config")
+        source = build(kubeconfig=str(api_server.kubeconfig), namespace=namespace, redis_url=CLOSED_PORT_URL).flux
+        rows = {r.name: r for r in source.list("Kustomization")[0]}
+
+        assert self._cli(api_server, namespace, "suspend", "ks", "by-cli").returncode == 0
+        source.set_suspended(rows["by-tui"], True)
+        assert self._state(objs, "by-cli") == self._state(objs, "by-tui")
+        assert objs.get(KS, "by-tui")["spec"]["suspend"] is True
+
+        assert self._cli(api_server, namespace, "resume", "ks", "by-cli").returncode == 0
+        source.set_suspended(rows["by-tui"], False)
+        cli_state, tui_state = self._state(objs, "by-cli"), self._state(objs, "by-tui")
+        assert cli_state == tui_state
+        assert "suspend" not in tui_state[0]  # removed, as `flux resume` does, not set to false
+        assert "reconcile.fluxcd.io/requestedAt" in tui_state[1]  # and a reconcile requested
+
+        # Reconcile: no controller answers here, so both wait out their timeout after making
+        # the same request (on the source first, then the Kustomization).
+        before = objs.get(SRC, "raibid-config")["metadata"].get("annotations", {}).get(
+            "reconcile.fluxcd.io/requestedAt")
+        cli = self._cli(api_server, namespace, "reconcile", "ks", "by-cli", "--timeout", "2s")
+        assert cli.returncode == 3, cli.stderr
+        with pytest.raises(SyncTimeout):
+            source.reconcile(rows["by-tui"], progress=lambda _m: None, timeout=2)
+        after = objs.get(SRC, "raibid-config")["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+        assert after != before  # the source was asked (by both, the TUI last)
+        assert self._state(objs, "by-cli")[1] == self._state(objs, "by-tui")[1]
 
 
 class TestFluxTabLive:

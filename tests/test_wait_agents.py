@@ -14,7 +14,8 @@ import pytest
 
 from raibid_gitops import contract as c
 from raibid_gitops.errors import SyncFailed, SyncTimeout
-from raibid_gitops.gitops.sync import Progress, SettingsAt, wait_agents
+from raibid_gitops.gitops.reporting import Silent
+from raibid_gitops.gitops.sync import SettingsAt, wait_agents
 from raibid_gitops.settings import text_digest
 
 pytestmark = pytest.mark.redis
@@ -33,7 +34,7 @@ def heartbeat(client, agent: str, **fields: str) -> None:
 
 
 def one_round(client, want: SettingsAt):
-    return wait_agents(client, want, time.monotonic(), Progress(quiet=True), "0s")
+    return wait_agents(client, want, time.monotonic(), Silent(), "0s")
 
 
 class TestWaitAgents:

@@ -263,7 +263,9 @@ def cmd_pr_verify(args: argparse.Namespace) -> int:
 
     ref, client = _target(args)
     client.close()  # verify_pull opens its own
-    report, _posted = verify_pull(ref, args.number)
+    report, posted = verify_pull(ref, args.number)
+    print(f"commit status raibid/verify={posted.state} on {posted.repo}#{args.number} ({posted.sha[:12]})",
+          file=sys.stderr)
     if is_data(args.output):
         from raibid_gitops.cli.output import emit
 

@@ -125,7 +125,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.commit_status:
         from raibid_gitops.gitops.status_report import report_commit_status
 
-        report_commit_status(root, report)
+        posted = report_commit_status(root, report)
+        print(f"commit status raibid/verify={posted.state} on {posted.repo}@{posted.sha[:12]}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

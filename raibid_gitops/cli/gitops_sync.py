@@ -142,7 +142,8 @@ def _root(d: Path | None) -> Path:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from raibid_gitops.clients.redis import read_password
-    from raibid_gitops.gitops.sync import Progress, SyncOptions, sync
+    from raibid_gitops.cli.progress import Progress
+    from raibid_gitops.gitops.sync import SyncOptions, sync
 
     root = _root(args.dir)
     opts = SyncOptions(
@@ -163,7 +164,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from raibid_gitops.gitops.status import run_status
+    from raibid_gitops.cli.status_view import run_status
 
     if args.dir is not None:
         _root(args.dir)  # a wrong -C is refused before anything is asked of the cluster
@@ -172,11 +173,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from raibid_gitops.gitops.drift import run_diff
+    from raibid_gitops.gitops.drift import diff
 
     root = _root(args.dir)  # before the cluster is asked anything
-    return run_diff(_kube(args), root, ref=args.ref, kustomization=args.kustomization,
-                    namespace=args.namespace, output=args.output if is_data(args.output) else "text")
+    report = diff(_kube(args), root, ref=args.ref, kustomization=args.kustomization, namespace=args.namespace)
+    if is_data(args.output):
+        from raibid_gitops.cli.output import emit
+
+        emit(report.to_dict(), args.output)
+    else:
+        sys.stdout.write(report.format_text())
+    # As `flux diff`: 0 no change, 1 changes (errors exit 2 through the error path).
+    return 1 if report.changed else 0
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:

@@ -301,7 +301,8 @@ class Bootstrap:
 
     def phase_sync(self, rep: PhaseReport) -> None:
         from raibid_gitops.clients.git import Repo
-        from raibid_gitops.gitops.sync import Progress, SyncOptions, sync
+        from raibid_gitops.gitops.reporting import Silent
+        from raibid_gitops.gitops.sync import SyncOptions, sync
 
         if self.opts.dry_run:
             rep.actions.append(f"would wait until Flux has applied the head of {self.full_name} and KEDA accepted "
@@ -310,7 +311,7 @@ class Bootstrap:
         if self.in_effect(Repo(self.opts.dir).head()):
             return
         sync(self.opts.dir, self.kube, SyncOptions(namespace=self.opts.namespace, timeout=self.opts.timeout),
-             Progress(quiet=True))
+             Silent())
         rep.actions.append(f"Flux applied {Repo(self.opts.dir).head()[:12]} and KEDA accepted the ScaledJob")
 
     def in_effect(self, head: str) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import io
 import subprocess
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -254,15 +253,3 @@ def _compare(kube: Kube, report: DiffReport, objects: list[dict[str, Any]], kust
             api = f"{group}/{version}" if group else version
             if kube.get_or_none(ObjectRef(api, kind, name, ns or None)) is not None:
                 report.changes.append(ObjectDiff(f"{kind}/{ns + '/' if ns else ''}{name}", "pruned"))
-
-
-def run_diff(kube: Kube, root: Path, *, ref: str | None, kustomization: str, namespace: str,
-             output: str = "text") -> int:
-    report = diff(kube, root, ref=ref, kustomization=kustomization, namespace=namespace)
-    if output == "text":
-        sys.stdout.write(report.format_text())
-    else:
-        from raibid_gitops.cli.output import emit
-
-        emit(report.to_dict(), output)
-    return 1 if report.changed else 0

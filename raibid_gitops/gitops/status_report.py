@@ -122,28 +122,22 @@ def post_status(client: Gitea, ref: RepoRef, sha: str, report: Report, *,
     return StatusPosted(repo=ref.full_name, sha=sha, state=state, description=description)
 
 
-def report_commit_status(root: Path, report: Report, *, sha: str | None = None, url: str | None = None,
-                         quiet: bool = False) -> StatusPosted:
+def report_commit_status(root: Path, report: Report, *, sha: str | None = None, url: str | None = None) -> StatusPosted:
     """Post ``report`` as status ``raibid/verify`` on HEAD of ``root`` (or ``sha``).
 
     HEAD must have been pushed: a status is attached to a commit Gitea has, which is how it
     shows up on every pull request whose head that commit is (including one edited by hand
     in Gitea's web editor and then checked out here).
     """
-    import sys
-
     from raibid_gitops.clients.git import Repo
 
     sha = sha or Repo(root).head()
     ref = resolve_target(root, url=url)
     with client_for(ref) as client:
-        posted = post_status(client, ref, sha, report)
-    if not quiet:
-        print(f"commit status {CONTEXT}={posted.state} on {ref.full_name}@{sha[:12]}", file=sys.stderr)
-    return posted
+        return post_status(client, ref, sha, report)
 
 
-def verify_pull(ref: RepoRef, number: int, *, quiet: bool = False) -> tuple[Report, StatusPosted]:
+def verify_pull(ref: RepoRef, number: int) -> tuple[Report, StatusPosted]:
     """Verify pull request ``number`` as Gitea has it now and post ``raibid/verify`` on its head.
 
     The head is fetched by Gitea's ``refs/pull/N/head`` into a temporary repository, so this
@@ -151,7 +145,6 @@ def verify_pull(ref: RepoRef, number: int, *, quiet: bool = False) -> tuple[Repo
     local clone.
     """
     import shutil
-    import sys
     import tempfile
 
     from raibid_gitops.clients.git import Repo, auth_from_env, credential_token
@@ -176,6 +169,4 @@ def verify_pull(ref: RepoRef, number: int, *, quiet: bool = False) -> tuple[Repo
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         posted = post_status(client, ref, head, report)
-    if not quiet:
-        print(f"commit status {CONTEXT}={posted.state} on {ref.full_name}#{number} ({head[:12]})", file=sys.stderr)
     return report, posted

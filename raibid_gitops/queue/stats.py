@@ -65,3 +65,16 @@ def stats(client: redis.Redis, settings: Settings) -> QueueStats:
         consumers=int(group["consumers"]) if group else 0, oldest_pending_age_seconds=oldest,
         dead_letters=dead, agents=agents,
     )
+
+
+def live_agents(client: Any) -> dict[str, dict[str, str]]:
+    """Heartbeat hashes of live agents, by id (a dead agent's key expires by its TTL)."""
+    from raibid_gitops import contract
+
+    prefix = contract.agent_key("")
+    out: dict[str, dict[str, str]] = {}
+    for key in client.scan_iter(match=contract.AGENT_PATTERN, count=200):
+        data = client.hgetall(key)
+        if data:
+            out[key[len(prefix):]] = data
+    return out

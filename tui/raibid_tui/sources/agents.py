@@ -73,7 +73,7 @@ class AgentsSource:
         self.conn = conn
 
     def agents(self, expected_hash: str | None = None) -> tuple[AgentRow, ...]:
-        from raibid_gitops.gitops.sync import live_agents
+        from raibid_gitops.queue.stats import live_agents
 
         with redis_errors(self.conn, "reading agent heartbeats"):
             found = live_agents(self.conn.client())
