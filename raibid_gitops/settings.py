@@ -426,7 +426,7 @@ def validate_data(data: Any, file: str = SETTINGS_FILE, lines: dict[str, int] | 
             f"{file} is not valid:\n" + "\n".join("  " + p.format() for p in problems),
             problems=problems,
             hint="fix the fields listed above; `raibid gitops schema` prints the full schema",
-        ) from None
+        ) from exc
 
 
 def text_digest(text: str) -> str:
@@ -457,12 +457,12 @@ def load_path(path: Path, file: str | None = None) -> Settings:
 
         yamlio.check_settings_size(path.stat().st_size, name)  # before reading a huge file at all
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SettingsError(f"{path} does not exist", hint="run `raibid gitops init DIR` to create a config repository") from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"{name} is not UTF-8 text") from None
+    except FileNotFoundError as exc:
+        raise SettingsError(f"{path} does not exist", hint="run `raibid gitops init DIR` to create a config repository") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{name} is not UTF-8 text") from exc
     except OSError as exc:
-        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return load_text(text, name)
 
 

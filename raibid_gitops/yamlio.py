@@ -125,9 +125,9 @@ def load_rt(text: str, file: str, *, max_nodes: int = MAX_SETTINGS_NODES,
         doc = rt_yaml().load(text)
     except YAMLError as exc:
         line, problem = _problem_location(exc)
-        raise _malformed(file, line, problem, hint="check the indentation and quoting") from None
+        raise _malformed(file, line, problem, hint="check the indentation and quoting") from exc
     except (RecursionError, ValueError, OverflowError) as exc:
-        raise _unreadable(file, text, exc) from None
+        raise _unreadable(file, text, exc) from exc
     check_bounds(doc, file, max_nodes=max_nodes, max_depth=max_depth)
     return doc
 
@@ -140,9 +140,9 @@ def load_all_rt(text: str, file: str) -> list[Any]:
         docs = [d for d in rt_yaml().load_all(text) if d is not None]
     except YAMLError as exc:
         line, problem = _problem_location(exc)
-        raise _malformed(file, line, problem) from None
+        raise _malformed(file, line, problem) from exc
     except (RecursionError, ValueError, OverflowError) as exc:
-        raise _unreadable(file, text, exc) from None
+        raise _unreadable(file, text, exc) from exc
     check_bounds(docs, file, max_nodes=MAX_MANIFEST_NODES, max_depth=MAX_MANIFEST_DEPTH)
     return docs
 

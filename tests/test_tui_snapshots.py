@@ -80,7 +80,10 @@ CHANGES = ChangesSnapshot(
     ),
     pulls=(
         PullRow(7, "scaling: lagCount 1 -> 2", "raibid/set-scaling-lagcount-1a2b", "alice", "aa" * 20,
-                "success", "verify passed"),
+                "success", "verify passed",
+                body="Changes `overlays/dgx-spark/settings.yaml` and every field derived from it.\n\n"
+                     "| setting | old | new |\n|---|---|---|\n| `scaling.lagCount` | `1` | `2` |\n\n"
+                     "**Rendered objects**: 1 changed."),
         PullRow(8, "agents: memory 4Gi -> 64Gi", "raibid/set-agents-memory-3c4d", "bob", "bb" * 20,
                 "failure", "agents.maxReplicas x agents.memory exceeds capacity", mergeable=True),
         PullRow(9, "queue: maxDeliveries 3 -> 5", "raibid/set-queue-maxdeliveries", "carol", "cc" * 20, "pending"),
@@ -291,7 +294,8 @@ class TestChangesTab:
         assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
 
     def test_diff_view(self, snap_compare):
-        """enter on a PR shows its diff, with m to merge in the footer."""
+        """enter on a PR shows its description rendered as Markdown (the change table as a
+        table, bold as bold, no raw ``**`` or ``|``), then its diff, with m to merge."""
 
         async def run_before(pilot):
             await fill(pilot)

@@ -527,3 +527,22 @@ class TestCommandLine:
         assert running == [True], "the error must come from the running app, not before it starts"
         err = capsys.readouterr().err
         assert err.strip().splitlines() == [printed]
+
+
+class TestTextualInternals:
+    """The TUI reaches a few private DataTable attributes (raibid_tui/widgets/table.py,
+    class _Internals) for in-place row repaints and ordering by key. An upgrade of Textual that
+    renames one must fail here, naming it, not in front of a user."""
+
+    def test_the_private_attributes_exist(self):
+        from textual.widgets import DataTable
+
+        from raibid_tui.widgets.table import PRIVATE_ATTRIBUTES
+
+        table = DataTable()
+        missing = [name for name in PRIVATE_ATTRIBUTES if not hasattr(table, name)]
+        assert not missing, (f"Textual no longer has DataTable.{', '.join(missing)}: adapt "
+                             "raibid_tui/widgets/table.py _Internals (and the version bound in pyproject.toml)")
+        import textual._two_way_dict as two_way
+
+        assert hasattr(two_way, "TwoWayDict"), "textual._two_way_dict.TwoWayDict is gone: adapt _Internals.order_rows"

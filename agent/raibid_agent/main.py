@@ -150,7 +150,7 @@ def check_workdir(workdir: str | None) -> str | None:
         os.rmdir(probe)
     except OSError as exc:
         raise AgentError(f"cannot create checkouts in --workdir {workdir}: {exc.strerror or exc}",
-                         hint="give the agent a writable directory") from None
+                         hint="give the agent a writable directory") from exc
     return workdir
 
 

@@ -151,8 +151,8 @@ class Runner:
         timeout = max(1.0, min(GIT_TIMEOUT_SECONDS, deadline - time.monotonic()))
         try:
             return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise CheckoutFailed(f"git {args[0]} took longer than {timeout:.0f}s") from None
+        except subprocess.TimeoutExpired as exc:
+            raise CheckoutFailed(f"git {args[0]} took longer than {timeout:.0f}s") from exc
 
     def checkout(self, job: JobSpec, workdir: Path, sink: LogSink, deadline: float) -> str:
         """Clone the job's commit into ``workdir``; the commit checked out (the ref's head when
@@ -226,10 +226,10 @@ class Runner:
             yamlio.check_bounds(data, c.PIPELINE_FILE)
             steps = Pipeline.model_validate(data, by_alias=True, by_name=False).steps
         except SettingsError as exc:
-            raise PipelineInvalid(exc.message) from None
+            raise PipelineInvalid(exc.message) from exc
         except (YAMLError, ValidationError, UnicodeDecodeError, RecursionError, ValueError, OSError) as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {first[:200]}") from None
+            raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {first[:200]}") from exc
         sink.system(f"pipeline from {c.PIPELINE_FILE}: {', '.join(s.name for s in steps)}")
         return steps
 

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="raibid-ci GitOps: change the CI agent pool by commits, reconcile with Flux, watch it run.",
     )
     parser.add_argument("--version", action="version", version=f"raibid-gitops {__version__}")
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("RAIBID_DEBUG") == "1",
+                        help="after an error, also print its traceback and causes (or RAIBID_DEBUG=1); "
+                             "it may show values the error message leaves out")
     sub = parser.add_subparsers(dest="group", metavar="{gitops,queue,tui,bootstrap}")
     import importlib
 
@@ -50,6 +53,15 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _debug(args: argparse.Namespace, exc: BaseException) -> None:
+    """With --debug: the traceback behind a user-facing error, its causes included (library
+    errors are kept as the cause of ours: ``raise ... from exc``)."""
+    if getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -62,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args) or 0)
     except RaibidError as exc:
+        _debug(args, exc)
         return fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
@@ -74,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # Commands translate the file-system errors they expect; one they did not (a disk
         # full mid-write, a permission changed under us) still gets one line, not a traceback.
+        _debug(args, exc)
         where = f" ({exc.filename})" if exc.filename else ""
         return fail(f"{exc.strerror or exc}{where}")
 

@@ -100,9 +100,9 @@ def _errors(what: str) -> Iterator[None]:
     except git.GitCommandError as exc:
         detail = redact((exc.stderr or exc.stdout or str(exc)).strip())
         detail = re.sub(r"^\s*stderr:\s*", "", detail)
-        raise GitError(f"{what} failed: {detail.strip(chr(39)).strip()}") from None
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        raise GitError(f"{what} failed: not a git repository") from None
+        raise GitError(f"{what} failed: {detail.strip(chr(39)).strip()}") from exc
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        raise GitError(f"{what} failed: not a git repository") from exc
 
 
 class Repo:
@@ -115,9 +115,9 @@ class Repo:
         self.auth = auth
         try:
             self._repo = git.Repo(self.path)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
             raise GitError(f"{self.path} is not a git repository",
-                           hint="run `raibid gitops init DIR`, or clone the config repository") from None
+                           hint="run `raibid gitops init DIR`, or clone the config repository") from exc
 
     # -- creation ----------------------------------------------------------------------------
 
@@ -298,7 +298,7 @@ def is_ancestor(repo: Repo, ancestor: str, descendant: str) -> bool:
     except git.GitCommandError as exc:
         if exc.status == 1:  # the documented "no" answer; anything else is a real failure
             return False
-        raise GitError(f"git merge-base {ancestor[:12]} {descendant[:12]} failed: {redact(str(exc.stderr).strip())}") from None
+        raise GitError(f"git merge-base {ancestor[:12]} {descendant[:12]} failed: {redact(str(exc.stderr).strip())}") from exc
 
 
 def behind(repo: Repo, branch: str, remote: str = "origin") -> int:

@@ -204,7 +204,7 @@ class Gitea:
                 if method not in _IDEMPOTENT:
                     raise GiteaError(last_error + " (not retried: it may have been applied; check before retrying)") from None
             except requests.exceptions.RequestException as exc:
-                raise GiteaError(f"Gitea {method} {path} failed: {cut(_exc_reason(exc), 160)}") from None
+                raise GiteaError(f"Gitea {method} {path} failed: {cut(_exc_reason(exc), 160)}") from exc
             else:
                 if resp.status_code in expect:
                     if raw:
@@ -213,10 +213,10 @@ class Gitea:
                         return None
                     try:
                         return resp.json()
-                    except ValueError:
+                    except ValueError as exc:
                         raise GiteaError(f"Gitea {method} {path} answered {resp.status_code} with a body that "
                                          f"is not JSON: {cut(scrub(resp.text, self._secrets), 120)}",
-                                         status=resp.status_code) from None
+                                         status=resp.status_code) from exc
                 if resp.status_code not in _RETRY_STATUS:
                     _raise_for(method, path, resp, self._secrets)
                 last_error = f"Gitea {method} {path} answered {resp.status_code}: {_message_of(resp, self._secrets)}"
@@ -321,10 +321,10 @@ class Gitea:
     def get_pull(self, repo: RepoRef | str, number: int) -> dict[str, Any]:
         try:
             return self.request("GET", f"{self._repo(repo)}/pulls/{int(number)}")
-        except GiteaNotFound:
+        except GiteaNotFound as exc:
             full = repo.full_name if isinstance(repo, RepoRef) else repo
             raise GiteaNotFound(f"pull request #{number} does not exist in {full}", status=404,
-                                hint="`raibid gitops pr list` shows the open ones") from None
+                                hint="`raibid gitops pr list` shows the open ones") from exc
 
     def pull_diff(self, repo: RepoRef | str, number: int) -> str:
         return str(self.request("GET", f"{self._repo(repo)}/pulls/{int(number)}.diff", raw=True))

@@ -154,7 +154,7 @@ def _errors(what: str, verb: str = "") -> Iterator[None]:
     try:
         yield
     except (ApiException, ConfigException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise translate(exc, what, verb=verb) from None
+        raise translate(exc, what, verb=verb) from exc
 
 
 # --- connections -------------------------------------------------------------------------------
@@ -267,9 +267,9 @@ class Kube:
             path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
             try:
                 data = self.request("GET", path, what=f"API group {api_version}")
-            except KubeNotFound:
+            except KubeNotFound as exc:
                 raise KubeNotFound(f"the cluster does not serve {api_version}",
-                                   hint="is its CRD installed?", status=404) from None
+                                   hint="is its CRD installed?", status=404) from exc
             found: dict[str, Resource] = {}
             for r in data.get("resources", []):
                 if "/" in r["name"]:
@@ -278,8 +278,8 @@ class Kube:
             self._resources[api_version] = found
         try:
             return self._resources[api_version][kind]
-        except KeyError:
-            raise KubeNotFound(f"the cluster does not serve kind {kind} in {api_version}", status=404) from None
+        except KeyError as exc:
+            raise KubeNotFound(f"the cluster does not serve kind {kind} in {api_version}", status=404) from exc
 
     # -- generic objects ---------------------------------------------------------------------
 
@@ -488,7 +488,7 @@ class Kube:
                 return  # the socket was closed under us on purpose
             raise
         except json.JSONDecodeError as exc:
-            raise KubeError(f"watch of {what} returned malformed data: {exc}") from None
+            raise KubeError(f"watch of {what} returned malformed data: {exc}") from exc
         finally:
             if cancel is not None:
                 cancel.detach(resp)

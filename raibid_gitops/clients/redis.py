@@ -40,7 +40,7 @@ def read_password(password_file: str | None = None) -> str | None:
             raise RedisUnavailable(
                 f"cannot read the Redis password file {path}: {exc.strerror}",
                 hint="mount the raibid-redis Secret or set RAIBID_REDIS_PASSWORD",
-            ) from None
+            ) from exc
     return os.environ.get(PASSWORD_ENV) or None
 
 
@@ -86,16 +86,16 @@ def redis_errors(client: _redis.Redis | None = None, what: str = "") -> Iterator
     doing = f" while {what}" if what else ""
     try:
         yield
-    except redis.AuthenticationError:
+    except redis.AuthenticationError as exc:
         raise RedisUnavailable(
             f"Redis at {where} refused the password{doing}",
             hint="check the raibid-redis Secret / RAIBID_REDIS_PASSWORD",
-        ) from None
+        ) from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise RedisUnavailable(
             f"cannot reach Redis at {where}{doing}: {exc}",
             hint="is raibid-redis running? check queue.redisAddress or --redis-url",
-        ) from None
+        ) from exc
     except redis.ResponseError as exc:
         msg = str(exc)
         hint = None
@@ -103,6 +103,6 @@ def redis_errors(client: _redis.Redis | None = None, what: str = "") -> Iterator
             hint = "Redis needs a password: set RAIBID_REDIS_PASSWORD or --redis-password-file"
         elif msg.startswith("NOGROUP"):
             hint = "submit a job (it creates the consumer group) or run `raibid queue stats`"
-        raise RedisUnavailable(f"Redis at {where} refused a command{doing}: {msg}", hint=hint) from None
+        raise RedisUnavailable(f"Redis at {where} refused a command{doing}: {msg}", hint=hint) from exc
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {where} failed{doing}: {exc}") from None
+        raise RedisUnavailable(f"Redis at {where} failed{doing}: {exc}") from exc

@@ -367,9 +367,9 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     settings_file = root / layout.SETTINGS_PATH
     try:
         text = settings_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise ConfigRepoError(f"{layout.SETTINGS_PATH} does not exist at {base[:12]}",
-                              hint="is this a raibid config repository? `raibid gitops init DIR` creates one") from None
+                              hint="is this a raibid config repository? `raibid gitops init DIR` creates one") from exc
     base_invalid: SettingsError | None = None
     base_settings: Settings | _RawSettings
     try:
@@ -380,11 +380,11 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
         base_invalid = exc
         try:
             base_settings = _RawSettings(settings_mod.load_data(text, layout.SETTINGS_PATH))
-        except SettingsError:
+        except SettingsError as exc:
             raise ConfigRepoError(
                 f"{layout.SETTINGS_PATH} at {base[:12]} does not parse, so set cannot build on it:\n{exc.message}",
                 hint="fix it by hand (`raibid gitops verify` lists the problems), commit, then set again",
-            ) from None
+            ) from exc
     try:
         new_settings = settings_mod.apply_assignments(
             base_settings.data if isinstance(base_settings, _RawSettings) else base_settings, requested, "set")
@@ -406,7 +406,7 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
         raise ChangeConflict(
             f"your change no longer validates together with what was pushed meanwhile (now at {base[:12]}):\n"
             f"{exc.message}", hint="look at `git log` of the branch, then set values that fit together",
-        ) from None
+        ) from exc
 
     conflicts = []
     for key in requested:

@@ -237,7 +237,7 @@ def _compare(kube: Kube, report: DiffReport, objects: list[dict[str, Any]], kust
             continue
         except KubeError as exc:
             raise KubeError(f"the API server refused {_ref_text(obj)} (dry-run): {exc.message}",
-                            status=exc.status) from None
+                            status=exc.status) from exc
         if live is None:
             report.changes.append(ObjectDiff(_ref_text(obj), "created"))
             continue

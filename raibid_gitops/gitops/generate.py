@@ -102,7 +102,7 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
     try:
         non_empty = target.exists() and any(target.iterdir())
     except OSError as exc:
-        raise ConfigRepoError(f"cannot read {target}: {exc.strerror or exc}") from None
+        raise ConfigRepoError(f"cannot read {target}: {exc.strerror or exc}") from exc
     if non_empty and not force:
         raise ConfigRepoError(f"{target} is not empty", hint="choose an empty or new directory, or pass --force to replace it")
     parent = target.parent
@@ -120,12 +120,12 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=parent))
     except OSError as exc:
         raise ConfigRepoError(f"cannot create {target}: {exc.strerror or exc} (in {parent})",
-                              hint="choose a directory you can write to") from None
+                              hint="choose a directory you can write to") from exc
     try:
         try:
             write_tree(staging, settings, changes)
         except OSError as exc:
-            raise ConfigRepoError(f"cannot write the config repository in {parent}: {exc.strerror or exc}") from None
+            raise ConfigRepoError(f"cannot write the config repository in {parent}: {exc.strerror or exc}") from exc
         kustomize_checked = True
         report = verify_mod.verify(staging)
         missing_kustomize = [p for p in report.problems if p.field == "(kustomize build)" and "on PATH" in p.message]
@@ -157,7 +157,7 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
         except OSError as exc:
             raise ConfigRepoError(f"cannot move the new config repository into {target}: {exc.strerror or exc}",
                                   hint="is it a mount point, or on another file system? create it in a new "
-                                       "directory instead") from None
+                                       "directory instead") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

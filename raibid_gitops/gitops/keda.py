@@ -202,8 +202,8 @@ class ScalerWatch:
         while True:
             try:
                 verdicts = self.check(targets)
-            except KubeNotFound:
-                raise SyncFailed("a ScaledJob Flux applied is gone") from None
+            except KubeNotFound as exc:
+                raise SyncFailed("a ScaledJob Flux applied is gone") from exc
             waiting = [k for k in targets if k not in verdicts]
             if not waiting:
                 return verdicts

@@ -107,10 +107,10 @@ def build(path: Path, *, root: Path | None = None) -> str:
     cmd = [*command(), str(path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise KustomizeError(f"`{' '.join(cmd)}` did not finish within {BUILD_TIMEOUT_SECONDS}s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise KustomizeError(f"`{' '.join(cmd)}` did not finish within {BUILD_TIMEOUT_SECONDS}s") from exc
     except OSError as exc:
-        raise KustomizeError(f"cannot run {cmd[0]}: {exc}") from None
+        raise KustomizeError(f"cannot run {cmd[0]}: {exc}") from exc
     if proc.returncode != 0:
         msg = clean_error(proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}", root)
         if len(msg) > MAX_ERROR_CHARS:  # kustomize quotes whole files in some errors
@@ -139,9 +139,9 @@ def parse(text: str) -> list[dict[str, Any]]:
         yamlio.check_bounds(docs, "kustomize output", max_nodes=yamlio.MAX_MANIFEST_NODES,
                             max_depth=yamlio.MAX_MANIFEST_DEPTH)
     except SettingsError as exc:
-        raise KustomizeError(exc.message) from None
+        raise KustomizeError(exc.message) from exc
     except (YAMLError, RecursionError, ValueError) as exc:
-        raise KustomizeError(f"kustomize output is not readable YAML: {str(exc).splitlines()[0][:200]}") from None
+        raise KustomizeError(f"kustomize output is not readable YAML: {str(exc).splitlines()[0][:200]}") from exc
     return docs
 
 

@@ -45,7 +45,7 @@ def _settings_at(g: Repo, commit: str) -> dict[str, Any]:
     try:
         return settings_mod.load_data(text, f"{commit[:12]}:{layout.SETTINGS_PATH}")
     except SettingsError as exc:
-        raise ConfigRepoError(f"{layout.SETTINGS_PATH} at {commit[:12]} does not parse: {exc.message}") from None
+        raise ConfigRepoError(f"{layout.SETTINGS_PATH} at {commit[:12]} does not parse: {exc.message}") from exc
 
 
 def derived_files(root: Path) -> set[str]:

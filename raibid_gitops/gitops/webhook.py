@@ -45,10 +45,10 @@ def receiver_path(kube: Kube, namespace: str, *, timeout: float = 60.0) -> str:
     ref = ObjectRef(RECEIVER_API, "Receiver", RECEIVER_NAME, namespace)
     try:
         obj = wait_for(kube, ref, lambda o: bool((o.get("status") or {}).get("webhookPath")), timeout=timeout)
-    except TimeoutError:
+    except TimeoutError as exc:
         raise ConfigRepoError(f"{ref} has no webhook path after {timeout:.0f}s",
                               hint="is the notification-controller running, and the Secret "
-                                   f"{namespace}/{TOKEN_SECRET} in place?") from None
+                                   f"{namespace}/{TOKEN_SECRET} in place?") from exc
     return str(obj["status"]["webhookPath"])
 
 
@@ -57,9 +57,9 @@ def receiver_token(kube: Kube, namespace: str) -> str:
 
     try:
         secret = kube.get(ObjectRef("v1", "Secret", TOKEN_SECRET, namespace))
-    except KubeNotFound:
+    except KubeNotFound as exc:
         raise ConfigRepoError(f"Secret {namespace}/{TOKEN_SECRET} not found",
-                              hint="`raibid bootstrap --only secrets` creates it") from None
+                              hint="`raibid bootstrap --only secrets` creates it") from exc
     raw = (secret.get("data") or {}).get(TOKEN_KEY)
     if not raw:
         raise ConfigRepoError(f"Secret {namespace}/{TOKEN_SECRET} has no key {TOKEN_KEY!r}")

@@ -74,7 +74,7 @@ def read_secret(secret_file: str | None = None) -> str:
         try:
             secret = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise QueueError(f"cannot read the webhook secret file {path}: {exc.strerror}") from None
+            raise QueueError(f"cannot read the webhook secret file {path}: {exc.strerror}") from exc
     else:
         secret = os.environ.get(SECRET_ENV, "")
     if not secret:
@@ -115,8 +115,8 @@ def parse_push(headers: Mapping[str, str], body: bytes, secret: str) -> Delivery
         return Delivery(None, f"event {shown(event)} is not a push")
     try:
         payload: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
-        raise WebhookRejected("malformed body: not JSON", status=400) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise WebhookRejected("malformed body: not JSON", status=400) from exc
     if not isinstance(payload, dict):
         raise WebhookRejected("malformed body: a push payload is a JSON object", status=400)
     ref, after, repo = payload.get("ref"), payload.get("after"), payload.get("repository")
@@ -133,7 +133,7 @@ def parse_push(headers: Mapping[str, str], body: bytes, secret: str) -> Delivery
     try:
         return Delivery(JobSpec(repo=full_name, ref=ref, commit=after))
     except QueueError as exc:
-        raise WebhookRejected(f"malformed body: {exc.message}", status=400) from None
+        raise WebhookRejected(f"malformed body: {exc.message}", status=400) from exc
 
 
 #: After refusing a request: how long, and how much of the rest, is read before closing.
@@ -314,8 +314,8 @@ class WebhookServer:
         while True:
             try:
                 event = conn.next_event()
-            except ValueError:  # e.g. a Content-Length of thousands of digits: int() refuses it
-                raise _Refused(400, "malformed HTTP request (bad Content-Length)") from None
+            except ValueError as exc:  # e.g. a Content-Length of thousands of digits: int() refuses it
+                raise _Refused(400, "malformed HTTP request (bad Content-Length)") from exc
             except h11.RemoteProtocolError as exc:
                 status = exc.error_status_hint if exc.error_status_hint in (400, 413, 431) else 400
                 if status == 400 and "too long" in str(exc).lower():
@@ -323,7 +323,7 @@ class WebhookServer:
                 # h11's own words quote the offending bytes: not repeated to the client or the log.
                 what = f"request headers larger than {lim.header_bytes} bytes" if status == 431 \
                     else "malformed HTTP request"
-                raise _Refused(status, what) from None
+                raise _Refused(status, what) from exc
             if event is h11.NEED_DATA:
                 data = await reader.read(min(65536, lim.header_bytes + lim.body_bytes))
                 conn.receive_data(data)  # b"" marks the end of the stream; h11 then complains

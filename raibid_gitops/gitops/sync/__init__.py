@@ -128,8 +128,8 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Reporter | 
     src_ref = source_ref_of(target_ks)
     try:
         source = kube.get(src_ref)
-    except KubeNotFound:
-        raise KubeNotFound(f"{src_ref} not found (the source of {flux.describe(target_ks)})", status=404) from None
+    except KubeNotFound as exc:
+        raise KubeNotFound(f"{src_ref} not found (the source of {flux.describe(target_ks)})", status=404) from exc
     refuse_suspended([source, *kss])
     flux_branch = ((source.get("spec") or {}).get("ref") or {}).get("branch")
     if flux_branch and flux_branch != branch:

@@ -44,7 +44,7 @@ def settings_at(repo: Repo, commit: str) -> SettingsAt:
     try:
         text = repo.show(commit, SETTINGS_PATH)
     except GitError as exc:
-        raise ConfigRepoError(f"cannot read {SETTINGS_PATH} at {commit[:12]}: {exc.message}") from None
+        raise ConfigRepoError(f"cannot read {SETTINGS_PATH} at {commit[:12]}: {exc.message}") from exc
     try:
         settings = load_text(text, file=f"{commit[:12]}:{SETTINGS_PATH}")
     except SettingsError as exc:

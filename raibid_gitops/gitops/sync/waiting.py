@@ -84,7 +84,7 @@ def collect_kustomizations(kube: Kube, name: str, namespace: str) -> list[dict[s
             return
         try:
             obj = kube.get(ks_ref(n, ns))
-        except KubeNotFound:
+        except KubeNotFound as exc:
             if chain:
                 raise KubeNotFound(f"Kustomization {ns}/{n} not found (a dependency of {chain[-1][0]}/{chain[-1][1]})",
                                    status=404) from None
@@ -92,7 +92,7 @@ def collect_kustomizations(kube: Kube, name: str, namespace: str) -> list[dict[s
                 f"Kustomization {ns}/{n} not found",
                 hint="apply the Flux objects (kubectl apply -k clusters/dgx-spark), or pass --kustomization/-n",
                 status=404,
-            ) from None
+            ) from exc
         for dep_ns, dep in flux.depends_on(obj):
             visit(dep_ns, dep, (*chain, (ns, n)))
         seen.add((ns, n))
@@ -224,7 +224,7 @@ def wait_kustomization(kube: Kube, ks: dict[str, Any], ancestry: Ancestry | None
             except SyncFailed as exc:
                 raise SyncFailed(f"{exc.message}\n  {ref} is still running health checks at "
                                  f"{flux.format_revision(attempted)}; Flux reports HealthCheckFailed when its "
-                                 f"timeout runs out", hint=exc.hint) from None
+                                 f"timeout runs out", hint=exc.hint) from exc
         if not tried:
             seen_older_attempt = True
         progress.update("apply", _apply_state(ref, obj, target))

@@ -1,4 +1,5 @@
-"""A pull request's diff, read-only, with ``m`` to merge it (confirmed)."""
+"""A pull request: its description rendered as Markdown (as Gitea shows it: the change table,
+the rendered-object diff), the text diff with syntax colouring, and ``m`` to merge (confirmed)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Markdown, Static
 
 from raibid_tui.sources.changes import PullRow
+
+
+#: The longest description shown: a PR body is anyone-with-write-access's text, and Markdown
+#: parsing is linear but not free; the change table and diff `set` writes are far shorter.
+MAX_BODY = 20_000
 
 
 class DiffScreen(ModalScreen[bool]):
@@ -38,8 +44,11 @@ class DiffScreen(ModalScreen[bool]):
             yield Static(f"#{self.pr.number} {self.pr.title}  ({self.pr.branch} by {self.pr.author}, "
                          f"verify: {self.pr.verify or 'none'})", id="diff-title", markup=False)
             with VerticalScroll():
-                if self.pr.body.strip():
-                    yield Static(self.pr.body.strip(), id="diff-description", markup=False)
+                body = self.pr.body.strip()
+                if body:
+                    if len(body) > MAX_BODY:
+                        body = body[:MAX_BODY] + f"\n\n*… {len(body) - MAX_BODY} more characters (see the PR in Gitea)*"
+                    yield Markdown(body, id="diff-description")
                 yield Static(Syntax(self.diff or "(empty diff)", "diff", theme="ansi_dark",
                                     word_wrap=False), id="diff-body")
             yield Footer()

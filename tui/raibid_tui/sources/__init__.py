@@ -8,9 +8,52 @@ returns fixed rows.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    import threading
+
+    from raibid_gitops.errors import KubeError
+    from raibid_gitops.gitops.keda import Pool
+
+    from raibid_tui.sources.agents import AgentRow
+    from raibid_tui.sources.changes import ChangesSnapshot, PullRow
+    from raibid_tui.sources.flux import EventRow, FluxRow, FluxUpdate
+    from raibid_tui.sources.queue import QueueStats
+
+
+# What each panel needs of its backend: the real sources below, or the fixed ones snapshot tests
+# pass. Each method blocks (widgets call it from a thread worker) and raises a RaibidError.
+
+
+class FluxReader(Protocol):
+    def watch(self, kind: str, emit: Callable[[FluxUpdate], None], on_error: Callable[[KubeError | None], None],
+              stop: threading.Event) -> None: ...
+    def events(self, row: FluxRow, limit: int = 12) -> tuple[EventRow, ...]: ...
+    def set_suspended(self, row: FluxRow, suspend: bool) -> None: ...
+    def reconcile(self, row: FluxRow, progress: Callable[[str], None], timeout: float = 300.0) -> str: ...
+    def stop(self) -> None: ...
+
+
+class ChangesReader(Protocol):
+    def snapshot(self) -> ChangesSnapshot: ...
+    def diff(self, pr: PullRow) -> str: ...
+    def merge(self, pr: PullRow) -> None: ...
+
+
+class QueueReader(Protocol):
+    def stats(self) -> QueueStats: ...
+
+
+class AgentsReader(Protocol):
+    def agents(self, expected_hash: str | None = None) -> tuple[AgentRow, ...]: ...
+
+
+class PoolReader(Protocol):
+    def pools(self) -> tuple[Pool, ...]: ...
 
 #: Redis URL when neither --redis-url nor RAIBID_REDIS_URL is given (a port-forward).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -20,12 +63,12 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 class Sources:
     """The backends the app reads; any may be None (its panel then says it is not configured)."""
 
-    flux: Any = None
-    changes: Any = None
-    queue: Any = None
-    agents: Any = None
+    flux: FluxReader | None = None
+    changes: ChangesReader | None = None
+    queue: QueueReader | None = None
+    agents: AgentsReader | None = None
     #: KEDA's agent pool (ScaledJobs and their Jobs), shown on the Agents tab.
-    pool: Any = None
+    pool: PoolReader | None = None
     #: Shown in the header: the cluster and namespace being watched.
     where: str = ""
 

@@ -44,4 +44,4 @@ def redis_errors(conn: RedisConn, what: str) -> Iterator[None]:
     except RedisUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: anything else is translated too
-        raise RedisUnavailable(f"Redis at {describe(conn.url)} failed while {what}: {type(exc).__name__}: {exc}") from None
+        raise RedisUnavailable(f"Redis at {describe(conn.url)} failed while {what}: {type(exc).__name__}: {exc}") from exc

@@ -9,7 +9,37 @@ from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
-from textual.widgets._data_table import RowKey
+from textual.widgets.data_table import ColumnKey, RowKey
+
+#: The private DataTable attributes :class:`_Internals` reaches, all of them (checked by
+#: tests/test_tui_units.py::TestTextualInternals, so an upgrade that renames one fails there,
+#: loudly, instead of in front of a user).
+PRIVATE_ATTRIBUTES = ("_data", "_update_count", "_row_locations")
+
+
+class _Internals:
+    """The one place the TUI touches DataTable internals, and why: the public
+    ``update_cell`` repaints the whole table (88 ms for 46 lines here, against 6 ms for the
+    changed row — benchmarks/tui_repaint.py), and ``sort`` sees only cell values, while a
+    cell may be cut or not hold the order at all. Textual is pinned below its next major."""
+
+    def __init__(self, table: DataTable) -> None:
+        self.table = table
+
+    def set_cell(self, row_key: RowKey, column_key: ColumnKey, value: object) -> None:
+        """Change a cell's value without a repaint (the caller repaints the row)."""
+        self.table._data[row_key][column_key] = value  # noqa: SLF001 - see the class doc
+
+    def invalidate(self) -> None:
+        """Every render cache is keyed by this counter: bumping it invalidates cached lines; only
+        regions marked dirty are rendered again."""
+        self.table._update_count += 1  # noqa: SLF001 - see the class doc
+
+    def order_rows(self, ordered: list[RowKey]) -> None:
+        from textual._two_way_dict import TwoWayDict  # noqa: PLC2701 - see the class doc
+
+        self.table._row_locations = TwoWayDict({key: i for i, key in enumerate(ordered)})  # noqa: SLF001
+        self.invalidate()
 
 
 def _identity(value: object) -> object:
@@ -31,6 +61,7 @@ class KeyedTable(DataTable):
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", False)
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._internals = _Internals(self)
         self._shown: dict[str, tuple[object, ...]] = {}
         #: Rows repainted by in-place updates (the benchmark reads it).
         self.row_repaints = 0
@@ -49,12 +80,11 @@ class KeyedTable(DataTable):
         widen = []
         for column, new, prev in zip(self.ordered_columns, cells, old):
             if _identity(new) != _identity(prev):
-                self._data[row_key][column.key] = new
+                self._internals.set_cell(row_key, column.key, new)
                 if column.auto_width and _width(new) > column.content_width:
                     widen.append((column.key, new))
-        # Every render cache is keyed by this counter; bumping it invalidates cached lines,
-        # but only the row's region is marked dirty, so only that row is rendered again.
-        self._update_count += 1
+        # Only the row's region is marked dirty below, so only that row is rendered again.
+        self._internals.invalidate()
         if widen:
             for column_key, new in widen:
                 self.update_cell(row_key, column_key, new, update_width=True)
@@ -70,11 +100,8 @@ class KeyedTable(DataTable):
     def sort_by_key(self, rank: Callable[[str], Any], reverse: bool = False) -> None:
         """Order the rows by ``rank(row key)``: ``DataTable.sort`` only sees cell values, and a
         cell may be cut (a long job id) or not hold the order at all (a submission time)."""
-        from textual._two_way_dict import TwoWayDict
-
-        ordered = sorted(self._data, key=lambda row_key: rank(str(row_key.value)), reverse=reverse)
-        self._row_locations = TwoWayDict({row_key: index for index, row_key in enumerate(ordered)})
-        self._update_count += 1
+        ordered = sorted(self.rows, key=lambda row_key: rank(str(row_key.value)), reverse=reverse)
+        self._internals.order_rows(ordered)
         self.refresh()
 
     def keys(self) -> list[str]:
