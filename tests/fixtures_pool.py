@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from raibid_gitops.devstack.processes import FluxControllers, GiteaServer, KubeStack, StackError
+from raibid_gitops.devstack.cluster import mark_ready
+from raibid_gitops.devstack.processes import FluxControllers, GiteaServer, KubeStack, StackError, free_port
 
 #: KEDA looks at the stream this often in these tests (scaling.pollingInterval).
 POLL = 3
@@ -187,20 +190,53 @@ def _teardown(p: Pool) -> None:
         p.gitea.api("DELETE", f"/repos/{p.owner}/{p.name}", expect=(204, 404))
 
 
-def start_agent(p: Pool, log: Path) -> subprocess.Popen[bytes]:
-    """The real agent as a ScaledJob Pod would run it (--once), settings from the ConfigMap
-    Flux applied, Redis and Gitea of the stack."""
+def start_agent(p: Pool, log: Path, pod: dict[str, Any] | None = None) -> subprocess.Popen[bytes]:
+    """The real agent as the ScaledJob Pod ``pod`` (default: the first agent Pod not yet Ready)
+    would run it (--once, its Pod name as agent id), settings from the ConfigMap Flux applied,
+    Redis and Gitea of the stack.
+
+    KWOK leaves agent Pods not Ready (their readiness is the agent's), so this also plays the
+    kubelet's prober: it asks the Pod's readinessProbe (httpGet on the metrics port, served here
+    on a loopback port) and marks the Pod Ready once it passes. It asks every quarter second
+    rather than every ``periodSeconds``: a one-job agent may be done within one period, and
+    the Pod's Ready is what the test looks at."""
+    if pod is None:
+        pod = p.wait("an agent Pod not yet Ready",
+                     lambda: next((x for x in p.pods() if not _pod_ready(x) and x["status"].get("podIP")), None),
+                     timeout=60)
+    [container] = pod["spec"]["containers"]
+    probe = container["readinessProbe"]
+    port = free_port()
     token = p.tmp / "gitea-token"
     token.write_text(p.gitea.token)
     pw = p.tmp / "redis-password"
     pw.write_text(p.redis.password)
     out = open(log, "ab")
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "raibid_agent.main", "--once", "--settings-configmap", "-n", p.namespace,
              "--kubeconfig", str(p.kube.kubeconfig), "--redis-url", p.redis.url, "--redis-password-file", str(pw),
-             "--gitea-token-file", str(token), "--agent-id", f"agent-{uuid.uuid4().hex[:6]}",
-             "--workdir", str(p.tmp)],
+             "--gitea-token-file", str(token), "--agent-id", pod["metadata"]["name"],
+             "--workdir", str(p.tmp), "--metrics-port", str(port), "--metrics-addr", "127.0.0.1"],
             env=p.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     finally:
         out.close()
+    url = f"http://127.0.0.1:{port}{probe['httpGet']['path']}"
+    threading.Thread(target=_prober, args=(p, proc, pod["metadata"]["name"], url), daemon=True).start()
+    return proc
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod["status"].get("conditions") or [])
+
+
+def _prober(p: Pool, proc: subprocess.Popen[bytes], pod: str, url: str, period: float = 0.25) -> None:
+    while proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    mark_ready(p.kube, p.namespace, pod)
+                    return
+        except OSError:
+            pass  # not listening yet, or 503: not ready
+        time.sleep(period)

@@ -309,6 +309,54 @@ class TestMetricsAndTidiness:
         assert "raibid_agent_job_duration_seconds_count 1.0" in text
         assert "raibid_agent_settings_generation 1.0" in text
 
+    def test_ready_once_the_stream_was_read(self, redis_client):
+        """/readyz (the ScaledJob's readinessProbe): 503 until the first read of the stream
+        returned, 200 after; anything else on the port is still the metrics page."""
+        import http.client
+        import threading
+
+        from raibid_gitops.devstack.processes import free_port
+
+        w = make_worker(redis_client, settings_text())
+        w.once = True
+        port = free_port()
+        server = w.metrics.serve(port, addr="127.0.0.1", ready=w.reading.is_set)
+        try:
+            def get(path: str, method: str = "GET") -> tuple[int, bytes]:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                try:
+                    conn.request(method, path)
+                    resp = conn.getresponse()
+                    return resp.status, resp.read()
+                finally:
+                    conn.close()
+
+            assert get("/readyz") == (503, b"not reading the job stream yet\n")
+            submit(redis_client, w.holder.current().settings, NOCHECKOUT)
+            done = threading.Thread(target=w.run)
+            done.start()
+            done.join(60)
+            assert not done.is_alive()
+            assert get("/readyz") == (200, b"ready\n")
+            # Whole-path match: neither a prefix nor a query string nor another method changes it.
+            status, body = get("/readyz/x")
+            assert status == 200 and b"raibid_agent_jobs_total" in body
+            assert get("/readyz?x=1")[0] == 200
+            assert get("/readyz", "HEAD")[0] == 200
+            # A client that connects and says nothing does not hold up the probe.
+            import socket
+
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as stalled:
+                stalled.sendall(b"GET /metr")
+                assert get("/readyz")[0] == 200
+            # An oversized request line is refused, not read into memory.
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as big:
+                big.sendall(b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
+                assert big.recv(100).startswith(b"HTTP/1.0 414")
+        finally:
+            server.shutdown()
+            server.server_close()
+
     def test_agent_leaves_the_group_tidy(self, redis_client):
         w = make_worker(redis_client, settings_text(), agent_id="tidy")
         submit(redis_client, w.holder.current().settings, NOCHECKOUT)

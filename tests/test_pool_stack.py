@@ -50,7 +50,11 @@ class TestScaling:
         assert pool.job_count_over(2 * POLL) == {0}
         job_id = pool.submit(1)[0]
         pool.wait("KEDA's first agent Job", lambda: len(pool.jobs()) >= 1, timeout=60)
-        # The agent in that Pod takes the job (KWOK runs no container: we run it).
+        # While its agent starts (the Pod Running, not yet Ready) the job is still lag; KEDA
+        # counts that Job as pending (pendingPodConditions: [Ready]) and adds no second one.
+        assert pool.job_count_over(3 * POLL) == {1}, pool.diagnostics()
+        # The agent in that Pod takes the job (KWOK runs no container: we run it, and answer
+        # its readinessProbe as the kubelet would).
         agent = start_agent(pool, tmp_path / "agent.log")
         try:
             assert agent.wait(120) == 0, (tmp_path / "agent.log").read_text()
@@ -59,6 +63,9 @@ class TestScaling:
                 agent.kill()
         status = json.loads(pool.raibid("queue", "status", job_id, "-o", "json").stdout)
         assert status["state"] == "succeeded", status
+        [pod] = pool.pods()
+        assert status["agent"] == pod["metadata"]["name"], status
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
         # Several KEDA polls later there is still exactly the one Job (activationLagCount "0":
         # one queued job woke the pool; lag 0 since the agent took it).
         assert pool.job_count_over(3 * POLL) == {1}, pool.diagnostics()

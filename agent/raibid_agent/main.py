@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default=os.environ.get("RAIBID_WORKDIR"),
                    help="where job checkouts go (env RAIBID_WORKDIR; default: the temp dir)")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("RAIBID_METRICS_PORT", "0")),
-                   help="serve Prometheus metrics on this port (0: off)")
+                   help="serve Prometheus metrics and the readiness check /readyz on this port (0: off; "
+                        "env RAIBID_METRICS_PORT)")
+    p.add_argument("--metrics-addr", default=os.environ.get("RAIBID_METRICS_ADDR", "0.0.0.0"),
+                   help="address for --metrics-port (env RAIBID_METRICS_ADDR; default all interfaces, as the "
+                        "kubelet's probe and Prometheus reach the Pod's IP)")
     p.add_argument("--log-level", default=os.environ.get("RAIBID_LOG_LEVEL", "INFO"))
     return p
 
@@ -116,10 +120,10 @@ def run(args: argparse.Namespace) -> int:
     # The Redis address is read once: moving Redis is a restart of the pool, not a hot reload.
     client = connect(args.redis_url, settings=snap.settings, password=password)
     agent_id = args.agent_id or f"{socket.gethostname()}-{os.getpid()}"
-    if args.metrics_port:
-        metrics.serve(args.metrics_port)
     runner = Runner(token_file=args.gitea_token_file, git_base_url=args.git_base_url, workroot=workroot)
     worker = Worker(client, holder, agent_id, runner, metrics, once=args.once)
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, addr=args.metrics_addr, ready=worker.reading.is_set)
 
     def on_term(signum: int, _frame: object) -> None:
         worker.drain()

@@ -1,10 +1,24 @@
-"""The agent's Prometheus metrics (its own registry, so tests can run several agents in one process)."""
+"""The agent's Prometheus metrics (its own registry, so tests can run several agents in one
+process) and its readiness endpoint, served on the same port.
+
+``/readyz`` answers 200 once the agent has made its first read of the job stream: from then
+on, the stream's lag no longer counts the job this agent is about to take. The ScaledJob's
+readinessProbe asks it, and ``scalingStrategy.pendingPodConditions: [Ready]`` makes KEDA count
+an agent Job as pending until then, so a job queued while its agent is still starting does
+not wake a second agent. Any other path is the metrics page.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from typing import Any, Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+READY_PATH = "/readyz"
 
 #: Buckets for pickup latency: from a warm agent (ms) to a cold ScaledJob start (KEDA poll +
 #: pod start, tens of seconds).
@@ -33,5 +47,30 @@ class Metrics:
         self.claimed = Counter("raibid_agent_claimed", "Entries taken over from other agents (XAUTOCLAIM).",
                                registry=r)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "0.0.0.0", ready: Callable[[], bool] = lambda: True) -> WSGIServer:
+        """Metrics and ``/readyz`` on ``addr:port`` in a daemon thread; the server, for shutdown()."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == READY_PATH:
+                ok = ready()
+                start_response("200 OK" if ok else "503 Service Unavailable",
+                               [("Content-Type", "text/plain; charset=utf-8")])
+                return [b"ready\n" if ok else b"not reading the job stream yet\n"]
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+
+        server = make_server(addr, port, app, server_class=_Server, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        return server
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    # One thread per request, none outliving the process: a stalled scraper cannot block the
+    # kubelet's probe, and shutdown never waits on a client.
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # A probe every two seconds would otherwise fill the agent's log.
+    def log_message(self, format: str, *args: Any) -> None:
+        pass

@@ -69,6 +69,9 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.once = once
         self.draining = threading.Event()
+        #: Set once the first read of the stream returned (an entry taken, or none there): the
+        #: agent's readiness (see metrics.py).
+        self.reading = threading.Event()
         self.scripts = scripts_for(client)
         self.heartbeat = Heartbeat(client, agent_id, holder)
         holder.on_change(lambda _snap, _rej: self.heartbeat.kick())
@@ -241,6 +244,7 @@ class Worker:
                 limit = idle_timeout() if idle_timeout else snap.settings.agents.idle_timeout_seconds
                 try:
                     entry = self.next_entry(snap)
+                    self.reading.set()
                     delay = RETRY_MIN
                 except RedisUnavailable as exc:
                     log.warning("%s; retrying in %.1fs", exc.message, delay)

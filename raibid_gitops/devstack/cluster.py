@@ -6,15 +6,23 @@ a node with room, Deployments and StatefulSets become Available, PVCs bind, name
 deleting and garbage collection runs. KWOK (the Kubernetes SIG's simulator for nodes and pods)
 plays the kubelet's part in status only: a scheduled Pod becomes Running and Ready through its
 Stage objects; no container runs.
+
+Except for agent Pods (label ``app.kubernetes.io/name=raibid-agent``): those become Running but
+not Ready, since their readiness is the agent's ``/readyz`` and no agent runs in them. A test that
+runs the agent for a Pod plays the kubelet's prober and marks the Pod Ready itself (see
+:func:`mark_ready`), as the real kubelet does once the probe passes. KEDA counts the agent Jobs
+whose Pods are not Ready as pending (``pendingPodConditions``), so this is what it would see.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from raibid_gitops import contract
 from raibid_gitops.devstack import versions
 from raibid_gitops.devstack.processes import (
     DEFAULT_TIMEOUT,
@@ -110,6 +118,7 @@ def start_kwok(kube: KubeStack, *, timeout: float = DEFAULT_TIMEOUT) -> Process:
     if not (stages / ".complete").exists():
         raise StackNotBuilt(f"stack not built: KWOK stages missing from {stages}", hint="run `raibid-devstack build`")
     kube.kubectl("apply", "--server-side", "-f", str(stages))
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(_probed_pod_stages(stages)))
     logs = kube.workdir / "logs"
     proc = Process.start("kwok", [
         binary("kwok"),
@@ -121,6 +130,44 @@ def start_kwok(kube: KubeStack, *, timeout: float = DEFAULT_TIMEOUT) -> Process:
         "--node-lease-duration-seconds", "40",
     ], logs=logs, env=kube.env())
     return proc
+
+
+#: Pods whose readiness a test decides (it runs their process and its readiness probe).
+PROBED_POD_LABEL = ("app.kubernetes.io/name", contract.AGENT_NAME)
+
+
+def _probed_pod_stages(stages: Path) -> dict[str, object]:
+    """KWOK's pod-ready Stage split in two: probed Pods left out of it, and a copy for them that
+    makes them Running with Ready and ContainersReady False (and their containers not ready)."""
+    from ruamel.yaml import YAML
+
+    ready = YAML(typ="safe").load((stages / "pod-ready.yaml").read_text())
+    key, value = PROBED_POD_LABEL
+    label_key = f'.metadata.labels["{key}"]'
+    ready["spec"]["selector"]["matchExpressions"].append({"key": label_key, "operator": "NotIn", "values": [value]})
+    probed = json.loads(json.dumps(ready))
+    probed["metadata"] = {"name": "pod-started-not-ready"}
+    probed["spec"]["selector"]["matchExpressions"][-1]["operator"] = "In"
+    template = probed["spec"]["next"]["statusTemplate"]
+    template, n = re.subn(r'status: "True"(\s+)type: (Ready|ContainersReady)\b', r'status: "False"\1type: \2', template)
+    head, sep, tail = template.partition("initContainerStatuses:")
+    head, m = re.subn(r"\bready: true\b", "ready: false", head)
+    if n != 2 or m != 1 or not sep:  # KWOK's template changed shape: say so rather than mis-simulate
+        raise StackNotBuilt(f"KWOK's pod-ready stage in {stages} is not the one this stack knows how to adapt",
+                            hint="check KWOK's version in raibid_gitops/devstack/versions.py")
+    probed["spec"]["next"]["statusTemplate"] = head + sep + tail
+    return {"apiVersion": "v1", "kind": "List", "items": [ready, probed]}
+
+
+def mark_ready(kube: KubeStack, namespace: str, pod: str) -> None:
+    """What the kubelet does when a Pod's readiness probe passes: Ready and ContainersReady True."""
+    obj = json.loads(kube.kubectl("get", "pod", pod, "-n", namespace, "-o", "json"))
+    status = obj.get("status") or {}
+    conditions = [dict(c, status="True") if c.get("type") in ("Ready", "ContainersReady") else c
+                  for c in status.get("conditions") or []]
+    containers = [dict(c, ready=True) for c in status.get("containerStatuses") or []]
+    kube.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status", "--type=merge", "-p",
+                 json.dumps({"status": {"conditions": conditions, "containerStatuses": containers}}))
 
 
 def add_node(kube: KubeStack, name: str, shape: NodeShape = DGX_SPARK, *, timeout: float = DEFAULT_TIMEOUT,
