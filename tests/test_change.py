@@ -177,7 +177,7 @@ class TestLocalSet:
         assert "dry run" in r.stderr and git_state(config_repo) == state
 
     def test_gpu_change_regenerates_the_generated_patch(self, config_repo: Path):
-        set_settings(["agents.gpus=1"], repo=config_repo)
+        set_settings(["agents.gpus=1", "agents.maxReplicas=1"], repo=config_repo)
         assert "nvidia.com~1gpu" in (config_repo / layout.GPU_PATCH_PATH).read_text()
         assert raibid("gitops", "verify", cwd=config_repo).returncode == 0
 
@@ -273,7 +273,7 @@ class TestBadInputChangesNothing:
         git(config_repo, "commit", "-qam", "hand edits that break the contract")
         state = git_state(config_repo)
         with pytest.raises(VerifyFailed):
-            set_settings(["agents.gpus=1"], repo=config_repo)
+            set_settings(["agents.gpus=1", "agents.maxReplicas=1"], repo=config_repo)
         assert git_state(config_repo) == state
         assert not (config_repo / layout.GPU_PATCH_PATH).exists()
 

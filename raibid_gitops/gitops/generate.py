@@ -74,6 +74,7 @@ def apply_settings(root: Path, settings: Settings) -> list[str]:
     for rel, content in generated.generated_files(settings).items():
         path = root / rel
         if not path.exists() or path.read_text(encoding="utf-8") != content:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
             changed.append(rel)
     return changed
