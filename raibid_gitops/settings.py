@@ -188,8 +188,9 @@ class Sentinel(_Model):
         1, ge=0, le=8,
         description="A submit, a job's start and its result count as stored once this many replicas have "
                     "them (Redis WAIT): what survives losing the primary. 0: the primary's word only.")
+    #: At most 25 s: a WAIT must answer within the clients' 30 s socket timeout.
     ack_timeout_seconds: StrictInt = Field(
-        5, ge=1, le=60, description="How long one WAIT for ackReplicas waits before the writer is told.")
+        5, ge=1, le=25, description="How long one WAIT for ackReplicas waits before the writer is told.")
 
     _ports = field_validator("addresses")(lambda v: _ports_in_range(v))
 
