@@ -8,7 +8,13 @@
 #
 # Environment: REDIS_PASSWORD (Redis's, also required by the Sentinels); RAIBID_ANNOUNCE, this
 # Sentinel's stable name; RAIBID_PORT; RAIBID_FIRST_PRIMARY and RAIBID_SENTINELS (host:port);
-# RAIBID_MASTER_NAME; RAIBID_DATA; RAIBID_DOWN_AFTER_MS (default 5000).
+# RAIBID_MASTER_NAME; RAIBID_DATA; RAIBID_DOWN_AFTER_MS (default 10000) and
+# RAIBID_FAILOVER_TIMEOUT_MS (default 60000).
+#
+# Why 10 s: a Sentinel promotes only a replica whose INFO it read within the last 5 s, and reads
+# INFO every 10 s until a replica reports its primary gone (then every second). Declaring the
+# primary down sooner than 10 s after it fell silent often finds no "good" replica, aborts, and
+# waits 2 x failover-timeout before the next attempt.
 set -eu
 port="${RAIBID_PORT:-26379}"
 conf="${RAIBID_DATA:-/data}/sentinel.conf"
@@ -33,8 +39,8 @@ requirepass "$REDIS_PASSWORD"
 sentinel sentinel-pass "$REDIS_PASSWORD"
 sentinel monitor $RAIBID_MASTER_NAME ${primary%:*} ${primary##*:} 2
 sentinel auth-pass $RAIBID_MASTER_NAME "$REDIS_PASSWORD"
-sentinel down-after-milliseconds $RAIBID_MASTER_NAME ${RAIBID_DOWN_AFTER_MS:-5000}
-sentinel failover-timeout $RAIBID_MASTER_NAME 60000
+sentinel down-after-milliseconds $RAIBID_MASTER_NAME ${RAIBID_DOWN_AFTER_MS:-10000}
+sentinel failover-timeout $RAIBID_MASTER_NAME ${RAIBID_FAILOVER_TIMEOUT_MS:-60000}
 sentinel parallel-syncs $RAIBID_MASTER_NAME 1
 CONF
 fi

@@ -24,8 +24,11 @@ from raibid_gitops.errors import RedisUnavailable
 #: How long a server may take to answer after it was started (a loaded 2-core box).
 START_TIMEOUT = 30.0
 #: The Sentinels' down-after-milliseconds here: short, so a failover test waits seconds, not
-#: the manifests' 5 s (which leaves room for a slow node).
+#: the manifests' 10 s. Then the first attempt often finds the replica's INFO too old (see
+#: sentinel-start.sh) and aborts; a short failover-timeout makes the next attempt come 2 x 3 s
+#: later instead of 2 minutes.
 DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
 
 
 def scripts_dir() -> Path:
@@ -233,7 +236,8 @@ def start_sentinel_set(workdir: Path | str, *, replicas: int = 1, master_name: s
             for i, port in enumerate(ports)]
     sentinels = [HaServer(f"sentinel-{i}", port, workdir / f"sentinel-{i}", "sentinel-start.sh",
                           {**base, "RAIBID_PORT": str(port), "RAIBID_DATA": str(workdir / f"sentinel-{i}"),
-                           "RAIBID_DOWN_AFTER_MS": str(down_after_ms)})
+                           "RAIBID_DOWN_AFTER_MS": str(down_after_ms),
+                           "RAIBID_FAILOVER_TIMEOUT_MS": str(FAILOVER_TIMEOUT_MS)})
                  for i, port in enumerate(sentinel_ports)]
     ha = SentinelSet(password, master_name, data, sentinels)
     try:
