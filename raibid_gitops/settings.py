@@ -667,6 +667,26 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def with_nodes(changes: dict[str, Any], count: int) -> dict[str, Any]:
+    """``changes`` plus ``count`` nodes, as `init --nodes N` means it: cluster.nodes.count, and
+    cluster.capacity grown to all N nodes of the per-node shape (given in ``changes``, else the
+    default), unless ``changes`` sets the capacity itself."""
+    if not 1 <= count <= MAX_NODES:
+        raise SettingsError(f"--nodes must be from 1 to {MAX_NODES}, not {count}")
+    if "cluster.nodes.count" in changes:
+        raise SettingsError("--nodes and cluster.nodes.count both give the number of nodes", hint="give one of them")
+    out = {**changes, "cluster.nodes.count": count}
+    shape = Nodes()
+    for kind, fmt in (("cpu", format_cpu), ("memory", format_bytes)):
+        per_node = changes.get(f"cluster.nodes.{kind}", getattr(shape, kind))
+        try:
+            total = parse_quantity(per_node) * count
+        except ValueError:
+            continue  # validation reports the malformed quantity, naming its key
+        out.setdefault(f"cluster.capacity.{kind}", fmt(total))
+    return out
+
+
 def load_data(text: str, file: str = SETTINGS_FILE) -> dict[str, Any]:
     """Parse settings.yaml text without validating it (the same bounds as :func:`load_text`):
     for a change that may turn an invalid file into a valid one."""

@@ -233,3 +233,51 @@ class TestAgentUsesSentinel:
         r = subprocess.run([*base, "stats", "--settings", str(settings)], capture_output=True, text=True, env=env,
                            timeout=60)
         assert r.returncode == 0 and "PRIMARY" in r.stdout and ha.primary() in r.stdout, r.stdout + r.stderr
+
+
+class TestScriptsAreSafeToRepeat:
+    """What lets a write be sent again after a lost answer or a failover (redis-py resends a
+    command whose connection broke): START only for the entry's owner, FINISH answers
+    ``repeat`` for the same result, submit recognises its own job."""
+
+    SETTINGS = sm.Settings()
+
+    def test_start_only_for_the_consumer_the_entry_is_pending_for(self, redis_client):
+        from raibid_gitops.queue.scripts import scripts_for
+
+        q = self.SETTINGS.queue
+        done = submit(redis_client, self.SETTINGS, JobSpec("a/b", "main"))
+        # Delivered to agent-1; agent-2 (say, on a promoted replica that never saw the delivery
+        # to it) must not start it.
+        (_, [(eid, _)]), = redis_client.xreadgroup(q.consumer_group, "agent-1", {q.stream: ">"}, count=1)
+        s = scripts_for(redis_client)
+        assert s.start_attempt(self.SETTINGS, done.job_id, eid, "agent-2", 1.0, "h") == ["notowned", ""]
+        assert get_job(redis_client, done.job_id).state == c.STATE_QUEUED
+        assert s.start_attempt(self.SETTINGS, done.job_id, eid, "agent-1", 1.0, "h") == ["ok", "1"]
+
+    def test_finish_again_is_a_repeat_not_a_second_result(self, redis_client):
+        from raibid_gitops.queue.scripts import scripts_for
+
+        q = self.SETTINGS.queue
+        done = submit(redis_client, self.SETTINGS, JobSpec("a/b", "main"))
+        (_, [(eid, _)]), = redis_client.xreadgroup(q.consumer_group, "agent-1", {q.stream: ">"}, count=1)
+        s = scripts_for(redis_client)
+        s.start_attempt(self.SETTINGS, done.job_id, eid, "agent-1", 1.0, "h")
+        args = (self.SETTINGS, done.job_id, eid, "1", c.STATE_SUCCEEDED, 0, "", 2.0)
+        assert s.finish_attempt(*args) == "ok"
+        assert s.finish_attempt(*args) == "repeat"
+        # Another result for the same attempt is not this one.
+        assert s.finish_attempt(self.SETTINGS, done.job_id, eid, "1", c.STATE_FAILED, 1, "", 3.0) == "already"
+        lines = [x.line for x in read_logs(redis_client, done.job_id) if x.line.startswith(c.LOG_FINISHED_PREFIX)]
+        assert lines == ["finished: succeeded (exit 0)"]
+
+    def test_submit_sent_again_finds_its_own_job(self, redis_client, monkeypatch):
+        from raibid_gitops.errors import QueueError
+
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_000.5)
+        first = submit(redis_client, self.SETTINGS, JobSpec("a/b", "main"), job_id="j-1")
+        again = submit(redis_client, self.SETTINGS, JobSpec("a/b", "main"), job_id="j-1")
+        assert again.entry_id == first.entry_id and redis_client.xlen(self.SETTINGS.queue.stream) == 1
+        monkeypatch.setattr(time, "time", lambda: 1_700_000_009.5)
+        with pytest.raises(QueueError, match="job j-1 already exists"):
+            submit(redis_client, self.SETTINGS, JobSpec("a/b", "main"), job_id="j-1")

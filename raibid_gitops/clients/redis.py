@@ -81,6 +81,10 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
     Sentinel URL is refused, quoting it only in part."""
     if not url.startswith(SENTINEL_SCHEME + ":"):
         return None
+    if "@" in url:
+        # Never echoed: the part before @ is a credential.
+        raise RedisUnavailable("a Sentinel URL must not carry credentials",
+                               hint="give the password in RAIBID_REDIS_PASSWORD or --redis-password-file")
     m = _SENTINEL_URL.fullmatch(url)
     if not m:
         raise RedisUnavailable(f"{shown(url)} is not a Sentinel URL",
