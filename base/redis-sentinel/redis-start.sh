@@ -8,7 +8,8 @@
 #
 # Environment: REDIS_PASSWORD; RAIBID_ANNOUNCE, this server's stable name; RAIBID_PORT;
 # RAIBID_FIRST_PRIMARY and RAIBID_SENTINELS (host:port each); RAIBID_MASTER_NAME; RAIBID_DATA,
-# the AOF's directory. Further arguments go to redis-server.
+# the AOF's directory; RAIBID_BIND, the address to listen on (unset: every address of the pod).
+# Further arguments go to redis-server.
 set -eu
 port="${RAIBID_PORT:-6379}"
 primary=""
@@ -34,6 +35,7 @@ set -- --port "$port" --dir "${RAIBID_DATA:-/data}" \
   --appendonly yes --appendfsync always --save "" --maxmemory-policy noeviction \
   --requirepass "$REDIS_PASSWORD" --masterauth "$REDIS_PASSWORD" \
   --replica-announce-ip "$RAIBID_ANNOUNCE" --replica-announce-port "$port" "$@"
+[ -z "${RAIBID_BIND:-}" ] || set -- --bind "$RAIBID_BIND" "$@"
 if [ "$primary" != "$RAIBID_ANNOUNCE:$port" ]; then
   set -- "$@" --replicaof "${primary%:*}" "${primary##*:}"
 fi

@@ -9,7 +9,7 @@
 # Environment: REDIS_PASSWORD (Redis's, also required by the Sentinels); RAIBID_ANNOUNCE, this
 # Sentinel's stable name; RAIBID_PORT; RAIBID_FIRST_PRIMARY and RAIBID_SENTINELS (host:port);
 # RAIBID_MASTER_NAME; RAIBID_DATA; RAIBID_DOWN_AFTER_MS (default 10000) and
-# RAIBID_FAILOVER_TIMEOUT_MS (default 60000).
+# RAIBID_FAILOVER_TIMEOUT_MS (default 60000); RAIBID_BIND (unset: every address of the pod).
 #
 # Why 10 s: a Sentinel promotes only a replica whose INFO it read within the last 5 s, and reads
 # INFO every 10 s until a replica reports its primary gone (then every second). Declaring the
@@ -44,4 +44,5 @@ sentinel failover-timeout $RAIBID_MASTER_NAME ${RAIBID_FAILOVER_TIMEOUT_MS:-6000
 sentinel parallel-syncs $RAIBID_MASTER_NAME 1
 CONF
 fi
+[ -z "${RAIBID_BIND:-}" ] || set -- --bind "$RAIBID_BIND" "$@"
 exec redis-server "$conf" --sentinel "$@"

@@ -230,7 +230,8 @@ def start_sentinel_set(workdir: Path | str, *, replicas: int = 1, master_name: s
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_PASSWORD": password,
             "RAIBID_FIRST_PRIMARY": first, "RAIBID_MASTER_NAME": master_name,
             # One Sentinel stands for the Service: a start asks it who the primary is.
-            "RAIBID_SENTINELS": f"127.0.0.1:{sentinel_ports[0]}", "RAIBID_ANNOUNCE": "127.0.0.1"}
+            "RAIBID_SENTINELS": f"127.0.0.1:{sentinel_ports[0]}", "RAIBID_ANNOUNCE": "127.0.0.1",
+            "RAIBID_BIND": "127.0.0.1"}
     data = [HaServer(f"redis-{i}", port, workdir / f"redis-{i}", "redis-start.sh",
                      {**base, "RAIBID_PORT": str(port), "RAIBID_DATA": str(workdir / f"redis-{i}")})
             for i, port in enumerate(ports)]
