@@ -165,3 +165,39 @@ class TestAgentsAcrossNodes:
             assert pods[0]["spec"]["runtimeClassName"] == "nvidia"
         # Pending GPU Pods would show up here: there are none, the pool is as large as the GPUs.
         assert all(p["spec"].get("nodeName") for p in pool3.pods())
+
+
+class TestSentinelMode:
+    """`set queue.mode=sentinel`: KEDA 2.21 accepts the redis-sentinel-streams trigger and
+    scales from the lag it reads through the Sentinels (real ones: a primary, a replica and
+    three Sentinels on loopback, the first at the address the Service's name maps to)."""
+
+    def test_keda_scales_through_sentinel(self, pool3: Pool, keda3: KedaOperator, tmp_path: Path) -> None:
+        from raibid_gitops.devstack.redis_ha import start_sentinel_set
+        from raibid_gitops.devstack.redis_server import free_loopback_address
+
+        ns = pool3.namespace
+        name = f"raibid-redis-sentinel.{ns}.svc.cluster.local"
+        ha = start_sentinel_set(tmp_path / "ha", replicas=1, service_host=free_loopback_address(26379),
+                                down_after_ms=10_000)
+        keda3.hosts.add(name, ha.sentinels[0].host)
+        try:
+            # The Secret bootstrap creates, holding this Redis's password (the Sentinels' too).
+            pool3.kube.kubectl("apply", "-f", "-", input=json.dumps({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raibid-redis", "namespace": ns},
+                "stringData": {"password": ha.password}}))
+            pool3.env.update(RAIBID_REDIS_URL=ha.url, RAIBID_REDIS_PASSWORD=ha.password)
+            pool3.raibid("gitops", "set", "queue.mode=sentinel", f"queue.sentinel.addresses={name}:26379",
+                         "queue.sentinel.replicas=1")
+            pool3.sync()  # waits until KEDA accepted the ScaledJob
+            [trigger] = pool3.scaled_job()["spec"]["triggers"]
+            assert trigger["type"] == "redis-sentinel-streams"
+            assert trigger["metadata"]["address"] == f"{name}:26379" and trigger["metadata"]["sentinelMaster"] == "raibid"
+            for sts in ("raibid-redis-replica", "raibid-redis-sentinel"):
+                assert pool3.get("statefulset", sts, "-n", ns)["status"].get("readyReplicas")
+            pool3.submit(5)  # through the Sentinels (RAIBID_REDIS_URL is a redis+sentinel:// URL)
+            pool3.wait("2 agent Jobs", lambda: len(pool3.jobs()) >= 2, timeout=120)
+            assert pool3.job_count_over(3 * POLL) == {2}, pool3.diagnostics()
+        finally:
+            keda3.hosts.remove(name)
+            ha.stop()

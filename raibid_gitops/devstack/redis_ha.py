@@ -46,11 +46,12 @@ class HaServer:
     workdir: Path
     script: str
     env: dict[str, str]
+    host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -118,7 +119,7 @@ class SentinelSet:
         for s in self.sentinels:
             if s.pid is None:
                 continue
-            c = redis.Redis(host="127.0.0.1", port=s.port, password=self.password, socket_timeout=2,
+            c = redis.Redis(host=s.host, port=s.port, password=self.password, socket_timeout=2,
                             decode_responses=True)
             try:
                 host, port = c.sentinel_get_master_addr_by_name(self.master_name) or (None, None)
@@ -170,7 +171,7 @@ class SentinelSet:
                 views = set()
                 peers = []
                 for s in self.sentinels:
-                    c = redis.Redis(host="127.0.0.1", port=s.port, password=self.password, socket_timeout=2,
+                    c = redis.Redis(host=s.host, port=s.port, password=self.password, socket_timeout=2,
                                     decode_responses=True)
                     try:
                         m = c.sentinel_master(self.master_name)
@@ -200,7 +201,7 @@ def _wait_answers(server: HaServer, password: str, timeout: float = START_TIMEOU
     import redis
 
     deadline = time.monotonic() + timeout
-    c = redis.Redis(host="127.0.0.1", port=server.port, password=password, socket_timeout=2)
+    c = redis.Redis(host=server.host, port=server.port, password=password, socket_timeout=2)
     try:
         while True:
             if server.proc is not None and server.proc.poll() is not None:
@@ -218,8 +219,13 @@ def _wait_answers(server: HaServer, password: str, timeout: float = START_TIMEOU
 
 
 def start_sentinel_set(workdir: Path | str, *, replicas: int = 1, master_name: str = "raibid",
-                       password: str | None = None, down_after_ms: int = DOWN_AFTER_MS) -> SentinelSet:
-    """Start the primary, ``replicas`` replicas and three Sentinels; wait until they agree."""
+                       password: str | None = None, down_after_ms: int = DOWN_AFTER_MS,
+                       service_host: str | None = None, service_port: int = 26379) -> SentinelSet:
+    """Start the primary, ``replicas`` replicas and three Sentinels; wait until they agree.
+
+    ``service_host``: the first Sentinel listens on that loopback address at ``service_port``
+    instead, as a cluster's Service raibid-redis-sentinel would (KEDA on the stack reaches it
+    through its hosts file)."""
     if not shutil.which("redis-server") or not shutil.which("redis-cli"):
         raise RedisUnavailable("redis-server and redis-cli are needed", hint="apt-get install redis-server")
     workdir = Path(workdir)
@@ -227,10 +233,12 @@ def start_sentinel_set(workdir: Path | str, *, replicas: int = 1, master_name: s
     ports = [free_port() for _ in range(1 + replicas)]
     sentinel_ports = [free_port() for _ in range(3)]
     first = f"127.0.0.1:{ports[0]}"
+    if service_host:
+        sentinel_ports[0] = service_port
     base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "REDIS_PASSWORD": password,
             "RAIBID_FIRST_PRIMARY": first, "RAIBID_MASTER_NAME": master_name,
             # One Sentinel stands for the Service: a start asks it who the primary is.
-            "RAIBID_SENTINELS": f"127.0.0.1:{sentinel_ports[0]}", "RAIBID_ANNOUNCE": "127.0.0.1",
+            "RAIBID_SENTINELS": f"{service_host or '127.0.0.1'}:{sentinel_ports[0]}", "RAIBID_ANNOUNCE": "127.0.0.1",
             "RAIBID_BIND": "127.0.0.1"}
     data = [HaServer(f"redis-{i}", port, workdir / f"redis-{i}", "redis-start.sh",
                      {**base, "RAIBID_PORT": str(port), "RAIBID_DATA": str(workdir / f"redis-{i}")})
@@ -238,7 +246,10 @@ def start_sentinel_set(workdir: Path | str, *, replicas: int = 1, master_name: s
     sentinels = [HaServer(f"sentinel-{i}", port, workdir / f"sentinel-{i}", "sentinel-start.sh",
                           {**base, "RAIBID_PORT": str(port), "RAIBID_DATA": str(workdir / f"sentinel-{i}"),
                            "RAIBID_DOWN_AFTER_MS": str(down_after_ms),
-                           "RAIBID_FAILOVER_TIMEOUT_MS": str(FAILOVER_TIMEOUT_MS)})
+                           "RAIBID_FAILOVER_TIMEOUT_MS": str(FAILOVER_TIMEOUT_MS),
+                           **({"RAIBID_BIND": service_host, "RAIBID_ANNOUNCE": service_host}
+                              if service_host and i == 0 else {})},
+                          host=service_host if service_host and i == 0 else "127.0.0.1")
                  for i, port in enumerate(sentinel_ports)]
     ha = SentinelSet(password, master_name, data, sentinels)
     try:
