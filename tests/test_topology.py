@@ -286,3 +286,40 @@ def test_set_refuses_an_agent_bigger_than_a_node_and_changes_nothing(config_repo
     assert r.returncode == 2, r.stderr
     assert "agents.cpu (24) is more than one node offers: cluster.nodes.cpu (20)" in r.stderr
     assert git_state(config_repo) == state
+
+
+class TestQueueTabShowsWhereTheQueueLives:
+    """The TUI's Queue tab: the primary, the replicas (a lagging one stands out), the Sentinels
+    and the failovers; a Sentinel set without replicas is called out."""
+
+    def _text(self, redis) -> str:  # type: ignore[no-untyped-def]
+        from rich.console import Console
+        from raibid_tui.sources.queue import QueueStats
+        from raibid_tui.widgets.queue import stats_table
+
+        console = Console(width=160, record=True)
+        console.print(stats_table(QueueStats("raibid:jobs", "raibid-agents", "raibid:jobs:dead", redis=redis)))
+        return console.export_text()
+
+    def test_sentinel_mode(self):
+        from raibid_gitops.queue.stats import Failover, RedisTopology, Replica
+
+        text = self._text(RedisTopology("sentinel", "10.0.0.2:6379", (Replica("10.0.0.1:6379", "online", 9, 0),),
+                                        3, 2, (Failover(1_800_000_000.0, "10.0.0.1:6379", "10.0.0.2:6379"),)))
+        assert "10.0.0.2:6379  (sentinel, primary)" in text
+        assert "10.0.0.1:6379  online, lag 0s" in text
+        assert "3 (quorum 2)" in text
+        assert "1, last 2027-01-15 08:00:00: 10.0.0.1:6379 → 10.0.0.2:6379" in text
+
+    def test_no_replica_left(self):
+        from raibid_gitops.queue.stats import RedisTopology
+
+        text = self._text(RedisTopology("sentinel", "10.0.0.2:6379", (), 3, 2, ()))
+        assert "none  (no copy survives losing the primary)" in text and "none seen" in text
+
+    def test_single_mode_and_hostile_fields(self):
+        from raibid_gitops.queue.stats import RedisTopology, Replica
+
+        text = self._text(RedisTopology("single", "raibid-redis:6379", (Replica("[b]x" * 50, "online", 0, None),)))
+        assert "raibid-redis:6379  (single, primary)" in text and "sentinels" not in text
+        assert "[b]x" in text and "[b]x" * 20 not in text  # shown as written, cut short
