@@ -200,8 +200,8 @@ class TestThroughTheCommand:
             # Validated steps gain their defaults (timeoutSeconds): the subject shows the value committed.
             ([f"agents.defaultPipeline={pipeline}"],
              'raibid: set agents.defaultPipeline=[{"name":"test…timeoutSeconds":1800}]'),
-            (["scaling.lagCount=2", "scaling.pollingInterval=5", "agents.gpus=1"],
-             "raibid: set scaling.lagCount=2, scaling.pollingInterval=5, agents.gpus=1"),
+            (["scaling.lagCount=2", "scaling.pollingInterval=5", "agents.cpu=1"],
+             "raibid: set scaling.lagCount=2, scaling.pollingInterval=5, agents.cpu=1"),
         ]
         for assignments, subject in cases:
             r = raibid("gitops", "set", *assignments, "-C", str(config_repo), cwd=config_repo.parent)
