@@ -144,7 +144,7 @@ def test_500_jobs_through_a_failover_finish_exactly_once(sentinel_set: SentinelS
         killed_at = time.monotonic()
         ha.by_address(old).kill()
 
-        new = wait_until(lambda: _promoted(ha, old), 60, 0.1, "the Sentinels to promote the replica")
+        new = _wait_promotion(ha, old)
         promoted_at = time.monotonic()
         ha.by_address(old).start()  # as its StatefulSet would bring the pod back
         wait_until(lambda: finished() > done_at_kill, 60, 0.1, "a job to finish on the new primary")
@@ -191,6 +191,17 @@ def test_500_jobs_through_a_failover_finish_exactly_once(sentinel_set: SentinelS
                "kill_to_promotion_s": round(promoted_at - killed_at, 2),
                "kill_to_first_job_after_s": round(recovered_at - killed_at, 2), "duplicate_runs": len(twice)}
     print("failover figures:", json.dumps(figures))
+
+
+def _wait_promotion(ha: SentinelSet, old: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        new = _promoted(ha, old)
+        if new:
+            return new
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for the Sentinels to promote the replica\n{ha.logs()}")
+        time.sleep(0.1)
 
 
 def _promoted(ha: SentinelSet, old: str) -> str | None:

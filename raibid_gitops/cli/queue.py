@@ -246,8 +246,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     _emit(args, s.to_dict(), ["STREAM", "GROUP", "LENGTH", "LAG", "PENDING", "CONSUMERS", "OLDEST PENDING", "DEAD", "AGENTS"],
           [[s.stream, s.group if s.group_exists else f"{s.group} (missing)", s.length,
             "" if s.lag is None else s.lag, s.pending, s.consumers, age, s.dead_letters, s.agents]])
-    if args.output == "table" and s.redis is not None:
-        from raibid_gitops.cli.output import table
+    from raibid_gitops.cli.output import is_data, table
+    from raibid_gitops.times import iso_seconds
+
+    if not is_data(args.output) and s.redis is not None:
 
         r = s.redis
         last = r.failovers[-1] if r.failovers else None
@@ -258,7 +260,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                           for x in r.replicas) or "none",
                 "-" if r.sentinels is None else f"{r.sentinels} (quorum {r.quorum})",
                 len(r.failovers) if r.mode == "sentinel" else "-",
-                f"{_when(last.at)} {last.old} -> {last.new}" if last else ""]])
+                f"{iso_seconds(last.at)} {last.old} -> {last.new}" if last else ""]])
     return 0
 
 

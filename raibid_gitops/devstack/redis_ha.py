@@ -25,10 +25,10 @@ from raibid_gitops.errors import RedisUnavailable
 START_TIMEOUT = 30.0
 #: The Sentinels' down-after-milliseconds here: short, so a failover test waits seconds, not
 #: the manifests' 10 s. Then the first attempt often finds the replica's INFO too old (see
-#: sentinel-start.sh) and aborts; a short failover-timeout makes the next attempt come 2 x 3 s
+#: sentinel-start.sh) and aborts; a short failover-timeout makes the next attempt come 2 x 5 s
 #: later instead of 2 minutes.
 DOWN_AFTER_MS = 1000
-FAILOVER_TIMEOUT_MS = 3000
+FAILOVER_TIMEOUT_MS = 5000
 
 
 def scripts_dir() -> Path:
