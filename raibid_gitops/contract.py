@@ -52,6 +52,12 @@ JOBS_INDEX = f"{KEY_PREFIX}:jobs:index"
 FINISHED_INDEX = f"{KEY_PREFIX}:jobs:finished"
 #: Pattern to find live agents with SCAN.
 AGENT_PATTERN = f"{KEY_PREFIX}:agent:*"
+#: queue.mode sentinel: the primary's address as last seen by a raibid client (a string), and
+#: the failovers seen (a stream: from, to, at), written when a client finds another primary.
+PRIMARY_KEY = f"{KEY_PREFIX}:redis:primary"
+FAILOVERS_STREAM = f"{KEY_PREFIX}:redis:failovers"
+#: Failovers kept (XADD MAXLEN ~): a history to read, not an audit log.
+FAILOVERS_KEPT = 100
 
 #: Fields of a job-stream entry. The entry carries the job id only as a reference; the
 #: status record is the truth, so a retried entry never carries stale state.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -92,10 +93,54 @@ class Capacity(_Model):
     _memory = field_validator("memory", mode="before")(_quantity("cluster.capacity.memory"))
 
 
+#: Most nodes a config describes: far more DGX Sparks than one rack holds, and a bound on the
+#: arithmetic of the fit check.
+MAX_NODES = 64
+
+
+class Nodes(_Model):
+    """The nodes agents run on: how many, and what ONE of them offers agents (all alike: a
+    cluster of DGX Sparks). An agent never spans nodes, so one agent must fit one node, and
+    all agents must fit the nodes one by one (packing), not only in total."""
+
+    count: StrictInt = Field(1, ge=1, le=MAX_NODES, description="Nodes agents may run on.")
+    cpu: str = Field("20", description="CPU cores one node offers agents (DGX Spark: 20 Arm cores).")
+    memory: str = Field("128Gi", description="Memory one node offers agents (DGX Spark: 128 GiB unified).")
+    gpus: StrictInt = Field(1, ge=0, le=8, description="nvidia.com/gpu one node offers (DGX Spark: 1).")
+
+    _cpu = field_validator("cpu", mode="before")(_quantity("cluster.nodes.cpu"))
+    _memory = field_validator("memory", mode="before")(_quantity("cluster.nodes.memory"))
+
+
 class Cluster(_Model):
     namespace: str = Field("raibid-ci", pattern=_K8S_NAME, max_length=63,
                            description="Namespace of the raibid-ci stack.")
+    nodes: Nodes = Field(Nodes(), description="The nodes agents run on. Left out: one node of cluster.capacity "
+                                              "(what a settings.yaml from before several nodes meant).")
     capacity: Capacity = Capacity()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nodes_default_from_capacity(cls, data: Any) -> Any:
+        # A settings.yaml written before `nodes` existed described one node by its capacity;
+        # it keeps meaning exactly that.
+        if isinstance(data, dict) and "nodes" not in data and isinstance(data.get("capacity"), dict):
+            cap = data["capacity"]
+            data = {**data, "nodes": {k: cap[k] for k in ("cpu", "memory") if k in cap}}
+        return data
+
+    @model_validator(mode="after")
+    def _capacity_within_nodes(self) -> "Cluster":
+        n, cap = self.nodes, self.capacity
+        for kind, fmt in (("cpu", format_cpu), ("memory", format_bytes)):
+            total = parse_quantity(getattr(n, kind)) * n.count
+            if parse_quantity(getattr(cap, kind)) > total:
+                raise CrossFieldError(
+                    f"cluster.capacity.{kind} ({getattr(cap, kind)}) exceeds what the nodes offer: "
+                    f"cluster.nodes.count ({n.count}) x cluster.nodes.{kind} ({getattr(n, kind)}) = {fmt(total)}",
+                    f"cluster.capacity.{kind}", "cluster.nodes.count", f"cluster.nodes.{kind}",
+                )
+        return self
 
 
 class Retention(_Model):
@@ -113,11 +158,63 @@ class Retention(_Model):
         description="Most entries kept in the dead-letter stream (XADD MAXLEN ~).")
 
 
+_HOST_PORT = r"[A-Za-z0-9.\-]{1,253}:[0-9]{1,5}"
+#: Sentinels one address list may name: three is the usual set, five the most anyone runs.
+MAX_SENTINEL_ADDRESSES = 5
+
+
+def _ports_in_range(v: str) -> str:
+    for part in v.split(","):
+        port = int(part.rsplit(":", 1)[1])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not between 1 and 65535")
+    return v
+
+
+class Sentinel(_Model):
+    """Redis with replicas and Sentinels (``queue.mode: sentinel``); ignored in single mode."""
+
+    addresses: str = Field(
+        "raibid-redis-sentinel.raibid-ci.svc.cluster.local:26379",
+        pattern=rf"^{_HOST_PORT}(,{_HOST_PORT}){{0,{MAX_SENTINEL_ADDRESSES - 1}}}$",
+        max_length=MAX_SENTINEL_ADDRESSES * 260,
+        description="host:port of the Sentinels as the agents and KEDA reach them (comma-separated for "
+                    "several; the generated Service raibid-redis-sentinel is one address for all three).")
+    master_name: str = Field("raibid", pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+                             description="The name the Sentinels monitor the primary under.")
+    replicas: StrictInt = Field(2, ge=1, le=8,
+                                description="Redis replicas that follow the primary (pods raibid-redis-replica-N).")
+    ack_replicas: StrictInt = Field(
+        1, ge=0, le=8,
+        description="A submit, a job's start and its result count as stored once this many replicas have "
+                    "them (Redis WAIT): what survives losing the primary. 0: the primary's word only.")
+    #: At most 25 s: a WAIT must answer within the clients' 30 s socket timeout.
+    ack_timeout_seconds: StrictInt = Field(
+        5, ge=1, le=25, description="How long one WAIT for ackReplicas waits before the writer is told.")
+
+    _ports = field_validator("addresses")(lambda v: _ports_in_range(v))
+
+    @model_validator(mode="after")
+    def _ack_le_replicas(self) -> "Sentinel":
+        if self.ack_replicas > self.replicas:
+            raise CrossFieldError(
+                f"queue.sentinel.ackReplicas ({self.ack_replicas}) must not exceed queue.sentinel.replicas "
+                f"({self.replicas}): no write could ever be confirmed",
+                "queue.sentinel.ackReplicas", "queue.sentinel.replicas",
+            )
+        return self
+
+
 class Queue(_Model):
+    mode: Literal["single", "sentinel"] = Field(
+        "single", description="single: one Redis (raibid-redis). sentinel: raibid-redis is the first primary, "
+                              "queue.sentinel.replicas replicas follow it and three Sentinels promote one when the "
+                              "primary is lost; agents, KEDA and the CLI find the primary through the Sentinels.")
     redis_address: str = Field(
-        "raibid-redis.raibid-ci.svc.cluster.local:6379", pattern=r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$",
-        max_length=260, description="host:port of Redis, as seen from the agents and KEDA.",
+        "raibid-redis.raibid-ci.svc.cluster.local:6379", pattern=rf"^{_HOST_PORT}$",
+        max_length=260, description="host:port of Redis, as seen from the agents and KEDA (single mode).",
     )
+    sentinel: Sentinel = Sentinel()
     stream: str = Field("raibid:jobs", pattern=_STREAM, max_length=_STREAM_MAX, description="The job stream.")
     consumer_group: str = Field("raibid-agents", pattern=_STREAM, max_length=_STREAM_MAX,
                                 description="Consumer group of the agents; KEDA measures its lag.")
@@ -276,13 +373,35 @@ class Settings(_Model):
     def _redis_in_namespace(self) -> "Settings":
         # An in-cluster address names its namespace; a mismatch means KEDA and the agents
         # look for Redis where it is not.
-        host = self.queue.redis_address.rsplit(":", 1)[0]
-        parts = host.split(".")
-        if len(parts) >= 3 and parts[2] == "svc" and parts[1] != self.cluster.namespace:
+        checked = [("queue.redisAddress", self.queue.redis_address)]
+        if self.queue.mode == "sentinel":
+            checked += [("queue.sentinel.addresses", a) for a in self.queue.sentinel.addresses.split(",")]
+        for key, address in checked:
+            parts = address.rsplit(":", 1)[0].split(".")
+            if len(parts) >= 3 and parts[2] == "svc" and parts[1] != self.cluster.namespace:
+                raise CrossFieldError(
+                    f"{key} ({address}) points at namespace {parts[1]!r} "
+                    f"but cluster.namespace is {self.cluster.namespace!r}",
+                    key, "cluster.namespace",
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _agent_fits_a_node(self) -> "Settings":
+        # An agent never spans nodes: 24 CPU never fits 20-CPU nodes, whatever their total.
+        a, n = self.agents, self.cluster.nodes
+        for kind, need, have in (("cpu", a.cpu, n.cpu), ("memory", a.memory, n.memory)):
+            if parse_quantity(need) > parse_quantity(have):
+                raise CrossFieldError(
+                    f"agents.{kind} ({need}) is more than one node offers: cluster.nodes.{kind} ({have}); "
+                    "an agent runs on one node, never across several",
+                    f"agents.{kind}", f"cluster.nodes.{kind}",
+                )
+        if a.gpus > n.gpus:
             raise CrossFieldError(
-                f"queue.redisAddress ({self.queue.redis_address}) points at namespace {parts[1]!r} "
-                f"but cluster.namespace is {self.cluster.namespace!r}",
-                "queue.redisAddress", "cluster.namespace",
+                f"agents.gpus ({a.gpus}) is more than one node has: cluster.nodes.gpus ({n.gpus}); "
+                "GPU agents run only where GPUs are",
+                "agents.gpus", "cluster.nodes.gpus",
             )
         return self
 
@@ -303,6 +422,25 @@ class Settings(_Model):
                 f"agents.maxReplicas ({n}) x agents.memory ({self.agents.memory}) = {format_bytes(need_mem)} "
                 f"exceeds cluster.capacity.memory ({cap.memory})",
                 "agents.maxReplicas", "agents.memory", "cluster.capacity.memory",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fits_nodes(self) -> "Settings":
+        # Node by node, not only in total: three 20-CPU nodes hold nine 6-CPU agents, not ten.
+        a, n = self.agents, self.cluster.nodes
+        per_node = [(parse_quantity(n.cpu) // parse_quantity(a.cpu), f"agents.cpu ({a.cpu}) in cluster.nodes.cpu ({n.cpu})"),
+                    (parse_quantity(n.memory) // parse_quantity(a.memory),
+                     f"agents.memory ({a.memory}) in cluster.nodes.memory ({n.memory})")]
+        if a.gpus:
+            per_node.append((Decimal(n.gpus // a.gpus), f"agents.gpus ({a.gpus}) in cluster.nodes.gpus ({n.gpus})"))
+        fit, why = min(per_node, key=lambda x: x[0])
+        slots = int(fit) * n.count
+        if a.max_replicas > slots:
+            raise CrossFieldError(
+                f"agents.maxReplicas ({a.max_replicas}) agents do not fit the nodes: one node holds {int(fit)} "
+                f"({why}), cluster.nodes.count ({n.count}) nodes hold {slots}",
+                "agents.maxReplicas", "cluster.nodes.count",
             )
         return self
 
@@ -526,6 +664,26 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         if key in out:
             raise SettingsError(f"{key} is given twice")
         out[key] = coerce_value(key, value)
+    return out
+
+
+def with_nodes(changes: dict[str, Any], count: int) -> dict[str, Any]:
+    """``changes`` plus ``count`` nodes, as `init --nodes N` means it: cluster.nodes.count, and
+    cluster.capacity grown to all N nodes of the per-node shape (given in ``changes``, else the
+    default), unless ``changes`` sets the capacity itself."""
+    if not 1 <= count <= MAX_NODES:
+        raise SettingsError(f"--nodes must be from 1 to {MAX_NODES}, not {count}")
+    if "cluster.nodes.count" in changes:
+        raise SettingsError("--nodes and cluster.nodes.count both give the number of nodes", hint="give one of them")
+    out = {**changes, "cluster.nodes.count": count}
+    shape = Nodes()
+    for kind, fmt in (("cpu", format_cpu), ("memory", format_bytes)):
+        per_node = changes.get(f"cluster.nodes.{kind}", getattr(shape, kind))
+        try:
+            total = parse_quantity(per_node) * count
+        except ValueError:
+            continue  # validation reports the malformed quantity, naming its key
+        out.setdefault(f"cluster.capacity.{kind}", fmt(total))
     return out
 
 

@@ -129,6 +129,13 @@ def pool(kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, keda: Any, 
     """`raibid gitops init` with default settings except names and a short pollingInterval,
     pushed to Gitea; the Flux objects of clusters/dgx-spark applied as bootstrap does; waits
     until Flux has applied the first commit (wait: true) and KEDA accepted the ScaledJob."""
+    yield from make_pool(kube, flux, gitea, keda, redis_service, tmp_path)
+
+
+def make_pool(kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, keda: Any, redis_service: Any,
+              tmp_path: Path, init_args: tuple[str, ...] = ()) -> Iterator[Pool]:
+    """The `pool` fixture's body, for a module with a stack of its own (e.g. more nodes);
+    ``init_args`` go to `raibid gitops init` too (e.g. ``("--nodes", "3")``)."""
     namespace = f"p-{uuid.uuid4().hex[:8]}"
     name = f"cfg-{uuid.uuid4().hex[:8]}"
     clone_url = str(gitea.api("POST", f"/orgs/{gitea.org}/repos",
@@ -141,7 +148,7 @@ def pool(kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, keda: Any, 
     _raibid("gitops", "init", str(repo), "--remote", clone_url,
             "--set", f"cluster.namespace={namespace}", "--set", f"queue.redisAddress={svc.address}",
             "--set", f"gitea.url={gitea.url}", "--set", f"gitea.owner={gitea.org}", "--set", f"gitea.repo={name}",
-            "--set", f"scaling.pollingInterval={POLL}", cwd=tmp_path, env=env)
+            "--set", f"scaling.pollingInterval={POLL}", *init_args, cwd=tmp_path, env=env)
     _make_app_repo(gitea, tmp_path)
     p = Pool(kube, flux, gitea, keda, namespace, repo, gitea.org, name, svc.server, env, tmp_path)
     p.git("push", "-q", "origin", "main")

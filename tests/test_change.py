@@ -177,7 +177,7 @@ class TestLocalSet:
         assert "dry run" in r.stderr and git_state(config_repo) == state
 
     def test_gpu_change_regenerates_the_generated_patch(self, config_repo: Path):
-        set_settings(["agents.gpus=1"], repo=config_repo)
+        set_settings(["agents.gpus=1", "agents.maxReplicas=1"], repo=config_repo)
         assert "nvidia.com~1gpu" in (config_repo / layout.GPU_PATCH_PATH).read_text()
         assert raibid("gitops", "verify", cwd=config_repo).returncode == 0
 
@@ -200,8 +200,8 @@ class TestThroughTheCommand:
             # Validated steps gain their defaults (timeoutSeconds): the subject shows the value committed.
             ([f"agents.defaultPipeline={pipeline}"],
              'raibid: set agents.defaultPipeline=[{"name":"test…timeoutSeconds":1800}]'),
-            (["scaling.lagCount=2", "scaling.pollingInterval=5", "agents.gpus=1"],
-             "raibid: set scaling.lagCount=2, scaling.pollingInterval=5, agents.gpus=1"),
+            (["scaling.lagCount=2", "scaling.pollingInterval=5", "agents.cpu=1"],
+             "raibid: set scaling.lagCount=2, scaling.pollingInterval=5, agents.cpu=1"),
         ]
         for assignments, subject in cases:
             r = raibid("gitops", "set", *assignments, "-C", str(config_repo), cwd=config_repo.parent)
@@ -273,7 +273,7 @@ class TestBadInputChangesNothing:
         git(config_repo, "commit", "-qam", "hand edits that break the contract")
         state = git_state(config_repo)
         with pytest.raises(VerifyFailed):
-            set_settings(["agents.gpus=1"], repo=config_repo)
+            set_settings(["agents.gpus=1", "agents.maxReplicas=1"], repo=config_repo)
         assert git_state(config_repo) == state
         assert not (config_repo / layout.GPU_PATCH_PATH).exists()
 

@@ -100,7 +100,7 @@ class TestDirect:
     def test_set_from_the_gitea_url(self, seeded: Path, gitea_repo, api: Gitea, ref: RepoRef, tmp_path: Path):
         """No local clone: set clones into a temporary directory, pushes, and cleans up."""
         before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("raibid-set-*"))
-        result = set_settings(["agents.gpus=1"], repo=gitea_repo.clone_url)
+        result = set_settings(["agents.gpus=1", "agents.maxReplicas=1"], repo=gitea_repo.clone_url)
         assert api.branch_head(ref, "main") == result.commit
         assert remote_settings(api, ref).agents.gpus == 1
         assert set(Path(os.environ.get("TMPDIR", "/tmp")).glob("raibid-set-*")) == before

@@ -90,7 +90,7 @@ def test_changed_settings_still_agree(tmp_path: Path):
     root = generate.init(tmp_path / "c", assignments=[
         "cluster.namespace=ci-two", "queue.redisAddress=raibid-redis.ci-two.svc.cluster.local:6380",
         "queue.stream=ci:jobs", "queue.consumerGroup=ci-agents", "scaling.lagCount=3", "agents.gpus=1",
-        "agents.maxReplicas=4",
+        "agents.maxReplicas=4", "cluster.nodes.gpus=4",
     ]).path
     check_agreement(root)
 

@@ -30,6 +30,7 @@ class TestInit:
     def test_writes_commits_and_sets(self, tmp_path: Path):
         target = tmp_path / "cfg"
         r = raibid("gitops", "init", str(target), "--set", "agents.maxReplicas=6", "--set", "agents.gpus=1",
+                   "--set", "cluster.nodes.gpus=6",
                    "--remote", "http://127.0.0.1:1/raibid/raibid-config.git")
         assert r.returncode == 0, r.stderr
         files = listing(target)

@@ -111,7 +111,7 @@ def test_assignments_typed_and_hinted():
 def test_hash_tracks_values_not_comments():
     text = TEMPLATE.read_text()
     assert sm.load_text(text).hash() == sm.load_text(text.replace("# Seconds", "# seconds")).hash()
-    assert sm.load_text(text).hash() != sm.load_text(settingsdoc.update_text(text, {"agents.gpus": 1})).hash()
+    assert sm.load_text(text).hash() != sm.load_text(settingsdoc.update_text(text, {"agents.gpus": 1, "agents.maxReplicas": 1})).hash()
 
 
 def test_json_schema_has_ranges_enums_and_rejects_unknown():

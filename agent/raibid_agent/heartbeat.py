@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from raibid_gitops import contract as c
 from raibid_gitops.queue.scripts import scripts_for
+from raibid_gitops.queue.stats import note_primary
 
 from raibid_agent.runner import LOST, CancelSignal
 
@@ -80,6 +81,9 @@ class Heartbeat:
         })
         pipe.expire(key, TTL_BEATS * hb)
         pipe.execute()
+        # Through Sentinel: the first agent to reach a promoted replica records the failover
+        # (what `raibid queue stats` and the TUI show).
+        note_primary(self.client)
 
     def touch(self) -> None:
         entry, cancel = self._entry, self._cancel

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from raibid_gitops import contract as c
-from raibid_gitops.clients.redis import redis_errors
+from raibid_gitops.clients.redis import acks, redis_errors
 from raibid_gitops.errors import RedisUnavailable
 from raibid_gitops.queue.jobs import ensure_group
 from raibid_gitops.queue.scripts import scripts_for
@@ -49,6 +49,10 @@ RETRY_MIN, RETRY_MAX = 0.2, 5.0
 #: How long a finished job's result is retried against an unreachable Redis before giving up
 #: (the entry then stays pending and is re-run elsewhere: at-least-once, never lost).
 FINISH_RETRY_SECONDS = 600.0
+#: How long a stored result waits for queue.sentinel.ackReplicas replicas to confirm it before
+#: the agent moves on (it is on the primary, with AOF): a pool whose replicas are all down keeps
+#: working, each agent held this long per job at most.
+FINISH_ACK_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -161,11 +165,17 @@ class Worker:
             return None
         now = time.time()
         with redis_errors(self.client, f"starting job {job_id}"):
-            status, detail = self.scripts.start_attempt(snap.settings, job_id, entry.id, self.agent_id, now,
-                                                        snap.hash)
+            (status, detail), acked = self.scripts.start_durable(snap.settings, job_id, entry.id, self.agent_id,
+                                                                 now, snap.hash)
         if status != "ok":
             log.info("job %s: entry %s not run (%s %s)", job_id, entry.id, status, detail)
             return None
+        wanted = acks(snap.settings)[0]
+        if acked is not None and acked < wanted:
+            # On the primary only. Holding the job back until a replica returns would stop the
+            # whole pool while replicas are down; a failover right now runs it again elsewhere.
+            log.warning("job %s: started, but %d of %d replica(s) confirmed it in time; running it", job_id,
+                        acked, wanted)
         attempt = str(detail)
         try:
             submitted = float(entry.fields.get(c.FIELD_SUBMITTED_AT, "") or now)
@@ -206,23 +216,39 @@ class Worker:
         return stored
 
     def _finish(self, snap: Snapshot, entry: Entry, job_id: str, attempt: str, outcome: Outcome) -> str | None:
+        """Store the result and ack, until it is stored where it survives: with queue.mode
+        sentinel that is on queue.sentinel.ackReplicas replicas (WAIT). Storing again is safe
+        (FINISH answers ``repeat``), so after a failover that lost the first store, the result
+        is stored on the new primary; the entry is still pending there under this agent."""
         deadline = time.monotonic() + FINISH_RETRY_SECONDS
+        ack_deadline: float | None = None
+        wanted = acks(snap.settings)[0]
+        finished_at = time.time()
         delay = RETRY_MIN
         while True:
             try:
                 with redis_errors(self.client, f"storing the result of job {job_id}"):
-                    res = self.scripts.finish_attempt(snap.settings, job_id, entry.id, attempt, outcome.state,
-                                                      outcome.exit_code, outcome.reason, time.time(),
-                                                      commit=outcome.commit)
-                break
+                    res, acked = self.scripts.finish_durable(snap.settings, job_id, entry.id, attempt, outcome.state,
+                                                             outcome.exit_code, outcome.reason, finished_at,
+                                                             commit=outcome.commit)
+                if res not in ("ok", "repeat") or acked is None or acked >= wanted:
+                    break
+                ack_deadline = ack_deadline or time.monotonic() + FINISH_ACK_SECONDS
+                if time.monotonic() > ack_deadline:
+                    log.error("job %s: result stored on the primary, but no replica confirmed it within %.0fs; "
+                              "if that primary fails before a replica catches up, the job runs again", job_id,
+                              FINISH_ACK_SECONDS)
+                    break
+                log.warning("job %s: result stored on the primary; %d of %d replica(s) confirmed it; waiting",
+                            job_id, acked, wanted)
             except RedisUnavailable as exc:
                 if time.monotonic() > deadline:
                     log.error("job %s: giving up storing its result (%s); it will be run again", job_id, exc)
                     return None
                 log.warning("job %s: cannot store the result yet (%s); retrying", job_id, exc.message)
-                time.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
-        if res == "ok":
+            time.sleep(delay)
+            delay = min(RETRY_MAX, delay * 2)
+        if res in ("ok", "repeat"):
             self.metrics.jobs.labels(outcome.state).inc()
             self.jobs_done += 1
             log.info("job %s finished: %s (exit %s)%s", job_id, outcome.state, outcome.exit_code,

@@ -19,6 +19,9 @@ def register(cmds: argparse._SubParsersAction) -> None:
     p.add_argument("--remote", metavar="URL", help="add this URL as remote 'origin' (no credentials in it)")
     p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set agents.maxReplicas=6 (repeatable)")
+    p.add_argument("--nodes", type=_node_count, metavar="N",
+                   help="N DGX Spark nodes: cluster.nodes.count=N and cluster.capacity all of them "
+                        "(per-node shape from --set cluster.nodes.*, else a DGX Spark)")
     p.add_argument("--force", action="store_true", help="replace a non-empty directory")
     add_output_flag(p)
     p.set_defaults(handler=cmd_init)
@@ -71,6 +74,17 @@ def _root(d: Path | None) -> Path:
     return find_repo_root(d)
 
 
+def _node_count(text: str) -> int:
+    import re
+
+    from raibid_gitops.settings import MAX_NODES
+
+    # Digits only, matched whole: " 3", "3\n" and "3.0" are refused, never read as 3.
+    if not re.fullmatch(r"[0-9]{1,2}", text) or not 1 <= int(text) <= MAX_NODES:
+        raise argparse.ArgumentTypeError(f"must be a number of nodes from 1 to {MAX_NODES}")
+    return int(text)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from raibid_gitops.errors import ConfigRepoError
     from raibid_gitops.gitops.generate import init
@@ -78,7 +92,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     target = one_dir(args)
     if target is None:
         raise ConfigRepoError("init needs the directory to create", hint="raibid gitops init DIR (or -C DIR)")
-    res = init(target, assignments=args.assignments, remote=args.remote, force=args.force)
+    res = init(target, assignments=args.assignments, remote=args.remote, force=args.force, nodes=args.nodes)
     print(f"initialised {res.path} at {res.commit[:12]} (settings {res.settings_hash})", file=sys.stderr)
     if not res.kustomize_checked:
         print("warning: kustomize not found; the overlay was not built (install kustomize, then run "

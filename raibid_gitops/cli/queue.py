@@ -170,8 +170,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     done = submit(_client(args, settings), settings, spec)
     from raibid_gitops.cli.output import emit, is_data
 
+    if not done.durable:
+        print(f"warning: job {done.job_id} is queued on the primary, but {done.replicas} of the "
+              f"{done.replicas_wanted} replica(s) asked for (queue.sentinel.ackReplicas) confirmed it in time: "
+              "it would be lost if the primary failed before a replica caught up", file=sys.stderr)
     if is_data(args.output):
-        emit({"job": done.job_id, "entry": done.entry_id}, args.output)
+        emit({"job": done.job_id, "entry": done.entry_id, "durable": done.durable, "replicas": done.replicas},
+             args.output)
     else:
         print(done.job_id)
     return 0
@@ -241,6 +246,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     _emit(args, s.to_dict(), ["STREAM", "GROUP", "LENGTH", "LAG", "PENDING", "CONSUMERS", "OLDEST PENDING", "DEAD", "AGENTS"],
           [[s.stream, s.group if s.group_exists else f"{s.group} (missing)", s.length,
             "" if s.lag is None else s.lag, s.pending, s.consumers, age, s.dead_letters, s.agents]])
+    from raibid_gitops.cli.output import is_data, table
+    from raibid_gitops.times import iso_seconds
+
+    if not is_data(args.output) and s.redis is not None:
+
+        r = s.redis
+        last = r.failovers[-1] if r.failovers else None
+        print()
+        table(["REDIS", "PRIMARY", "REPLICAS", "SENTINELS", "FAILOVERS", "LAST FAILOVER"],
+              [[r.mode, r.primary,
+                ", ".join(f"{x.address} ({x.state}, lag {'-' if x.lag_seconds is None else x.lag_seconds}s)"
+                          for x in r.replicas) or "none",
+                "-" if r.sentinels is None else f"{r.sentinels} (quorum {r.quorum})",
+                len(r.failovers) if r.mode == "sentinel" else "-",
+                f"{iso_seconds(last.at)} {last.old} -> {last.new}" if last else ""]])
     return 0
 
 

@@ -74,13 +74,14 @@ def apply_settings(root: Path, settings: Settings) -> list[str]:
     for rel, content in generated.generated_files(settings).items():
         path = root / rel
         if not path.exists() or path.read_text(encoding="utf-8") != content:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content, encoding="utf-8")
             changed.append(rel)
     return changed
 
 
 def init(target: Path, *, assignments: list[str] | None = None, remote: str | None = None,
-         force: bool = False, author: tuple[str, str] | None = None) -> InitResult:
+         force: bool = False, author: tuple[str, str] | None = None, nodes: int | None = None) -> InitResult:
     from raibid_gitops.clients.git import Repo, refuse_credentials
     from raibid_gitops.gitops import verify as verify_mod
 
@@ -88,6 +89,8 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
     if remote:
         refuse_credentials(remote, "--remote")
     changes = settings_mod.parse_assignments(assignments or [])
+    if nodes is not None:
+        changes = settings_mod.with_nodes(changes, nodes)
     settings = settings_mod.apply_assignments(settings_mod.defaults(), changes, "--set")
 
     target = Path(os.path.abspath(target))

@@ -9,6 +9,10 @@ CLUSTER_DIR = "clusters/dgx-spark"
 SETTINGS_PATH = f"{OVERLAY_DIR}/settings.yaml"
 SCHEMA_PATH = f"{OVERLAY_DIR}/settings.schema.json"
 GPU_PATCH_PATH = f"{OVERLAY_DIR}/agent-gpu-patch.yaml"
+#: The generated kustomize Component with what depends on cluster.nodes and queue.mode: the
+#: agents' spread over nodes, the KEDA trigger's connection, Redis with Sentinels.
+TOPOLOGY_DIR_NAME = "topology"
+TOPOLOGY_PATH = f"{OVERLAY_DIR}/{TOPOLOGY_DIR_NAME}/kustomization.yaml"
 #: Top-level folders a config repository consists of (copied from the templates).
 TEMPLATE_DIRS = ("base", "overlays", "clusters")
 #: Flux object names in clusters/dgx-spark (the config repo's GitRepository and Kustomization).

@@ -102,6 +102,49 @@ def _locator(root: Path, rel: str) -> schemas.Locator:
     return locate
 
 
+def check_topology_included(root: Path) -> list[Problem]:
+    """The generated `topology` component takes effect only if the overlay includes it (a
+    config repository made before it existed does not, and nothing else would notice)."""
+    from raibid_gitops import yamlio
+
+    rel = f"{layout.OVERLAY_DIR}/kustomization.yaml"
+    try:
+        data = yamlio.to_plain(yamlio.load_rt((root / rel).read_text(encoding="utf-8"), rel))
+    except (OSError, SettingsError):
+        return []  # kustomize build reports a missing or broken kustomization.yaml
+    components = data.get("components") if isinstance(data, dict) else None
+    if isinstance(components, list) and layout.TOPOLOGY_DIR_NAME in components:
+        return []
+    return [Problem(file=rel, field="components",
+                    message=f"does not include the generated component {layout.TOPOLOGY_DIR_NAME!r}, so cluster.nodes "
+                            "and queue.mode would not take effect; add `components: [topology]` (repositories made "
+                            "by `raibid gitops init` have it)")]
+
+
+def check_trigger(settings: Settings, objects: list[dict[str, Any]]) -> list[Problem]:
+    """The rendered ScaledJob reaches Redis as queue.mode says (a leftover hand patch of the
+    trigger's address would otherwise win over the topology component)."""
+    q = settings.queue
+    want = (("redis-sentinel-streams", q.sentinel.addresses) if q.mode == "sentinel"
+            else ("redis-streams", q.redis_address))
+    problems = []
+    for obj in objects:
+        if obj.get("kind") != "ScaledJob":
+            continue
+        for i, trig in enumerate((obj.get("spec") or {}).get("triggers") or []):
+            if not isinstance(trig, dict) or not str(trig.get("type", "")).startswith("redis"):
+                continue
+            found = (trig.get("type"), (trig.get("metadata") or {}).get("address"))
+            if found != want:
+                name = (obj.get("metadata") or {}).get("name", "?")
+                problems.append(Problem(
+                    file=layout.OVERLAY_DIR, field=f"ScaledJob {name} triggers[{i}]",
+                    message=f"does not reach Redis as queue.mode {q.mode} says; remove any patch of the trigger's "
+                            "type or address besides the topology component's",
+                    expected=f"{want[0]} at {want[1]}", found=f"{found[0]} at {found[1]}"))
+    return problems
+
+
 def check_render(root: Path, settings: Settings, report: Report) -> None:
     overlay_built = False
     for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
@@ -120,6 +163,7 @@ def check_render(root: Path, settings: Settings, report: Report) -> None:
         report.objects.extend(objs)
     if not overlay_built:
         return  # what the overlay would render is unknown: checking it would only restate the failure
+    report.problems.extend(check_trigger(settings, report.objects))
     settings_text = (root / layout.SETTINGS_PATH).read_text(encoding="utf-8")
     cms = [o for o in report.objects if o.get("kind") == "ConfigMap"
            and (o.get("metadata") or {}).get("name") == contract.SETTINGS_CONFIGMAP]
@@ -166,6 +210,7 @@ def verify(root: Path, *, render: bool = True) -> Report:
     report.problems.extend(marked)
     report.checked_fields = n
     report.problems.extend(check_generated(root, settings))
+    report.problems.extend(check_topology_included(root))
     if render:
         check_render(root, settings, report)
     return report

@@ -124,6 +124,15 @@ class JobSpec:
 class Submitted:
     job_id: str
     entry_id: str
+    #: queue.mode sentinel: replicas that confirmed the job (WAIT) against those asked for;
+    #: (None, 0) in single mode. Fewer than asked: on the primary only (see :attr:`durable`).
+    replicas: int | None = None
+    replicas_wanted: int = 0
+
+    @property
+    def durable(self) -> bool:
+        """Survives losing the primary: as many replicas as queue.sentinel.ackReplicas have it."""
+        return self.replicas is None or self.replicas >= self.replicas_wanted
 
 
 def new_job_id() -> str:
@@ -169,18 +178,44 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
     q = settings.queue
     import redis as _r
 
-    with redis_errors(client, f"submitting a job to {q.stream}"):
-        try:
-            entry_id = scripts_for(client).submit(
-                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
-                args=[q.consumer_group, q.max_len, job_id, f"{now:.6f}", q.retention.finished_job_seconds,
-                      q.retention.finished_jobs, len(entry) * 2, *_flat(entry), *_flat(record)],
-            )
-        except _r.ResponseError as exc:
-            if "JOBEXISTS" in str(exc):
-                raise QueueError(f"job {job_id} already exists") from None
-            raise
-    return Submitted(job_id=job_id, entry_id=str(entry_id))
+    from raibid_gitops.clients.redis import acks, through_failover
+    from raibid_gitops.errors import RedisUnavailable
+
+    scripts = scripts_for(client)
+
+    def attempt() -> tuple[Any, int | None]:
+        with redis_errors(client, f"submitting job {job_id} to {q.stream}"):
+            try:
+                entry_id, acked = scripts.durable(
+                    settings, scripts.submit,
+                    [q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
+                    [q.consumer_group, q.max_len, job_id, f"{now:.6f}", q.retention.finished_job_seconds,
+                     q.retention.finished_jobs, len(entry) * 2, *_flat(entry), *_flat(record)],
+                )
+            except _r.ResponseError as exc:
+                if "JOBEXISTS" not in str(exc):
+                    raise
+                # redis-py sends a command again when the connection broke before the answer
+                # came (Redis restarting, a failover): the first one may have landed. Ours, if
+                # the record is the one we wrote (same submit time); else a real clash.
+                rec = client.hgetall(c.job_key(job_id))
+                if rec.get(c.REC_SUBMITTED_AT) != f"{now:.6f}" or rec.get(c.REC_REPO) != spec.repo:
+                    raise QueueError(f"job {job_id} already exists") from None
+                entry_id, acked = rec.get(c.REC_ENTRY_ID, ""), None
+                wanted, timeout_ms = acks(settings)
+                if wanted:
+                    acked = int(client.wait(wanted, timeout_ms))
+        return entry_id, acked
+
+    try:
+        # Through Sentinel a failover delays the submit; the same job id makes a repeat safe.
+        entry_id, acked = through_failover(client, attempt)
+    except RedisUnavailable as exc:
+        # Whether the job landed is unknown (the answer was lost): say which job to look for.
+        raise RedisUnavailable(f"{exc.message}; job {job_id} may or may not have been queued: "
+                               f"`raibid queue status {job_id}` tells", hint=exc.hint) from None
+    wanted = acks(settings)[0]
+    return Submitted(job_id=job_id, entry_id=str(entry_id), replicas=acked, replicas_wanted=wanted)
 
 
 def get_job(client: redis.Redis, job_id: str) -> Job:

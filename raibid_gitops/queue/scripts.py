@@ -143,6 +143,13 @@ if recid and recid ~= eid then
   redis.call('XACK', stream, group, eid)
   return {{'stale', recid}}
 end
+-- Only the consumer the entry is pending for may start it. After a failover the promoted
+-- replica may not have seen this delivery (replication is asynchronous): the entry is then
+-- delivered again, to whoever reads it next, and must not also run here.
+local p = redis.call('XPENDING', stream, group, eid, eid, 1)
+if #p == 0 or p[1][2] ~= agent then
+  return {{'notowned', ''}}
+end
 local attempt = redis.call('HINCRBY', job, '{c.REC_ATTEMPT}', 1)
 redis.call('HSET', job, '{c.REC_STATE}', '{c.STATE_RUNNING}', '{c.REC_AGENT}', agent,
            '{c.REC_STARTED_AT}', now, '{c.REC_UPDATED_AT}', now, '{c.REC_SETTINGS_HASH}', shash)
@@ -180,6 +187,8 @@ if not st then
 end
 if FINAL[st] then
   redis.call('XACK', stream, group, eid)
+  -- This very result, stored before (a retry after a lost reply or a failover): stored.
+  if att == attempt and st == state then return 'repeat' end
   return 'already'
 end
 if st ~= '{c.STATE_RUNNING}' or att ~= attempt then
@@ -323,22 +332,54 @@ class Scripts:
     def start_attempt(self, settings: Settings, job_id: str, entry_id: str, agent: str, now: float,
                       settings_hash: str) -> list[Any]:
         """START: the job runs as ``agent``'s next attempt; returns [status, detail]."""
+        return self.start_durable(settings, job_id, entry_id, agent, now, settings_hash)[0]  # type: ignore[no-any-return]
+
+    def start_durable(self, settings: Settings, job_id: str, entry_id: str, agent: str, now: float,
+                      settings_hash: str) -> tuple[list[Any], int | None]:
+        """START, then (queue.mode sentinel) WAIT for queue.sentinel.ackReplicas replicas:
+        ([status, detail], replicas that acknowledged, or None when none are asked for)."""
         q = settings.queue
-        return self.start(keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id)],  # type: ignore[no-any-return]
-                          args=[q.consumer_group, entry_id, agent, f"{now:.6f}", settings_hash,
-                                settings.agents.log_max_len])
+        return self.durable(settings, self.start, [c.job_key(job_id), q.stream, c.job_logs_key(job_id)],
+                            [q.consumer_group, entry_id, agent, f"{now:.6f}", settings_hash,
+                             settings.agents.log_max_len])
 
     def finish_attempt(self, settings: Settings, job_id: str, entry_id: str, attempt: str, state: str,
                        exit_code: int, reason: str, now: float, *, commit: str = "") -> str:
         """FINISH: store the result (and the commit checked out, if known) and XACK, unless
         another attempt owns the job now."""
+        return self.finish_durable(settings, job_id, entry_id, attempt, state, exit_code, reason, now,  # type: ignore[no-any-return]
+                                   commit=commit)[0]
+
+    def finish_durable(self, settings: Settings, job_id: str, entry_id: str, attempt: str, state: str,
+                       exit_code: int, reason: str, now: float, *, commit: str = "") -> tuple[str, int | None]:
+        """FINISH, then WAIT as :meth:`start_durable`. ``repeat`` means this very result was
+        stored before (a retry): it counts as stored."""
         q = settings.queue
-        return self.finish(  # type: ignore[no-any-return]
-            keys=[c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
-            args=[q.consumer_group, entry_id, attempt, state, exit_code, reason, f"{now:.6f}",
-                  settings.agents.log_max_len, job_id, q.retention.finished_job_seconds, q.retention.finished_jobs,
-                  commit],
+        return self.durable(
+            settings, self.finish,
+            [c.job_key(job_id), q.stream, c.job_logs_key(job_id), c.JOBS_INDEX, c.FINISHED_INDEX],
+            [q.consumer_group, entry_id, attempt, state, exit_code, reason, f"{now:.6f}",
+             settings.agents.log_max_len, job_id, q.retention.finished_job_seconds, q.retention.finished_jobs,
+             commit],
         )
+
+    def durable(self, settings: Settings, script: Any, keys: list[Any], args: list[Any]) -> tuple[Any, int | None]:
+        """Run ``script``; in queue.mode sentinel follow it with WAIT on the same connection (a
+        pipeline), so the count is of replicas that have *this* write. Returns (result, replicas
+        that acknowledged it, or None when the settings ask for none).
+
+        redis-py retries a pipeline whose connection broke, on a new connection (after a
+        failover: to the new primary), so every script run here must be safe to repeat."""
+        from raibid_gitops.clients.redis import acks
+
+        replicas, timeout_ms = acks(settings)
+        if not replicas:
+            return script(keys=keys, args=args), None
+        pipe = self.client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(replicas, timeout_ms)
+        result, acked = pipe.execute()
+        return result, int(acked)
 
 
 def scripts_for(client: redis.Redis) -> Scripts:

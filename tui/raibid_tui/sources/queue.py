@@ -47,6 +47,9 @@ class QueueStats:
     jobs: tuple[Job, ...] = ()
     #: Why the job records could not be read ("" when they were); the numbers above still are.
     jobs_error: str = ""
+    #: Where the queue lives: the primary, its replicas, the Sentinels and the failovers seen
+    #: (:class:`raibid_gitops.queue.stats.RedisTopology`); None when not read.
+    redis: Any = None
 
 
 @dataclass
@@ -94,7 +97,7 @@ class QueueSource:
                           length=s.length, lag=s.lag, pending=s.pending,
                           oldest_pending_age=s.oldest_pending_age_seconds, dead_letters=s.dead_letters,
                           consumers=s.consumers, group_exists=s.group_exists, throughput=tuple(self._history),
-                          interval=self.interval, jobs=jobs, jobs_error=jobs_error)
+                          interval=self.interval, jobs=jobs, jobs_error=jobs_error, redis=s.redis)
 
     def jobs(self) -> tuple[tuple[Job, ...], str]:
         """The newest MAX_JOBS jobs, and "" — or (), and why they could not be read. Redis

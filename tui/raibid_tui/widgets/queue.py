@@ -30,6 +30,8 @@ JOB_STYLE = {
 ID_WIDTH, REPO_WIDTH, REF_WIDTH, AGENT_WIDTH = 28, 36, 24, 28
 #: A commit as `git log --oneline` shows it.
 COMMIT_WIDTH = 12
+#: Replicas listed in the stats (a primary has a handful; anything may answer INFO).
+MAX_REPLICAS_SHOWN = 8
 
 
 def stats_table(s: QueueStats) -> Table:
@@ -48,7 +50,34 @@ def stats_table(s: QueueStats) -> Table:
     done = sum(s.throughput)
     span = len(s.throughput) * s.interval
     t.add_row("throughput", f"{done:g} job(s) in the last {fmt.seconds(span)}" if s.throughput else "measuring…")
+    if s.redis is not None:
+        add_redis_rows(t, s.redis)
     return t
+
+
+def add_redis_rows(t: Table, r: Any) -> None:
+    """Where the queue lives: primary, replicas (state, lag), Sentinels, failovers. Addresses
+    come from Redis and the Sentinels: shown as text, cut short."""
+    t.add_row("redis", Text(f"{fmt.clip(r.primary, 60)}  ({r.mode}, primary)"))
+    if r.replicas:
+        cells = Text()
+        for i, x in enumerate(r.replicas[:MAX_REPLICAS_SHOWN]):
+            lag = "-" if x.lag_seconds is None else f"{x.lag_seconds}s"
+            cells.append(("\n" if i else "") + f"{fmt.clip(x.address, 60)}  {fmt.clip(x.state, 16)}, lag {lag}",
+                         style="" if x.state == "online" else "bold yellow")
+        t.add_row("replicas", cells)
+    else:
+        t.add_row("replicas", Text("none" + ("  (no copy survives losing the primary)" if r.mode == "sentinel" else ""),
+                                   style="bold red" if r.mode == "sentinel" else "dim"))
+    if r.mode == "sentinel":
+        t.add_row("sentinels", "-" if r.sentinels is None else f"{r.sentinels} (quorum {r.quorum})")
+        if r.failovers:
+            last = r.failovers[-1]
+            when = datetime.fromtimestamp(last.at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+            t.add_row("failovers", Text(f"{len(r.failovers)}, last {when}: {fmt.clip(last.old, 40)} → "
+                                        f"{fmt.clip(last.new, 40)}", style="bold yellow"))
+        else:
+            t.add_row("failovers", "none seen")
 
 
 def _when(epoch: float | None) -> datetime | None:
