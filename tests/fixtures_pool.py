@@ -167,14 +167,15 @@ def make_pool(kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, keda: 
 
 
 def _make_app_repo(gitea: GiteaServer, tmp: Path) -> None:
-    """raibid/app: what the CI jobs build (a Makefile whose `test` succeeds)."""
+    """raibid/app: what the CI jobs build (a Makefile whose `test` succeeds after two seconds:
+    long enough for start_agent's prober to see the agent ready while it runs the job)."""
     try:
         gitea.api("POST", f"/orgs/{gitea.org}/repos", {"name": "app", "private": True, "default_branch": "main"})
     except StackError:
         return  # made by an earlier test of this session
     work = tmp / "app"
     work.mkdir()
-    (work / "Makefile").write_text("test:\n\t@echo ok\n")
+    (work / "Makefile").write_text("test:\n\t@sleep 2\n\t@echo ok\n")
     env = gitea.git_env()
     for args in (["init", "-q", "-b", "main"], ["add", "."],
                  ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qm", "app"],
@@ -229,7 +230,7 @@ def start_agent(p: Pool, log: Path, pod: dict[str, Any] | None = None) -> subpro
     finally:
         out.close()
     url = f"http://127.0.0.1:{port}{probe['httpGet']['path']}"
-    threading.Thread(target=_prober, args=(p, proc, pod["metadata"]["name"], url), daemon=True).start()
+    threading.Thread(target=_prober, args=(p, proc, pod["metadata"]["name"], url, log), daemon=True).start()
     return proc
 
 
@@ -237,13 +238,22 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod["status"].get("conditions") or [])
 
 
-def _prober(p: Pool, proc: subprocess.Popen[bytes], pod: str, url: str, period: float = 0.25) -> None:
+def _prober(p: Pool, proc: subprocess.Popen[bytes], pod: str, url: str, log: Path, period: float = 0.25) -> None:
+    """Probe until the agent is ready, then mark its Pod Ready; what went wrong goes to its log
+    (a test reading the Pod's Ready then has the reason next to the agent's own output)."""
+    last = "never answered"
     while proc.poll() is None:
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
-                    mark_ready(p.kube, p.namespace, pod)
+                    try:
+                        mark_ready(p.kube, p.namespace, pod)
+                    except StackError as exc:
+                        last = f"marking {pod} Ready failed: {exc}"
+                        break
                     return
-        except OSError:
-            pass  # not listening yet, or 503: not ready
+        except OSError as exc:
+            last = f"{url}: {exc}"  # not listening yet, or 503: not ready
         time.sleep(period)
+    with open(log, "a") as f:
+        f.write(f"[prober] {pod} not marked Ready: {last}\n")

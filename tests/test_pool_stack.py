@@ -65,7 +65,8 @@ class TestScaling:
         assert status["state"] == "succeeded", status
         [pod] = pool.pods()
         assert status["agent"] == pod["metadata"]["name"], status
-        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+        ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
+        assert ready == "True", (tmp_path / "agent.log").read_text()
         # Several KEDA polls later there is still exactly the one Job (activationLagCount "0":
         # one queued job woke the pool; lag 0 since the agent took it).
         assert pool.job_count_over(3 * POLL) == {1}, pool.diagnostics()
