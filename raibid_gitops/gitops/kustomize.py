@@ -51,16 +51,15 @@ def build(path: Path) -> str:
 
 
 def parse(text: str) -> list[dict[str, Any]]:
-    """Rendered YAML to plain objects (YAML 1.2 safe load, as the API server would get them)."""
-    from ruamel.yaml import YAML
+    """Rendered YAML to plain objects (YAML 1.2 safe load, as the API server would get them;
+    :mod:`raibid_gitops.yaml12` gives ruamel's result, with libyaml's speed where it can)."""
     from ruamel.yaml.error import YAMLError
 
-    from raibid_gitops import yamlio
+    from raibid_gitops import yaml12, yamlio
     from raibid_gitops.errors import SettingsError
 
-    y = YAML(typ="safe", pure=True)
     try:
-        docs = [d for d in y.load_all(text) if d]
+        docs = [d for d in yaml12.load_all(text) if d]
         # Aliases in a hand-edited patch may survive into the output: bound the expansion
         # before schemas, diffs and the ConfigMap check walk it.
         yamlio.check_bounds(docs, "kustomize output", max_nodes=yamlio.MAX_MANIFEST_NODES,

@@ -1,0 +1,139 @@
+"""raibid_gitops.yaml12: the fast loader gives exactly what the YAML 1.2 reference loader
+(ruamel, pure, safe) gives — the same data with the same types, or the same error."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raibid_gitops import yaml12
+from raibid_gitops.gitops import kustomize, layout
+from raibid_gitops.gitops.generate import init
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, with equal types all the way down (True is not 1) and equal key order."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(k1, k2) for k1, k2 in zip(a, b)) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return bool(a == b) or (a != a and b != b)  # NaN
+
+
+def outcome(load: Any, text: str) -> Any:
+    try:
+        return ("ok", load(text))
+    except Exception as exc:  # noqa: BLE001 - the error itself is what is compared
+        return ("error", type(exc), str(exc))
+
+
+def assert_equivalent(text: str) -> None:
+    fast, ref = outcome(yaml12.load_all, text), outcome(yaml12.load_all_reference, text)
+    if ref[0] == "ok":
+        assert fast[0] == "ok" and same(fast[1], ref[1]), (text, fast, ref)
+    else:
+        assert fast == ref, text
+
+
+class TestRenderedObjects:
+    """Every object kustomize renders from a config repository, loaded both ways."""
+
+    @pytest.mark.parametrize("assignments", [
+        [],
+        ["agents.gpus=2", "agents.maxReplicas=5", "agents.memory=6Gi", "flux.interval=5m", "flux.wait=false"],
+        ["cluster.namespace=ci-x", "queue.redisAddress=raibid-redis.ci-x.svc.cluster.local:6380",
+         'agents.defaultPipeline=[{"name":"t","run":"echo yes: on\\n\\tx # y"}]', "gitea.url=https://git.example/x"],
+    ])
+    def test_same_objects_fast(self, tmp_path: Path, assignments: list[str]) -> None:
+        repo = init(tmp_path / "config", assignments=assignments).path
+        for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
+            text = kustomize.build(repo / rel)
+            fast = yaml12._fast(text)
+            ref = yaml12.load_all_reference(text)
+            assert ref, rel
+            if "\t" not in text:
+                assert fast is not None, f"the fast path was not taken for {rel}"
+            assert same(yaml12.load_all(text), ref)
+            for got, want in zip(fast or [], ref):
+                assert same(got, want), (rel, got.get("kind"))
+
+
+#: Plain scalars whose YAML 1.2 reading differs from YAML 1.1's, or that are near a rule's edge.
+SCALARS = [
+    "yes", "no", "on", "off", "y", "n", "Yes", "NO", "true", "True", "TRUE", "tRUE", "false", "False",
+    "null", "Null", "NULL", "nULL", "~", "", "0", "-0", "+0", "007", "0777", "08", "0o17", "0x1F", "0b101",
+    "1_000", "1:30", "190:20:30", "12", "-12", "+12", "1.5", "1e3", "1E3", ".5", "-.inf", ".NaN", ".nan",
+    "2024-01-01", "2024-01-01T10:00:00Z", "2001-12-14 21:59:43.10 -5", "=", "<<", "0.", "1.", "12abc",
+    "abc", "a b", "-", "--", "3Gi", "500m", "0x", "0o", "1__0", "9" * 30, "9" * 1200,
+]
+
+
+class TestScalars:
+    @pytest.mark.parametrize("scalar", SCALARS)
+    @pytest.mark.parametrize("template", ["a: {}\n", "- {}\n", "{}: x\n", "a: [{}]\n", "a: {{b: {}}}\n",
+                                          "a: '{}'\n", 'a: "{}"\n', "a: |\n  {}\n"])
+    def test_scalar(self, scalar: str, template: str) -> None:
+        assert_equivalent(template.format(scalar))
+
+    def test_random_documents(self) -> None:
+        rng = random.Random(14)
+        for _ in range(300):
+            lines = []
+            for i in range(rng.randint(1, 6)):
+                value = rng.choice(SCALARS[:-1])
+                style = rng.choice(["plain", "plain", "single", "double", "flow"])
+                if style == "single":
+                    value = "'" + value.replace("'", "''") + "'"
+                elif style == "double":
+                    value = '"' + value + '"'
+                elif style == "flow":
+                    value = f"[{value or '~'}, {{k: {value or '~'}}}]"
+                lines.append(f"k{i}: {value}")
+            assert_equivalent("\n".join(lines) + "\n")
+
+
+class TestFallbacks:
+    """Texts the fast path hands to the reference loader: the result is the reference's."""
+
+    @pytest.mark.parametrize("text", [
+        "a: &x 1\nb: *x\n",                     # alias: sharing
+        "a: &x {b: 1}\nc: *x\n",
+        "a: 1\na: 2\n",                         # duplicate key: the reference's error
+        "1: a\ntrue: b\n",                      # 1 == True: a duplicate to the reference too
+        "%YAML 1.1\n---\na: yes\n",             # a directive changes the rules
+        "%TAG !e! tag:example.com,2000:\n---\na: !e!x 1\n",
+        "? [a, b]\n: 1\n",                      # complex key
+        "a: !!str 12\n",                        # explicit tags
+        "a: !!binary aGk=\n",
+        "a: !custom x\n",
+        "<<: {a: 1}\nb: 2\n",                   # merge key
+        "a:\n\t- 1\n",                          # tab
+        "a: 1\r\nb: 2\r\n",                     # CR
+        "a: x\x85y\n",                          # NEL: a line break in YAML 1.1 only
+        "a: x\u2028y\n",
+        "\ufeffa: 1\n",
+        "a: \x07\n",                            # not printable
+        "{a: 1",                                # malformed
+        "a: b: c\n",
+        "- [" * 3000 + "]" * 3000 + "\n",       # deep flow nesting
+        "a:\n" + "".join(" " * (2 * i) + f"k{i}:\n" for i in range(1, 200)) + " " * 400 + "x: 1\n",
+    ])
+    def test_fallback_same_result(self, text: str) -> None:
+        assert yaml12._fast(text) is None
+        assert_equivalent(text)
+
+    def test_without_libyaml(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(yaml12, "_loader", False)
+        assert yaml12._fast("a: 1\n") is None
+        assert yaml12.load_all("a: yes\nb: 1\n") == [{"a": "yes", "b": 1}]
+
+    def test_documents(self) -> None:
+        for text in ("", "---\n", "---\n---\na: 1\n", "a: 1\n---\nb: 2\n...\n", "x\n", "--- |\n  text\n"):
+            assert_equivalent(text)
+        assert all(same(a, b) for a, b in itertools.zip_longest(yaml12.load_all("---\n---\na: 1\n"), [None, {"a": 1}]))
