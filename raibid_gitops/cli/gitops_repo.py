@@ -72,10 +72,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from raibid_gitops.gitops import kustomize, layout
+    from raibid_gitops.gitops import layout, rendercache
 
     root = _root(args.dir)
-    sys.stdout.write(kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR)))
+    build = rendercache.build_all([root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR)],
+                                  objects=False)[0]
+    if build.error is not None:
+        raise build.error
+    assert build.text is not None
+    sys.stdout.write(build.text)
     return 0
 
 

@@ -262,66 +262,19 @@ class _Applied:
     changes: list[SettingChange]
     diff: list[objdiff.ObjectChange]
     verify_summary: str
-    objects: list[dict[str, Any]] = field(default_factory=list)
-
-
-#: Rendered objects of committed trees, kept in .git (never in the working tree) so the next
-#: set on that commit diffs against them without building the base again: the base render
-#: is about a third of set's time. Keyed by the tree and the kustomize command.
-RENDER_CACHE_DIR = "raibid/render-cache"
-RENDER_CACHE_KEEP = 20
-
-
-def _cache_path(g: Repo, commit: str) -> Path | None:
-    import hashlib
-
-    from raibid_gitops.gitops import kustomize
-
-    tree = rev_parse(g, f"{commit}^{{tree}}")
-    try:
-        tool = " ".join(kustomize.command())
-    except KustomizeError:
-        return None
-    if tree is None:
-        return None
-    key = hashlib.sha256(f"{tree}\0{tool}".encode()).hexdigest()[:32]
-    git_dir = Path(g.git("rev-parse", "--absolute-git-dir").strip())
-    return git_dir / RENDER_CACHE_DIR / f"{key}.json"
-
-
-def _cached_render(g: Repo, commit: str) -> list[dict[str, Any]] | None:
-    path = _cache_path(g, commit)
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path else None
-    except (OSError, ValueError):
-        return None
-
-
-def _store_render(g: Repo, commit: str, objects: list[dict[str, Any]]) -> None:
-    path = _cache_path(g, commit)
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{random.getrandbits(32):08x}.tmp")
-        tmp.write_text(json.dumps(objects, default=str), encoding="utf-8")
-        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
-        old = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-RENDER_CACHE_KEEP]
-        for stale in old:
-            stale.unlink(missing_ok=True)
-    except OSError:
-        pass  # only a cache
 
 
 def _render(root: Path) -> list[dict[str, Any]] | None:
-    from raibid_gitops.gitops import kustomize
+    """The objects the working tree renders to (overlay and Flux objects), from the render
+    cache when this content was built before (see :mod:`raibid_gitops.gitops.rendercache`)."""
+    from raibid_gitops.gitops import rendercache
 
     objs: list[dict[str, Any]] = []
-    try:
-        for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
-            objs.extend(kustomize.build_objects(root / rel))
-    except KustomizeError:
-        return None  # the base does not build; the diff then lists every object as added
+    for build in rendercache.build_all([root / rel for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR)]):
+        try:
+            objs.extend(build.objects())
+        except KustomizeError:
+            return None  # the base does not build; the diff then lists every object as added
     return objs
 
 
@@ -398,9 +351,7 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     if not changes:
         return _Applied(base, base_settings, new_settings, [], [], "")
 
-    old_objects = _cached_render(g, base)
-    if old_objects is None:
-        old_objects = _render(root)
+    old_objects = _render(root)
     effective = {c.key: requested[c.key] for c in changes}
     co.touched.add(layout.SETTINGS_PATH)
     settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH, expected=new_settings),
@@ -411,7 +362,7 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
         raise VerifyFailed(report.problems)
     diff = objdiff.diff_objects(old_objects or [], report.objects)
     summary = f"{report.checked_fields} marked fields, {len(report.objects)} objects valid"
-    return _Applied(base, base_settings, new_settings, changes, diff, summary, report.objects)
+    return _Applied(base, base_settings, new_settings, changes, diff, summary)
 
 
 def set_settings(
@@ -518,7 +469,6 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
             result.message = msg
             commit = g.commit_all(msg, author=author)
             result.commit = commit
-            _store_render(g, commit, applied.objects)
             if pr:
                 assert client is not None and ref is not None
                 _propose(g, co, client, ref, remote, target_branch, applied, result, message, say)

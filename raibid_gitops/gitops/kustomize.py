@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +35,61 @@ def command() -> list[str]:
     )
 
 
-def build(path: Path) -> str:
-    """The rendered YAML of the kustomization at ``path``."""
-    cmd = [*command(), str(path)]
+@dataclass
+class Running:
+    """A started ``kustomize build`` (see :func:`start`)."""
+
+    cmd: list[str]
+    path: Path
+    started: float
+    proc: subprocess.Popen[str] | None = None
+    error: KustomizeError | None = None
+
+
+def start(path: Path, cmd: list[str] | None = None) -> Running:
+    """Start ``kustomize build path`` and return at once; :func:`wait` gives its output. Builds
+    of several directories run concurrently this way."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        raise KustomizeError(f"`{' '.join(cmd)}` did not finish within {BUILD_TIMEOUT_SECONDS}s") from None
+        cmd = [*(cmd if cmd is not None else command()), str(path)]
+    except KustomizeError as exc:
+        return Running([], path, time.monotonic(), error=exc)
+    run = Running(cmd, path, time.monotonic())
+    try:
+        run.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
     except OSError as exc:
-        raise KustomizeError(f"cannot run {cmd[0]}: {exc}") from None
-    if proc.returncode != 0:
-        msg = proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}"
+        run.error = KustomizeError(f"cannot run {cmd[0]}: {exc}")
+    return run
+
+
+def wait(run: Running) -> str:
+    """The rendered YAML of a started build; KustomizeError if it failed or timed out."""
+    if run.error is not None:
+        raise run.error
+    assert run.proc is not None
+    remaining = max(0.0, BUILD_TIMEOUT_SECONDS - (time.monotonic() - run.started))
+    try:
+        stdout, stderr = run.proc.communicate(timeout=remaining)
+    except subprocess.TimeoutExpired:
+        kill(run)
+        raise KustomizeError(f"`{' '.join(run.cmd)}` did not finish within {BUILD_TIMEOUT_SECONDS}s") from None
+    if run.proc.returncode != 0:
+        msg = stderr.strip() or stdout.strip() or f"exit code {run.proc.returncode}"
         if len(msg) > MAX_ERROR_CHARS:  # kustomize quotes whole files in some errors
             msg = msg[:MAX_ERROR_CHARS] + f"... ({len(msg)} characters)"
-        raise KustomizeError(f"kustomize build of {path} failed: {msg}")
-    return proc.stdout
+        raise KustomizeError(f"kustomize build of {run.path} failed: {msg}")
+    return stdout
+
+
+def kill(run: Running) -> None:
+    if run.proc is not None and run.proc.poll() is None:
+        run.proc.kill()
+        run.proc.communicate()
+
+
+def build(path: Path) -> str:
+    """The rendered YAML of the kustomization at ``path``."""
+    return wait(start(path))
 
 
 def parse(text: str) -> list[dict[str, Any]]:

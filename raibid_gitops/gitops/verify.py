@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raibid_gitops import contract
 from raibid_gitops.errors import KustomizeError, SettingsError
-from raibid_gitops.gitops import generated, kustomize, layout, schemas, setters
+from raibid_gitops.gitops import layout, rendercache
 from raibid_gitops.problems import Problem
-from raibid_gitops.settings import Settings, load_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.settings import Settings
+
+#: What verify builds: the overlay Flux applies, and the Flux objects themselves.
+RENDERED_DIRS = (layout.OVERLAY_DIR, layout.CLUSTER_DIR)
 
 
 #: The API server refuses a ConfigMap or Secret whose data (keys and values) exceeds 1 MiB
@@ -51,6 +56,8 @@ class Report:
 
 
 def check_marked_fields(root: Path, settings: Settings) -> tuple[list[Problem], int]:
+    from raibid_gitops.gitops import setters
+
     problems: list[Problem] = []
     fields = setters.scan(root)
     for path in setters.marked_files(root):
@@ -73,6 +80,8 @@ def check_marked_fields(root: Path, settings: Settings) -> tuple[list[Problem], 
 
 
 def check_generated(root: Path, settings: Settings) -> list[Problem]:
+    from raibid_gitops.gitops import generated
+
     problems = []
     for rel, content in generated.generated_files(settings).items():
         path = root / rel
@@ -86,17 +95,24 @@ def check_generated(root: Path, settings: Settings) -> list[Problem]:
     return problems
 
 
-def check_render(root: Path, settings: Settings, report: Report) -> None:
-    for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
+def check_render(root: Path, settings: Settings, report: Report, builds: rendercache.Builds | None = None) -> None:
+    """Build the overlay and the Flux objects (``builds``: already started by the caller) and
+    check every object: its schema, its size, and the settings ConfigMap."""
+    builds = builds or rendercache.start([root / rel for rel in RENDERED_DIRS])
+    verdicts = rendercache.Verdicts.for_root(root)
+    if builds.pending:
+        verdicts.prepare()  # while kustomize runs, rather than after
+    for rel, build in zip(RENDERED_DIRS, builds.results()):
         try:
-            objs = kustomize.build_objects(root / rel)
+            objs = build.objects()
         except KustomizeError as exc:
             report.problems.append(Problem(file=rel, field="(kustomize build)", message=exc.message))
             continue
         for obj in objs:
-            report.problems.extend(schemas.validate_object(obj, rel))
+            report.problems.extend(verdicts.validate(obj, rel))
             report.problems.extend(check_data_size(obj, rel))
         report.objects.extend(objs)
+    verdicts.save()
     settings_text = (root / layout.SETTINGS_PATH).read_text(encoding="utf-8")
     cms = [o for o in report.objects if o.get("kind") == "ConfigMap"
            and (o.get("metadata") or {}).get("name") == contract.SETTINGS_CONFIGMAP]
@@ -132,10 +148,17 @@ def check_data_size(obj: dict[str, Any], rel: str) -> list[Problem]:
 
 def verify(root: Path, *, render: bool = True) -> Report:
     """Check the config repository at ``root``; problems are collected, never raised."""
+    # The builds start first (from the cache, or as kustomize processes), so that kustomize
+    # runs while the settings and marked fields are checked here.
+    builds = rendercache.start([root / rel for rel in RENDERED_DIRS]) if render else None
+    from raibid_gitops.settings import load_path
+
     report = Report(root=root)
     try:
         settings = load_path(root / layout.SETTINGS_PATH, layout.SETTINGS_PATH)
     except SettingsError as exc:
+        if builds is not None:
+            builds.cancel()
         report.problems.extend(exc.problems or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
         return report
     report.settings = settings
@@ -143,6 +166,6 @@ def verify(root: Path, *, render: bool = True) -> Report:
     report.problems.extend(marked)
     report.checked_fields = n
     report.problems.extend(check_generated(root, settings))
-    if render:
-        check_render(root, settings, report)
+    if builds is not None:
+        check_render(root, settings, report, builds)
     return report
