@@ -147,7 +147,10 @@ def load_all_reference(text: str) -> list[Any]:
     return list(YAML(typ="safe", pure=True).load_all(text))
 
 
-def _fast(text: str) -> list[Any] | None:
+def documents(text: str) -> list[tuple[Any, Any]] | None:
+    """Each document of ``text`` as (libyaml node, data): the node keeps its marks (lines),
+    the data is what :func:`load_all_reference` gives. None when the fast path cannot promise
+    that data (then use the reference loader)."""
     loader_cls = _make_loader()
     if (loader_cls is None or _FALLBACK_CHARS.search(text) or _DIRECTIVE.search(text)
             or _DEEP_INDENT.search(text) or text.count("[") + text.count("{") > _MAX_FLOW_OPENERS):
@@ -160,12 +163,18 @@ def _fast(text: str) -> list[Any] | None:
     try:
         docs = []
         while loader.check_node():
-            docs.append(_construct(loader.get_node(), set()))
+            node = loader.get_node()
+            docs.append((node, _construct(node, set())))
         return docs
     except Exception:  # noqa: BLE001 - _Fallback, a libyaml error, anything: the reference decides
         return None
     finally:
         loader.dispose()
+
+
+def _fast(text: str) -> list[Any] | None:
+    docs = documents(text)
+    return None if docs is None else [data for _node, data in docs]
 
 
 def load_all(text: str) -> list[Any]:

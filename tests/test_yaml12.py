@@ -137,3 +137,36 @@ class TestFallbacks:
         for text in ("", "---\n", "---\n---\na: 1\n", "a: 1\n---\nb: 2\n...\n", "x\n", "--- |\n  text\n"):
             assert_equivalent(text)
         assert all(same(a, b) for a, b in itertools.zip_longest(yaml12.load_all("---\n---\na: 1\n"), [None, {"a": 1}]))
+
+
+class TestFieldPaths:
+    """setters' line -> field path map from libyaml's nodes equals the round-trip walk's."""
+
+    def texts(self) -> list[str]:
+        from raibid_gitops.gitops import setters
+
+        root = layout.templates_dir()
+        files = sorted(p for pattern in setters.MARKED_GLOBS for p in root.glob(pattern))
+        assert files
+        return [p.read_text(encoding="utf-8") for p in files] + [
+            "- op: replace\n  path: /spec/x\n  value: 3 # marker\n- op: add\n  path: /a\n  value: {b: 1}\n",
+            "a:\n  b: [1, {c: 2}]\n  d:\n    - e: 1\n      f: 2\n---\ng: 1\n",
+            "1: a\ntrue: b\n",
+            "a: &x 1\nb: *x\n",
+            "- op: test\n  path: 12\n  value: 1\n",
+            "{a: 1, b: {c: 2}}\n",
+            "a: 1\na: 2\n",
+            "",
+        ]
+
+    def test_same_paths(self) -> None:
+        from raibid_gitops.gitops import setters
+
+        fast_used = 0
+        for text in self.texts():
+            fast = setters._field_paths_fast(text)
+            if fast is not None:
+                fast_used += 1
+                assert fast == setters._field_paths_rt(text), text
+            assert setters._field_paths(text) == setters._field_paths_rt(text)
+        assert fast_used >= 5

@@ -18,9 +18,10 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from raibid_gitops.settings import Settings
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.settings import Settings
 
 MARKER = re.compile(r'#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\}\s*\Z')
 _LINE = re.compile(
@@ -80,8 +81,58 @@ def render_value(value: Any, old_text: str) -> str:
     return text
 
 
+class _Unsure(Exception):
+    """The fast field-path walk cannot promise the round-trip walk's answer."""
+
+
+def _field_paths_fast(text: str) -> dict[int, str] | None:
+    """:func:`_field_paths` from libyaml's nodes (lines from their marks), or None where it
+    could differ from the round-trip walk: any text :mod:`raibid_gitops.yaml12` hands to its
+    reference loader, keys that are not strings, a JSON patch ``path`` that is not a string,
+    deep nesting (the round-trip load refuses past MAX_MANIFEST_DEPTH)."""
+    from raibid_gitops import yaml12
+
+    docs = yaml12.documents(text)
+    if docs is None:
+        return None
+    out: dict[int, str] = {}
+
+    def walk(node: Any, data: Any, path: str, depth: int) -> None:
+        if depth > 50:
+            raise _Unsure
+        if isinstance(data, dict):
+            if not all(isinstance(k, str) for k in data):
+                raise _Unsure
+            patch_path = data.get("path") if "op" in data and "path" in data else None
+            if patch_path is not None and not isinstance(patch_path, str):
+                raise _Unsure
+            for (key_node, value_node), k in zip(node.value, data):
+                line = key_node.start_mark.line + 1
+                sub = f"{path}.{k}" if path else k
+                if line not in out:
+                    out[line] = patch_path if patch_path and k == "value" else sub
+                walk(value_node, data[k], sub, depth + 1)
+        elif isinstance(data, list):
+            for i, (item_node, item) in enumerate(zip(node.value, data)):
+                walk(item_node, item, f"{path}[{i}]", depth + 1)
+
+    try:
+        for node, data in docs:
+            if data is not None:
+                walk(node, data, "", 1)
+    except _Unsure:
+        return None
+    return out
+
+
 def _field_paths(text: str) -> dict[int, str]:
     """Line number -> readable field path of the value on that line."""
+    fast = _field_paths_fast(text)
+    return fast if fast is not None else _field_paths_rt(text)
+
+
+def _field_paths_rt(text: str) -> dict[int, str]:
+    """:func:`_field_paths` by a round-trip load (the reference for the fast walk)."""
     from raibid_gitops.yamlio import load_all_rt
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
