@@ -262,6 +262,7 @@ class _Applied:
     changes: list[SettingChange]
     diff: list[objdiff.ObjectChange]
     verify_summary: str
+    commit: str | None = None
 
 
 def _render(root: Path) -> list[dict[str, Any]] | None:
@@ -278,14 +279,24 @@ def _render(root: Path) -> list[dict[str, Any]] | None:
     return objs
 
 
-def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[str, Any] | None) -> _Applied:
+#: Called with the changes and the new settings once they are written, while kustomize
+#: builds them; returns the commit it made (None: none).
+CommitEarly = Callable[[list[SettingChange], Settings], "str | None"]
+
+
+def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[str, Any] | None,
+              commit: CommitEarly | None = None) -> _Applied:
     """Check out ``base`` detached and apply the requested settings to it (working tree only).
 
     ``seen``: the values the user's change was made against (from the first base). On a later
     base, a key whose value moved away from ``seen`` to something other than ours is a conflict.
+
+    ``commit``: makes the commit while kustomize builds the new tree, before verify has judged
+    it. Safe because HEAD is detached here: a commit verify then rejects is dropped by the
+    restore like every other change, and the user's branch never sees it.
     """
-    from raibid_gitops.gitops import generate, settingsdoc
-    from raibid_gitops.gitops.verify import verify
+    from raibid_gitops.gitops import generate, rendercache, settingsdoc
+    from raibid_gitops.gitops.verify import RENDERED_DIRS, verify
 
     g, root = co.repo, co.repo.path
     g.git("checkout", "--quiet", "--force", "--detach", base)
@@ -357,12 +368,14 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH, expected=new_settings),
                              encoding="utf-8")
     co.touched.update(generate.apply_settings(root, new_settings))
-    report = verify(root)
+    builds = rendercache.start([root / rel for rel in RENDERED_DIRS])
+    made = commit(changes, new_settings) if commit is not None else None
+    report = verify(root, builds=builds)
     if not report.ok:
         raise VerifyFailed(report.problems)
     diff = objdiff.diff_objects(old_objects or [], report.objects)
     summary = f"{report.checked_fields} marked fields, {len(report.objects)} objects valid"
-    return _Applied(base, base_settings, new_settings, changes, diff, summary)
+    return _Applied(base, base_settings, new_settings, changes, diff, summary, made)
 
 
 def set_settings(
@@ -449,11 +462,16 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
         # A PR is proposed against the remote branch as it is now, not a stale local copy.
         base = fetch_branch(g, remote, target_branch)
 
+    def commit_early(changes: list[SettingChange], new_settings: Settings) -> str | None:
+        if dry_run:
+            return None
+        return g.commit_all(commit_message(changes, message, new_settings.hash(), revert_of=revert_of), author=author)
+
     attempt = 0
     try:
         while True:
             attempt += 1
-            applied = _apply_on(co, base, requested, seen)
+            applied = _apply_on(co, base, requested, seen, commit_early)
             if seen is None:
                 seen = {k: applied.base_settings.get(k) for k in requested}
             result = SetResult(changes=applied.changes, diff=applied.diff, dry_run=dry_run, attempts=attempt,
@@ -465,9 +483,10 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
             if dry_run:
                 co.restore()
                 return result
-            msg = commit_message(applied.changes, message, applied.new_settings.hash(), revert_of=revert_of)
-            result.message = msg
-            commit = g.commit_all(msg, author=author)
+            result.message = commit_message(applied.changes, message, applied.new_settings.hash(),
+                                            revert_of=revert_of)
+            assert applied.commit is not None
+            commit = applied.commit
             result.commit = commit
             if pr:
                 assert client is not None and ref is not None
@@ -533,7 +552,7 @@ def _target_branch(g: Repo, rev: str) -> str:
     """The branch Flux watches (settings gitea.branch at ``rev``); main if that cannot be read
     (the settings problem itself is then reported by the apply step)."""
     try:
-        return settings_mod.load_text(g.show(rev, layout.SETTINGS_PATH)).gitea.branch
+        return settings_mod.load_text(g.show(rev, layout.SETTINGS_PATH), layout.SETTINGS_PATH).gitea.branch
     except (GitError, SettingsError):
         return "main"
 

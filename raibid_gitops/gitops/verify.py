@@ -146,11 +146,14 @@ def check_data_size(obj: dict[str, Any], rel: str) -> list[Problem]:
                     expected=f"<= {MAX_CONFIG_DATA_BYTES}", found=str(size))]
 
 
-def verify(root: Path, *, render: bool = True) -> Report:
-    """Check the config repository at ``root``; problems are collected, never raised."""
+def verify(root: Path, *, render: bool = True, builds: rendercache.Builds | None = None) -> Report:
+    """Check the config repository at ``root``; problems are collected, never raised.
+
+    ``builds``: the builds of :data:`RENDERED_DIRS`, when the caller started them already."""
     # The builds start first (from the cache, or as kustomize processes), so that kustomize
     # runs while the settings and marked fields are checked here.
-    builds = rendercache.start([root / rel for rel in RENDERED_DIRS]) if render else None
+    if render and builds is None:
+        builds = rendercache.start([root / rel for rel in RENDERED_DIRS])
     from raibid_gitops.settings import load_path
 
     report = Report(root=root)
