@@ -289,10 +289,17 @@ def author_from_config(repo: Repo) -> tuple[str, str] | None:
     email = os.environ.get("RAIBID_AUTHOR_EMAIL")
     if name and email:
         return name, email
-    try:
-        return repo.git("config", "user.name").strip(), repo.git("config", "user.email").strip()
-    except GitError:
+    # Both in one call (the last value of each wins, as with `git config user.name`).
+    res = _run(["config", "-z", "--get-regexp", r"^user\.(name|email)$"], cwd=repo.path)
+    if res.status != 0:
         return None
+    found: dict[str, str] = {}
+    for entry in res.stdout.split("\0"):
+        key, _, value = entry.partition("\n")
+        found[key.lower()] = value
+    if "user.name" not in found or "user.email" not in found:
+        return None
+    return found["user.name"].strip(), found["user.email"].strip()
 
 
 # --- used by `raibid gitops set` (working detached on a base, restoring on failure) ---------
