@@ -174,3 +174,65 @@ class TestSet:
                                       str(repo)], capture_output=True, text=True, check=True,
                                      cwd=PROJECT_ROOT).stdout
                 assert out == kustomize.build(repo / rel)
+
+
+class TestReports:
+    """`raibid gitops verify` answers an unchanged repository from its last report."""
+
+    @staticmethod
+    def summary(report) -> dict:  # type: ignore[no-untyped-def]
+        return {"problems": [p.to_dict() for p in report.problems], "objects": report.objects,
+                "fields": report.checked_fields, "hash": report.to_dict()["settingsHash"], "ok": report.ok}
+
+    def test_unchanged_repo_from_cache(self, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from raibid_gitops.gitops import verify as verify_mod
+
+        first = self.summary(verify_mod.verify_cached(repo))
+        assert first == self.summary(verify(repo))
+
+        def no_verify(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise AssertionError("verify ran although nothing changed")
+
+        monkeypatch.setattr(verify_mod, "verify", no_verify)
+        assert self.summary(verify_mod.verify_cached(repo)) == first
+
+    @pytest.mark.parametrize("change", ["settings", "marked", "generated", "code", "tool", "corrupt"])
+    def test_any_change_verifies_again(self, repo: Path, counted_kustomize: Path, monkeypatch: pytest.MonkeyPatch,
+                                       change: str) -> None:
+        from raibid_gitops.gitops import verify as verify_mod
+
+        verify_mod.verify_cached(repo)
+        if change == "settings":
+            path = repo / layout.SETTINGS_PATH
+            path.write_text(path.read_text().replace("maxReplicas: 8", "maxReplicas: 7"))
+        elif change == "marked":
+            path = repo / layout.CLUSTER_DIR / "sync.yaml"
+            path.write_text(path.read_text().replace("interval: 1m", "interval: 2m", 1))
+        elif change == "generated":
+            (repo / layout.SCHEMA_PATH).unlink()
+        elif change == "code":
+            monkeypatch.setattr(rendercache, "_code_identity", lambda: "another version")
+        elif change == "tool":
+            wrapper = Path(os.environ["RAIBID_KUSTOMIZE"])
+            wrapper.write_text(wrapper.read_text() + "# rebuilt\n")
+        else:
+            for entry in (cache_dir(repo) / "reports").glob("*.json"):
+                entry.write_text('{"format": 1, "report": {"problems": "x"}}')
+        calls: list[int] = []
+        real = verify_mod.verify
+        monkeypatch.setattr(verify_mod, "verify", lambda *a, **k: calls.append(1) or real(*a, **k))
+        got = self.summary(verify_mod.verify_cached(repo))
+        assert calls == [1]
+        monkeypatch.setattr(verify_mod, "verify", real)
+        assert got == self.summary(verify(repo))
+        if change in ("settings", "marked", "generated"):
+            assert not got["ok"]  # each of these edits is a problem verify reports
+
+    def test_failing_report_from_cache_is_the_same(self, repo: Path) -> None:
+        from raibid_gitops.gitops import verify as verify_mod
+
+        path = repo / layout.OVERLAY_DIR / "agent-scaledjob-patch.yaml"
+        path.write_text(path.read_text().replace("value: 8 #", "value: 9 #"))
+        fresh = self.summary(verify_mod.verify_cached(repo))
+        assert not fresh["ok"] and fresh["problems"]
+        assert self.summary(verify_mod.verify_cached(repo)) == fresh

@@ -85,10 +85,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from raibid_gitops.gitops.verify import verify
+    from raibid_gitops.gitops.verify import verify_cached
 
     root = _root(args.dir)
-    report = verify(root)
+    report = verify_cached(root)
     if args.output == "text":
         for p in report.problems:
             print(p.format())

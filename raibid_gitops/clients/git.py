@@ -102,8 +102,9 @@ class _Result:
 
 
 def _run(args: list[str], cwd: Path | None = None, timeout: float | None = None,
-         input: bytes | None = None) -> _Result:
-    """Run ``git ARGS`` in ``cwd``: status, stdout without its final newline, stderr likewise.
+         input: bytes | None = None, strip: bool = True) -> _Result:
+    """Run ``git ARGS`` in ``cwd``: status, stdout without its final newline (``strip``), stderr
+    likewise.
 
     The environment is ours plus :func:`_env` and git's plain English (``LANGUAGE``/``LC_ALL``
     C), which is what the parsing of push results and errors reads."""
@@ -117,7 +118,9 @@ def _run(args: list[str], cwd: Path | None = None, timeout: float | None = None,
         raise GitError(f"git {args[0] if args else ''} did not finish within {timeout:.0f}s") from None
     out = proc.stdout.decode("utf-8", "surrogateescape")
     err = proc.stderr.decode("utf-8", "replace")
-    return _Result(proc.returncode, out[:-1] if out.endswith("\n") else out, err[:-1] if err.endswith("\n") else err)
+    if strip and out.endswith("\n"):
+        out = out[:-1]
+    return _Result(proc.returncode, out, err[:-1] if err.endswith("\n") else err)
 
 
 def _failure(what: str, args: list[str], res: _Result) -> GitError:
@@ -228,7 +231,12 @@ class Repo:
         self.git("config", f"credential.{prefix}.helper", "!raibid gitops credential")
 
     def show(self, rev: str, path: str) -> str:
-        return self.git("show", f"{rev}:{path}")
+        """The file at ``rev`` as committed, byte for byte (its final newline included)."""
+        args = ["show", f"{rev}:{path}"]
+        res = _run(args, cwd=self.path, strip=False)
+        if res.status != 0:
+            raise _failure("git show", args, res)
+        return res.stdout
 
     def commit_all(self, message: str, author: tuple[str, str] | None = None, paths: list[str] | None = None) -> str:
         name, email = author or author_from_config(self) or DEFAULT_AUTHOR

@@ -15,6 +15,11 @@ Schema verdicts are kept per rendered object (a hash of its JSON, key order incl
 the identity of the shipped schemas, of this validation code and of jsonschema: only objects
 not seen before are validated, and jsonschema is not even imported when none is new.
 
+Whole verify reports, last, are kept for `raibid gitops verify` (:func:`report_key`): keyed by
+every file verify reads, the builds' keys, and the code that judges (this package, pydantic,
+ruamel.yaml, PyYAML, jsonschema, the schemas, Python itself), so an unchanged repository is
+answered without importing any of them.
+
 Everything lives under ``.git/raibid/cache`` (never in the working tree, never pushed). It is
 only a cache: a missing, unreadable or corrupt entry is a miss, a failed write is ignored,
 and concurrent writers replace whole files atomically.
@@ -96,13 +101,80 @@ def _is_within(path: Path, parent: Path) -> bool:
         return False
 
 
-def _kustomization_dirs(path: Path) -> list[Path] | None:
+class _Graphs:
+    """What each kustomization file names (its ``resources``, ``components``...), remembered by
+    the file's bytes: an unchanged kustomization needs no YAML parser to key a build."""
+
+    KEEP = 256
+
+    def __init__(self, store: Path | None) -> None:
+        self.path = store / "graphs.json" if store is not None else None
+        self._known: dict[str, list[str] | None] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, list[str] | None]:
+        if self._known is None:
+            data = _read_json(self.path) if self.path is not None else None
+            known = data.get("graphs") if data is not None and data.get("format") == FORMAT else None
+            self._known = {k: v for k, v in known.items()
+                           if v is None or (isinstance(v, list) and all(isinstance(e, str) for e in v))
+                           } if isinstance(known, dict) else {}
+        return self._known
+
+    def entries(self, data: bytes) -> list[str] | None:
+        """The paths (or URLs) the kustomization in ``data`` names; None: not cacheable."""
+        digest = hashlib.sha256(data).hexdigest()[:40]
+        known = self._load()
+        if digest in known:
+            return known[digest]
+        entries = _referenced(data)
+        known[digest] = entries
+        self._dirty = True
+        return entries
+
+    def save(self) -> None:
+        if not self._dirty or self.path is None or self._known is None:
+            return
+        known = dict(list(self._known.items())[-self.KEEP:])
+        try:
+            _write_atomic(self.path, json.dumps({"format": FORMAT, "graphs": known}, separators=(",", ":")))
+        except OSError:
+            pass  # only a cache
+        self._dirty = False
+
+
+def _referenced(data: bytes) -> list[str] | None:
+    """What a kustomization file names, parsed; None when it cannot be cached."""
+    from raibid_gitops import yaml12
+
+    try:
+        docs = yaml12.load_all(data.decode("utf-8"))
+    except Exception:  # noqa: BLE001 - unreadable: kustomize reports it; nothing to cache
+        return None
+    if len(docs) != 1 or not isinstance(docs[0], dict):
+        return None
+    k = docs[0]
+    if any(name in k for name in _UNCACHEABLE_FIELDS):
+        return None
+    out: list[str] = []
+    for name in _REFERENCE_FIELDS:
+        entries = k.get(name) or []
+        if not isinstance(entries, list):
+            return None
+        for entry in entries:
+            if isinstance(entry, dict):
+                continue  # an inline generator or transformer: part of this file
+            if not isinstance(entry, str) or not entry:
+                return None
+            out.append(entry)
+    return out
+
+
+def _kustomization_dirs(path: Path, graphs: _Graphs) -> list[Path] | None:
     """Every kustomization directory a build of ``path`` reads (real paths), or None when that
     cannot be told from the files. A reference is followed both from the directory as named and
     from its real path; where a symbolic link makes the two disagree, the build is not cached,
     so that kustomize and this walk cannot read different directories."""
-    from raibid_gitops import yaml12
-
     seen: list[Path] = []
     todo = [(Path(os.path.normpath(os.path.abspath(path))), Path(os.path.realpath(path)))]
     while todo:
@@ -114,32 +186,21 @@ def _kustomization_dirs(path: Path) -> list[Path] | None:
         if len(found) != 1:
             return None  # none (kustomize fails) or several (kustomize refuses): not ours to cache
         try:
-            docs = yaml12.load_all(found[0].read_text(encoding="utf-8"))
-        except Exception:  # noqa: BLE001 - unreadable: kustomize reports it; nothing to cache
+            entries = graphs.entries(found[0].read_bytes())
+        except OSError:
             return None
-        if len(docs) != 1 or not isinstance(docs[0], dict):
+        if entries is None:
             return None
-        k = docs[0]
-        if any(name in k for name in _UNCACHEABLE_FIELDS):
-            return None
-        for name in _REFERENCE_FIELDS:
-            entries = k.get(name) or []
-            if not isinstance(entries, list):
+        for entry in entries:
+            target = Path(os.path.realpath(os.path.normpath(d / entry)))
+            if target != Path(os.path.realpath(os.path.normpath(lexical / entry))):
                 return None
-            for entry in entries:
-                if isinstance(entry, dict):
-                    continue  # an inline generator or transformer: part of this file
-                if not isinstance(entry, str) or not entry:
-                    return None
-                target = Path(os.path.realpath(os.path.normpath(d / entry)))
-                if target != Path(os.path.realpath(os.path.normpath(lexical / entry))):
-                    return None
-                if target.is_dir():
-                    todo.append((Path(os.path.normpath(lexical / entry)), target))
-                elif target.is_file() and _is_within(target, d):
-                    continue  # hashed with d
-                else:
-                    return None  # a URL, a missing path, or a file kustomize would refuse
+            if target.is_dir():
+                todo.append((Path(os.path.normpath(lexical / entry)), target))
+            elif target.is_file() and _is_within(target, d):
+                continue  # hashed with d
+            else:
+                return None  # a URL, a missing path, or a file kustomize would refuse
     return seen
 
 
@@ -170,12 +231,12 @@ def _hash_inputs(start: Path, dirs: list[Path], tool: str) -> str | None:
     return h.hexdigest()[:40]
 
 
-def build_key(path: Path, cmd: Sequence[str]) -> str | None:
+def build_key(path: Path, cmd: Sequence[str], graphs: _Graphs | None = None) -> str | None:
     """The cache key of ``kustomize build path`` with ``cmd``, or None if it is not cacheable."""
     tool = tool_identity(cmd)
     if tool is None:
         return None
-    dirs = _kustomization_dirs(path)
+    dirs = _kustomization_dirs(path, graphs or _Graphs(None))
     if dirs is None:
         return None
     return _hash_inputs(Path(os.path.realpath(path)), dirs, tool)
@@ -290,19 +351,12 @@ class Builds:
 
 
 def _load_entry(path: Path) -> dict[str, Any] | None:
-    try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(entry, dict) or entry.get("format") != FORMAT or not isinstance(entry.get("text"), str):
+    entry = _read_json(path)
+    if entry is None or entry.get("format") != FORMAT or not isinstance(entry.get("text"), str):
         return None
     objects = entry.get("objects")
     if objects is not None and not (isinstance(objects, list) and all(isinstance(o, dict) for o in objects)):
         return None
-    try:
-        os.utime(path)  # recently used: kept when older entries are pruned
-    except OSError:
-        pass
     return entry
 
 
@@ -319,6 +373,7 @@ def start(paths: Sequence[Path], *, objects: bool = True) -> Builds:
     except KustomizeError as exc:
         cmd, cmd_error = None, exc
     out = Builds([], store, objects)
+    graphs = _Graphs(store)
     for path in paths:
         build = Build(path)
         out.builds.append(build)
@@ -326,7 +381,7 @@ def start(paths: Sequence[Path], *, objects: bool = True) -> Builds:
             build.error = cmd_error
             continue
         if store is not None:
-            build.key = build_key(path, cmd)
+            build.key = build_key(path, cmd, graphs)
             if build.key is not None:
                 entry = _load_entry(store / "builds" / f"{build.key}.json")
                 if entry is not None:
@@ -335,6 +390,7 @@ def start(paths: Sequence[Path], *, objects: bool = True) -> Builds:
                         build._objects = entry["objects"]
                     continue
         out._running.append((build, kustomize.start(path, cmd)))
+    graphs.save()
     return out
 
 
@@ -407,11 +463,6 @@ class Verdicts:
                                                               and all(isinstance(s, str) for s in p) for p in v)}
         return self._known
 
-    def prepare(self) -> None:
-        """Import the validator now (e.g. while kustomize runs), not when the first new object
-        comes."""
-        import jsonschema  # noqa: F401
-
     def validate(self, obj: dict[str, Any], source: str) -> list[Problem]:
         """:func:`schemas.validate_object`, from memory when this exact object was seen."""
         from raibid_gitops.gitops import schemas
@@ -440,3 +491,104 @@ class Verdicts:
         except OSError:
             pass  # only a cache
         self._dirty = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole reports
+
+
+def _code_identity() -> str:
+    """Every module and library whose code decides a verify verdict, by path, size and mtime:
+    an upgrade or an edit of any of them is a new identity."""
+    import importlib.util
+    import sys
+
+    package = Path(__file__).resolve().parent.parent
+    parts = [sys.version, sys.executable]
+    for top, dirs, names in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "templates", "devstack"))
+        for name in sorted(names):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(top, name))
+                parts.append(f"{os.path.join(top, name)}\0{st.st_size}\0{st.st_mtime_ns}")
+    for lib in ("pydantic", "pydantic_core", "ruamel.yaml", "yaml"):
+        spec = importlib.util.find_spec(lib)
+        origin = spec.origin if spec is not None else None
+        try:
+            st = os.stat(origin) if origin else None
+        except OSError:
+            st = None
+        parts.append(f"{lib}\0{origin}\0{st.st_size if st else '-'}\0{st.st_mtime_ns if st else '-'}")
+    parts.append(schema_identity())
+    return "\n".join(parts)
+
+
+def report_key(root: Path, dirs: Sequence[str], files: Sequence[str]) -> str | None:
+    """The key of a verify report of ``root``: the keys of the builds of ``dirs``, the bytes of
+    ``files`` (relative paths; a missing one counts as missing), the repository's place and the
+    code identity. None when a build is not cacheable."""
+    from raibid_gitops.gitops import kustomize
+
+    if git_dir(root) is None:
+        return None
+    try:
+        cmd = kustomize.command()
+    except KustomizeError:
+        return None
+    h = hashlib.sha256(f"raibid-report\0{FORMAT}\0{os.path.abspath(root)}\0".encode("utf-8", "surrogateescape"))
+    graphs = _Graphs(git_dir(root) / CACHE_DIR)  # type: ignore[operator]
+    for rel in dirs:
+        key = build_key(root / rel, cmd, graphs)
+        if key is None:
+            return None
+        h.update(f"build\0{rel}\0{key}\0".encode())
+    graphs.save()
+    for rel in files:
+        try:
+            data = (root / rel).read_bytes()
+            h.update(f"file\0{rel}\0{len(data)}\0".encode("utf-8", "surrogateescape") + data)
+        except FileNotFoundError:
+            h.update(f"missing\0{rel}\0".encode("utf-8", "surrogateescape"))
+        except OSError:
+            return None
+    h.update(_code_identity().encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:40]
+
+
+def load_report(root: Path, key: str) -> dict[str, Any] | None:
+    git = git_dir(root)
+    if git is None:
+        return None
+    entry = _read_json(git / CACHE_DIR / "reports" / f"{key}.json")
+    if entry is None or entry.get("format") != FORMAT or not isinstance(entry.get("report"), dict):
+        return None
+    return entry["report"]  # type: ignore[no-any-return]
+
+
+def store_report(root: Path, key: str, report: dict[str, Any]) -> None:
+    git = git_dir(root)
+    if git is None:
+        return
+    reports = git / CACHE_DIR / "reports"
+    try:
+        _write_atomic(reports / f"{key}.json", json.dumps({"format": FORMAT, "report": report},
+                                                          separators=(",", ":"), allow_nan=False))
+        entries = sorted(reports.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+        for stale in entries[:-KEEP_BUILDS]:
+            stale.unlink(missing_ok=True)
+    except (OSError, TypeError, ValueError):
+        pass  # only a cache (objects that are not plain JSON are simply not kept)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        os.utime(path)  # recently used: kept when older entries are pruned
+    except OSError:
+        pass
+    return data

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -34,14 +35,33 @@ _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 MARKED_GLOBS = ("overlays/*/*.yaml", "clusters/*/*.yaml", "base/*.yaml")
 
 
+class _Paths:
+    """A file's line -> field path map, made on first use: verify only names a field's path
+    when it reports a problem there, so a clean repository never parses its marked files."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._paths: dict[int, str] | None = None
+
+    def get(self, line: int, default: str) -> str:
+        if self._paths is None:
+            self._paths = _field_paths(self.text)
+        return self._paths.get(line, default)
+
+
 @dataclass(frozen=True)
 class MarkedField:
     file: str  # relative to the repository root
     line: int  # 1-based
     key: str  # the YAML key on that line
-    field: str  # a readable location: the JSON-patch path, or the dotted YAML path
     expr: str  # the setting or template named by the marker
     text: str  # the value as written
+    paths: _Paths = dataclass_field(repr=False, compare=False)
+
+    @property
+    def field(self) -> str:
+        """A readable location: the JSON-patch path, or the dotted YAML path."""
+        return self.paths.get(self.line, self.key)
 
     def settings_named(self) -> list[str]:
         return _TEMPLATE_FIELD.findall(self.expr) if "{" in self.expr else [self.expr]
@@ -163,19 +183,15 @@ def _field_paths_rt(text: str) -> dict[int, str]:
 
 
 def scan_text(rel: str, text: str) -> Iterator[MarkedField]:
-    paths: dict[int, str] | None = None
+    paths = _Paths(text)
     for i, line in enumerate(text.splitlines(), start=1):
         if '"$raibid"' not in line:
             continue
         m = _LINE.match(line)
         if not m:
             continue
-        if paths is None:
-            paths = _field_paths(text)
-        yield MarkedField(
-            file=rel, line=i, key=m.group("key").strip(), field=paths.get(i, m.group("key").strip()),
-            expr=m.group("expr"), text=m.group("value"),
-        )
+        yield MarkedField(file=rel, line=i, key=m.group("key").strip(), expr=m.group("expr"), text=m.group("value"),
+                          paths=paths)
 
 
 def malformed_markers(rel: str, text: str) -> list[tuple[int, str]]:

@@ -39,6 +39,8 @@ class Report:
     settings: Settings | None = None
     objects: list[dict[str, Any]] = field(default_factory=list)
     checked_fields: int = 0
+    #: The settings' hash; set even where ``settings`` is not (a report from the cache).
+    settings_hash: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -50,7 +52,7 @@ class Report:
             "repository": str(self.root),
             "markedFields": self.checked_fields,
             "objects": len(self.objects),
-            "settingsHash": self.settings.hash() if self.settings else None,
+            "settingsHash": self.settings.hash() if self.settings else self.settings_hash,
             "problems": [p.to_dict() for p in self.problems],
         }
 
@@ -100,8 +102,6 @@ def check_render(root: Path, settings: Settings, report: Report, builds: renderc
     check every object: its schema, its size, and the settings ConfigMap."""
     builds = builds or rendercache.start([root / rel for rel in RENDERED_DIRS])
     verdicts = rendercache.Verdicts.for_root(root)
-    if builds.pending:
-        verdicts.prepare()  # while kustomize runs, rather than after
     for rel, build in zip(RENDERED_DIRS, builds.results()):
         try:
             objs = build.objects()
@@ -165,10 +165,44 @@ def verify(root: Path, *, render: bool = True, builds: rendercache.Builds | None
         report.problems.extend(exc.problems or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
         return report
     report.settings = settings
+    report.settings_hash = settings.hash()
     marked, n = check_marked_fields(root, settings)
     report.problems.extend(marked)
     report.checked_fields = n
     report.problems.extend(check_generated(root, settings))
     if builds is not None:
         check_render(root, settings, report, builds)
+    return report
+
+
+def _report_files(root: Path) -> list[str]:
+    """Every file verify reads besides the builds: settings.yaml, the marked files, the
+    generated files (present or not)."""
+    from raibid_gitops.gitops import setters
+
+    files = {layout.SETTINGS_PATH, layout.GPU_PATCH_PATH, layout.SCHEMA_PATH}
+    files.update(p.relative_to(root).as_posix() for p in setters.marked_files(root))
+    return sorted(files)
+
+
+def verify_cached(root: Path) -> Report:
+    """:func:`verify`, answered from the render cache when nothing it depends on changed (see
+    :func:`rendercache.report_key`): what `raibid gitops verify` runs, again and again, on a
+    repository it has seen. A report from the cache has ``settings_hash`` but not ``settings``."""
+    from raibid_gitops.problems import Problem
+
+    key = rendercache.report_key(root, RENDERED_DIRS, _report_files(root))
+    known = rendercache.load_report(root, key) if key else None
+    if known is not None:
+        try:
+            return Report(root=root, problems=[Problem(**p) for p in known["problems"]], objects=known["objects"],
+                          checked_fields=int(known["checkedFields"]), settings_hash=known["settingsHash"])
+        except (KeyError, TypeError, ValueError):
+            pass  # not what we wrote: verify again
+    report = verify(root)
+    if key:
+        rendercache.store_report(root, key, {
+            "problems": [p.to_dict() for p in report.problems], "objects": report.objects,
+            "checkedFields": report.checked_fields, "settingsHash": report.settings_hash,
+        })
     return report
