@@ -236,3 +236,43 @@ class TestReports:
         fresh = self.summary(verify_mod.verify_cached(repo))
         assert not fresh["ok"] and fresh["problems"]
         assert self.summary(verify_mod.verify_cached(repo)) == fresh
+
+
+class TestPrefetch:
+    """set's head start (prefetch.py): its build is used only where it is the same build."""
+
+    @staticmethod
+    def leftovers() -> set[str]:
+        import tempfile
+
+        return {p.name for p in Path(tempfile.gettempdir()).glob("raibid-prefetch-*")}
+
+    def test_set_takes_the_head_start(self, repo: Path, counted_kustomize: Path) -> None:
+        before = self.leftovers()
+        result = set_settings(["agents.maxReplicas=5", "scaling.pollingInterval=7"], repo=repo)
+        built = counted_kustomize.read_text().splitlines()
+        assert len(built) == 1 and "raibid-prefetch-" in built[0], built  # the only build, done ahead
+        overlay = rendercache.build_all([repo / layout.OVERLAY_DIR])[0]
+        assert overlay.cached and overlay.text == kustomize.build(repo / layout.OVERLAY_DIR)
+        assert [c.key for c in result.changes] == ["agents.maxReplicas", "scaling.pollingInterval"]
+        assert self.leftovers() <= before
+
+    def test_missed_prediction_builds_for_real(self, repo: Path, counted_kustomize: Path) -> None:
+        # The model normalises gitea.url (no trailing slash): the prediction keeps the slash.
+        set_settings(["gitea.url=http://gitea.example:3000/"], repo=repo)
+        built = counted_kustomize.read_text().splitlines()
+        assert any(str(repo) in line for line in built), built
+        assert verify(repo).ok
+
+    def test_failed_head_start_reports_the_real_place(self, repo: Path, counted_kustomize: Path) -> None:
+        from raibid_gitops.errors import VerifyFailed
+
+        patch = repo / layout.OVERLAY_DIR / "rbac-patch.yaml"
+        patch.write_text(patch.read_text() + "\n  broken: [\n")
+        subprocess.run(["git", "commit", "-qam", "broken"], cwd=repo, check=True,
+                       env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x",
+                            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+        with pytest.raises(VerifyFailed) as err:
+            set_settings(["agents.maxReplicas=5"], repo=repo)
+        text = str(err.value)
+        assert str(repo / layout.OVERLAY_DIR) in text and "raibid-prefetch-" not in text

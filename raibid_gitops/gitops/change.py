@@ -28,9 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raibid_gitops import settings as settings_mod
 from raibid_gitops.clients.git import (
     Auth,
     Repo,
@@ -53,7 +52,12 @@ from raibid_gitops.errors import (
     VerifyFailed,
 )
 from raibid_gitops.gitops import layout, objdiff
-from raibid_gitops.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.settings import Settings
+
+# The settings model (pydantic) is imported where it is used, not here: `raibid gitops set`
+# starts its build (see prefetch.py) while the model imports.
 
 #: Push attempts in direct mode. Every round of concurrent writers lets at least one of them
 #: land, so N writers racing for the same branch need at most N attempts; ten covers a team
@@ -251,6 +255,8 @@ class _RawSettings:
         self.data = data
 
     def get(self, key: str) -> Any:
+        from raibid_gitops import settings as settings_mod
+
         return settings_mod.get_data(self.data, key)
 
 
@@ -281,7 +287,7 @@ def _render(root: Path) -> list[dict[str, Any]] | None:
 
 #: Called with the changes and the new settings once they are written, while kustomize
 #: builds them; returns the commit it made (None: none).
-CommitEarly = Callable[[list[SettingChange], Settings], "str | None"]
+CommitEarly = Callable[[list[SettingChange], "Settings"], "str | None"]
 
 
 def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[str, Any] | None,
@@ -295,6 +301,7 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     it. Safe because HEAD is detached here: a commit verify then rejects is dropped by the
     restore like every other change, and the user's branch never sees it.
     """
+    from raibid_gitops import settings as settings_mod
     from raibid_gitops.gitops import generate, rendercache, settingsdoc
     from raibid_gitops.gitops.verify import RENDERED_DIRS, verify
 
@@ -395,6 +402,12 @@ def set_settings(
     """Change settings as one commit. ``repo``: a directory inside a config repository (default:
     the current one) or an http(s) URL to clone into a temporary directory."""
     say = progress or (lambda _msg: None)
+    if not _is_url(repo):
+        from raibid_gitops.gitops import prefetch
+
+        prefetch.start(Path(repo) if repo else None, assignments)
+    from raibid_gitops import settings as settings_mod
+
     requested = settings_mod.parse_assignments(assignments)  # types and unknown keys, before anything
     if not requested:
         raise SettingsError("nothing to set", hint="give one or more KEY=VALUE, e.g. agents.maxReplicas=12")
@@ -551,6 +564,8 @@ def _refuse_unpushed(g: Repo, head: str, remote: str, branch: str) -> None:
 def _target_branch(g: Repo, rev: str) -> str:
     """The branch Flux watches (settings gitea.branch at ``rev``); main if that cannot be read
     (the settings problem itself is then reported by the apply step)."""
+    from raibid_gitops import settings as settings_mod
+
     try:
         return settings_mod.load_text(g.show(rev, layout.SETTINGS_PATH), layout.SETTINGS_PATH).gitea.branch
     except (GitError, SettingsError):

@@ -93,7 +93,7 @@ def tool_identity(cmd: Sequence[str]) -> str | None:
     return "\0".join([*cmd, real, str(st.st_size), str(st.st_mtime_ns), str(st.st_ino), str(st.st_dev)])
 
 
-def _is_within(path: Path, parent: Path) -> bool:
+def is_within(path: Path, parent: Path) -> bool:
     try:
         path.relative_to(parent)
         return True
@@ -197,11 +197,20 @@ def _kustomization_dirs(path: Path, graphs: _Graphs) -> list[Path] | None:
                 return None
             if target.is_dir():
                 todo.append((Path(os.path.normpath(lexical / entry)), target))
-            elif target.is_file() and _is_within(target, d):
+            elif target.is_file() and is_within(target, d):
                 continue  # hashed with d
             else:
                 return None  # a URL, a missing path, or a file kustomize would refuse
     return seen
+
+
+def kustomization_dirs(path: Path, git: Path | None) -> list[Path] | None:
+    """The kustomization directories a build of ``path`` reads (see :func:`build_key`), using
+    the graphs remembered in git directory ``git``."""
+    graphs = _Graphs(git / CACHE_DIR if git is not None else None)
+    dirs = _kustomization_dirs(path, graphs)
+    graphs.save()
+    return dirs
 
 
 def _hash_inputs(start: Path, dirs: list[Path], tool: str) -> str | None:
@@ -295,13 +304,54 @@ class Build:
 
 
 @dataclass
+class _Offered:
+    """A build started ahead of time in a copy of the inputs (see :func:`offer`)."""
+
+    handle: Any
+    tmp: Path
+
+
+#: Builds offered ahead of time in this process, by input key, not yet taken by :func:`start`.
+_OFFERED: dict[str, _Offered] = {}
+
+
+def offer(path: Path, cmd: Sequence[str], tmp: Path, git: Path) -> None:
+    """Start ``kustomize build path`` now, for a later :func:`start` of another directory with the
+    same inputs (the same key) in the repository whose git directory is ``git``. ``path`` lies in
+    ``tmp``, a copy removed once the build is taken or the process ends."""
+    import atexit
+
+    from raibid_gitops.gitops import kustomize
+
+    store = git / CACHE_DIR
+    graphs = _Graphs(store)
+    key = build_key(path, cmd, graphs)
+    graphs.save()
+    if key is None or key in _OFFERED or _load_entry(store / "builds" / f"{key}.json") is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if not _OFFERED:
+        atexit.register(_drop_offers)
+    _OFFERED[key] = _Offered(kustomize.start(path, list(cmd)), tmp)
+
+
+def _drop_offers() -> None:
+    from raibid_gitops.gitops import kustomize
+
+    for offered in list(_OFFERED.values()):
+        kustomize.kill(offered.handle)
+        shutil.rmtree(offered.tmp, ignore_errors=True)
+    _OFFERED.clear()
+
+
+@dataclass
 class Builds:
     """Builds started together: cache hits are done at once, misses run concurrently."""
 
     builds: list[Build]
     store: Path | None
     want_objects: bool
-    _running: list[tuple[Build, Any]] = field(default_factory=list)
+    _running: list[tuple[Build, Any, _Offered | None]] = field(default_factory=list)
 
     @property
     def pending(self) -> bool:
@@ -313,12 +363,22 @@ class Builds:
         from raibid_gitops.gitops import kustomize
 
         running, self._running = self._running, []
-        for build, handle in running:
+        for build, handle, offered in running:
             try:
                 build.text = kustomize.wait(handle)
             except KustomizeError as exc:
-                build.error = exc
-                continue
+                if offered is None:
+                    build.error = exc
+                    continue
+                # Built ahead of time elsewhere: its error would name that place. Build here.
+                try:
+                    build.text = kustomize.build(build.path)
+                except KustomizeError as exc2:
+                    build.error = exc2
+                    continue
+            finally:
+                if offered is not None:
+                    shutil.rmtree(offered.tmp, ignore_errors=True)
             if self.store is not None and build.key is not None:
                 self._save(build)
         return self.builds
@@ -345,8 +405,10 @@ class Builds:
     def cancel(self) -> None:
         from raibid_gitops.gitops import kustomize
 
-        for _build, handle in self._running:
+        for _build, handle, offered in self._running:
             kustomize.kill(handle)
+            if offered is not None:
+                shutil.rmtree(offered.tmp, ignore_errors=True)
         self._running = []
 
 
@@ -389,7 +451,11 @@ def start(paths: Sequence[Path], *, objects: bool = True) -> Builds:
                     if entry.get("objects") is not None:
                         build._objects = entry["objects"]
                     continue
-        out._running.append((build, kustomize.start(path, cmd)))
+                offered = _OFFERED.pop(build.key, None)
+                if offered is not None:
+                    out._running.append((build, offered.handle, offered))
+                    continue
+        out._running.append((build, kustomize.start(path, cmd), None))
     graphs.save()
     return out
 

@@ -125,8 +125,6 @@ def update_text(text: str, changes: dict[str, Any], file: str = "settings.yaml",
 
     ``expected``: the settings the result must hold; when given, an edit that would change
     anything else (through an anchor) is refused with the settings it would drag along."""
-    from raibid_gitops.settings import load_text
-
     try:
         spans, uses_anchors = _scan(text)
     except Exception:  # noqa: BLE001 - malformed text: load_rt below reports it with its line
@@ -154,6 +152,8 @@ def update_text(text: str, changes: dict[str, Any], file: str = "settings.yaml",
             )
         out = _dump_with(out, rest, file)
     if expected is not None:
+        from raibid_gitops.settings import load_text
+
         _check_result(out, file, expected, changes, load_text)
     return out
 
