@@ -80,21 +80,31 @@ def start(repo: Path | None, assignments: list[str]) -> None:
         pass
 
 
+def _libyaml_events(text: str) -> Any:
+    import yaml
+
+    return yaml.parse(text, Loader=yaml.CSafeLoader)
+
+
 def _start(repo: Path | None, assignments: list[str]) -> None:
-    from raibid_gitops import yamlio
+    # libyaml throughout (YAML 1.1 readings of a hand-edited file only make a prediction
+    # miss): ruamel's pure-Python parser would cost this head start most of its lead.
+    import yaml
+
     from raibid_gitops.gitops import kustomize, rendercache, settingsdoc, setters
 
     root = layout.find_repo_root(repo)
     if "agents.gpus" in {a.partition("=")[0] for a in assignments}:
         return  # a generated file changes with it; not foreseen here
     text = (root / layout.SETTINGS_PATH).read_text(encoding="utf-8")
-    data = yamlio.to_plain(yamlio.load_rt(text, layout.SETTINGS_PATH))
+    data = yaml.load(text, Loader=yaml.CSafeLoader)
     if not isinstance(data, dict):
         return
     changes = _changes(data, assignments)
     if not changes:
         return
-    new_files = {layout.SETTINGS_PATH: settingsdoc.update_text(text, changes, layout.SETTINGS_PATH)}
+    new_files = {layout.SETTINGS_PATH: settingsdoc.update_text(text, changes, layout.SETTINGS_PATH,
+                                                                 parse=_libyaml_events)}
     for key, value in changes.items():
         node = data
         parts = key.split(".")
