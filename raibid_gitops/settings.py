@@ -455,8 +455,14 @@ def load_text(text: str, file: str = SETTINGS_FILE) -> Settings:
     known = _LOADED.get(key)
     if known is not None:
         return known
-    doc = yamlio.load_settings_doc(text, file)
-    settings = validate_data(yamlio.to_plain(doc), file, yamlio.key_lines(doc))
+    # libyaml where it gives exactly what ruamel's round trip gives (see yamlio), else ruamel.
+    fast = yamlio.load_settings_fast(text, file)
+    if fast is not None:
+        data, lines = fast
+    else:
+        doc = yamlio.load_settings_doc(text, file)
+        data, lines = yamlio.to_plain(doc), yamlio.key_lines(doc)
+    settings = validate_data(data, file, lines)
     if len(_LOADED) >= _LOADED_MAX:
         _LOADED.clear()  # not an LRU: clearing needs no iteration, so threads may share it
     _LOADED[key] = settings

@@ -38,6 +38,8 @@ _MAX_INT_DIGITS = 1000
 
 _STR, _SEQ, _MAP = "raibid:str", "raibid:seq", "raibid:map"
 _PLAIN = "raibid:plain:"
+#: The tag :func:`documents` gives a plain scalar that reads as a string.
+PLAIN_STRING = _PLAIN
 _NULL = "tag:yaml.org,2002:null"
 _BOOL = "tag:yaml.org,2002:bool"
 _INT = "tag:yaml.org,2002:int"

@@ -170,3 +170,78 @@ class TestFieldPaths:
                 assert fast == setters._field_paths_rt(text), text
             assert setters._field_paths(text) == setters._field_paths_rt(text)
         assert fast_used >= 5
+
+
+class TestSettingsFast:
+    """yamlio.load_settings_fast gives what the round-trip path gives (data and key lines), and
+    load_text's verdict is the same with it as without it."""
+
+    @staticmethod
+    def reference(text: str) -> Any:
+        from raibid_gitops import yamlio
+
+        doc = yamlio.load_settings_doc(text, "settings.yaml")
+        return yamlio.to_plain(doc), yamlio.key_lines(doc)
+
+    @staticmethod
+    def verdict(text: str, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Any:
+        from raibid_gitops import settings as settings_mod
+        from raibid_gitops import yamlio
+
+        settings_mod._LOADED.clear()
+        with monkeypatch.context() as m:
+            if not fast:
+                m.setattr(yamlio, "load_settings_fast", lambda *_a: None)
+            try:
+                return ("ok", settings_mod.load_text(text).data())
+            except Exception as exc:  # noqa: BLE001 - the error is the verdict
+                return ("error", type(exc), str(exc), [p.to_dict() for p in getattr(exc, "problems", [])])
+
+    def texts(self) -> list[str]:
+        base = (layout.templates_dir() / layout.SETTINGS_PATH).read_text(encoding="utf-8")
+        rng = random.Random(1414)
+        out = [base,
+               base.replace("maxReplicas: 8", "maxReplicas: 80"),                    # invalid: capacity
+               base.replace("maxReplicas: 8", "maxReplicas: yes"),                   # a YAML-1.1 trap
+               base.replace("maxReplicas: 8", "maxReplicas: '8'"),
+               base.replace("maxReplicas: 8", "maxReplicas: 0x8"),
+               base.replace("maxReplicas: 8", "maxReplicas: 8.0"),
+               base.replace("maxReplicas: 8", "maxReplicas:\n    8"),
+               base + "\nextraSection:\n  a: 1\n",
+               "agents:\n  defaultPipeline:\n    -\n      name: t\n      run: make\n    - {name: u, run: x}\n",
+               "agents:\n  defaultPipeline: [{name: t, run: make, timeoutSeconds: 60}]\n# end\n",
+               "queue: {maxLen: 200, stream: 'a:b'}\nagents: {cpu: 2, memory: 4Gi}\n",
+               "'agents':\n  maxReplicas: 4\n", "agents:\n  maxReplicas: &n 4\n  minReplicas: *n\n",
+               "", "---\n", "agents: [1, 2]\n", "- a\n", "a: 1\n---\nb: 2\n", "agents:\n  maxReplicas: 4\n  maxReplicas: 5\n"]
+        lines = base.splitlines()
+        for _ in range(150):
+            mutated = list(lines)
+            for _ in range(rng.randint(1, 3)):
+                i = rng.randrange(len(mutated))
+                line = mutated[i]
+                if ":" in line and not line.lstrip().startswith("#"):
+                    key, _, _rest = line.partition(":")
+                    value = rng.choice(SCALARS[:-2] + ["'quoted'", '"dq"', "[]", "{}", "|\n      block"])
+                    mutated[i] = f"{key}: {value}"
+                else:
+                    mutated.insert(i, "# a comment" if rng.random() < 0.5 else "")
+            out.append("\n".join(mutated) + "\n")
+        return out
+
+    def test_same_data_lines_and_verdicts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from raibid_gitops import yamlio
+
+        fast_used = 0
+        for text in self.texts():
+            try:
+                fast = yamlio.load_settings_fast(text, "settings.yaml")
+            except Exception as exc:  # noqa: BLE001 - must then be the reference's own error
+                with pytest.raises(type(exc)):
+                    self.reference(text)
+                continue
+            if fast is not None:
+                fast_used += 1
+                ref = self.reference(text)
+                assert same(fast[0], ref[0]) and fast[1] == ref[1], text
+            assert self.verdict(text, True, monkeypatch) == self.verdict(text, False, monkeypatch), text
+        assert fast_used > 50
