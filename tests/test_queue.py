@@ -48,6 +48,22 @@ class TestSubmit:
                        c.REC_SUBMITTED_AT: fields[c.FIELD_SUBMITTED_AT], c.REC_UPDATED_AT: fields[c.FIELD_SUBMITTED_AT],
                        c.REC_ATTEMPT: "0"}
 
+    def test_requests_packed_as_redis_py_packs_them(self, redis_client):
+        from raibid_gitops.queue.scripts import _NotPlain, _packed
+
+        args = ("EVALSHA", "ab" * 20, 5, "raibid:jobs", "ключ", "", 0, -12, 10**17, b"\x00\xff", "a\r\nb")
+        conn = redis_client.connection_pool.make_connection()
+        assert _packed(*args) == b"".join(conn.pack_command(*args))
+        for odd in (1.5, None, True):
+            with pytest.raises(_NotPlain):
+                _packed("EVALSHA", odd)
+
+    def test_connection_lost_between_calls(self, redis_client):
+        """A dropped connection is redis-py's to reconnect (the short path hands over)."""
+        submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        redis_client.client_kill_filter(_type="normal", skipme=False)
+        assert submit(redis_client, SMALL, JobSpec("a/b", "main")).entry_id
+
     def test_scripts_loaded_again_after_a_flush(self, redis_client):
         """Redis forgets scripts on restart (or SCRIPT FLUSH): the next call loads them again."""
         submit(redis_client, SMALL, JobSpec("a/b", "main"))

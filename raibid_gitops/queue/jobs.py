@@ -152,24 +152,22 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
     now = f"{time.time():.6f}"
     q = settings.queue
     keep = q.retention
-    with redis_errors(client, f"submitting a job to {q.stream}"):
-        try:
-            entry_id = scripts_for(client).submit(
-                keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
-                args=[q.consumer_group, q.max_len, job_id, now, keep.finished_job_seconds, keep.finished_jobs,
-                      spec.repo, spec.ref, spec.commit, spec.checkout],
-            )
-        except _redis_response_error() as exc:
-            if "JOBEXISTS" in str(exc):
-                raise QueueError(f"job {job_id} already exists") from None
+    try:
+        entry_id = scripts_for(client).submit(
+            keys=[q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
+            args=[q.consumer_group, q.max_len, job_id, now, keep.finished_job_seconds, keep.finished_jobs,
+                  spec.repo, spec.ref, spec.commit, spec.checkout],
+        )
+    except Exception as exc:
+        import redis as _r
+
+        if isinstance(exc, _r.ResponseError) and "JOBEXISTS" in str(exc):
+            raise QueueError(f"job {job_id} already exists") from None
+        # Translated as everywhere (redis_errors), only when it failed: a context manager
+        # around every submit costs a noticeable part of one.
+        with redis_errors(client, f"submitting a job to {q.stream}"):
             raise
     return Submitted(job_id=job_id, entry_id=str(entry_id))
-
-
-def _redis_response_error() -> type[Exception]:
-    import redis as _r
-
-    return _r.ResponseError
 
 
 def get_job(client: redis.Redis, job_id: str) -> Job:
