@@ -149,17 +149,39 @@ def load_all_reference(text: str) -> list[Any]:
     return list(YAML(typ="safe", pure=True).load_all(text))
 
 
+def plain_text(text: str) -> bool:
+    """Whether ``text`` is free of what makes libyaml and ruamel's YAML 1.2 reading part ways
+    (see the module doc): then their parsers give the same events."""
+    from ruamel.yaml.reader import Reader
+
+    return not (_FALLBACK_CHARS.search(text) or _DIRECTIVE.search(text) or _DEEP_INDENT.search(text)
+                or text.count("[") + text.count("{") > _MAX_FLOW_OPENERS or Reader.NON_PRINTABLE.search(text))
+
+
+def events(text: str) -> list[Any] | None:
+    """libyaml's parse events of ``text`` (same names and fields as ruamel's), or None where they
+    could differ from ruamel's or libyaml is missing or refuses the text."""
+    if _make_loader() is None or not plain_text(text):
+        return None
+    import yaml
+
+    try:
+        evs = list(yaml.parse(text, Loader=yaml.CSafeLoader))
+    except Exception:  # noqa: BLE001 - ruamel then parses it and reports in its own words
+        return None
+    # An empty value (``key:`` and nothing) has no text to place: the two parsers put its mark
+    # at different offsets.
+    if any(type(ev).__name__ == "ScalarEvent" and ev.value == "" and not ev.style for ev in evs):
+        return None
+    return evs
+
+
 def documents(text: str) -> list[tuple[Any, Any]] | None:
     """Each document of ``text`` as (libyaml node, data): the node keeps its marks (lines),
     the data is what :func:`load_all_reference` gives. None when the fast path cannot promise
     that data (then use the reference loader)."""
     loader_cls = _make_loader()
-    if (loader_cls is None or _FALLBACK_CHARS.search(text) or _DIRECTIVE.search(text)
-            or _DEEP_INDENT.search(text) or text.count("[") + text.count("{") > _MAX_FLOW_OPENERS):
-        return None
-    from ruamel.yaml.reader import Reader
-
-    if Reader.NON_PRINTABLE.search(text):
+    if loader_cls is None or not plain_text(text):
         return None
     loader = loader_cls(text)
     try:

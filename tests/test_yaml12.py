@@ -245,3 +245,27 @@ class TestSettingsFast:
                 assert same(fast[0], ref[0]) and fast[1] == ref[1], text
             assert self.verdict(text, True, monkeypatch) == self.verdict(text, False, monkeypatch), text
         assert fast_used > 50
+
+
+class TestEvents:
+    """settingsdoc's spans from libyaml's events equal those from ruamel's (set edits in place
+    with them)."""
+
+    def test_same_spans(self) -> None:
+        from ruamel.yaml import YAML
+
+        from raibid_gitops.gitops import settingsdoc
+
+        used = 0
+        for text in TestSettingsFast().texts():
+            ruamel = lambda t: YAML(typ="rt").parse(t)  # noqa: E731
+            try:
+                want = settingsdoc._scan(text, ruamel)
+            except Exception:  # noqa: BLE001 - ruamel refuses it: libyaml's events must not be used
+                assert yaml12.events(text) is None or pytest.raises(Exception, settingsdoc._scan, text, ruamel)
+                continue
+            fast = yaml12.events(text)
+            if fast is not None:
+                used += 1
+                assert settingsdoc._scan(text, lambda _t: fast) == want, text
+        assert used > 100

@@ -55,6 +55,13 @@ def _to_node(value: Any, like: Any) -> Any:
 
 
 def _ruamel_events(text: str) -> Iterable[Any]:
+    """The parse events of ``text``: libyaml's where they are ruamel's (yaml12.events; the same
+    names and fields, tested on the template and mutations of it), else ruamel's."""
+    from raibid_gitops import yaml12
+
+    fast = yaml12.events(text)
+    if fast is not None:
+        return fast
     from ruamel.yaml import YAML
 
     return YAML(typ="rt").parse(text)  # type: ignore[no-any-return]
@@ -105,7 +112,7 @@ def _scan(text: str, parse: Callable[[str], Iterable[Any]] | None = None) -> tup
             if ev.anchor and not is_alias:
                 written = written.split(None, 1)[1] if len(written.split(None, 1)) == 2 else ""
             spans[path] = _Span(start, end, None if is_alias else ev.anchor, is_alias,
-                                None if is_alias else ev.style, written)
+                                None if is_alias else (ev.style or None), written)  # libyaml: "" for plain
     return spans, uses_anchors
 
 
