@@ -144,7 +144,8 @@ def run(bench: Benchmark, full: bool, logs: Path) -> tuple[list[Row], str]:
     return load(out), ""
 
 
-def render(rows: list[Row], notes: list[str], info: dict[str, str], full: bool, seconds: float) -> str:
+def render(rows: list[Row], notes: list[str], info: dict[str, str], full: bool, seconds: float,
+           note: str = "") -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -153,6 +154,7 @@ def render(rows: list[Row], notes: list[str], info: dict[str, str], full: bool, 
         "",
         f"Machine: {info['cores']} cores, {info['memory']} memory, {info['cpu']}; {info['platform']}; "
         f"Python {info['python']}; kustomize: `{info['kustomize']}`; load average at the start {info['load']}.",
+        *(["", note] if note else []),
         "",
         "Each baseline was measured in the same run as the figure next to it (interleaved where both are "
         "quick). Ratio: ours / baseline for times, baseline / ours for rates (above 1: that many times the "
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated names: " + ", ".join(b.name for b in BENCHMARKS))
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="where to write the table")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--note", default="", help="a line for the record, e.g. what else ran on the machine")
     args = ap.parse_args(argv)
     chosen = [b for b in BENCHMARKS if not args.only or b.name in args.only.split(",")]
     if args.only and len(chosen) != len(args.only.split(",")):
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{bench.name} ({bench.script}): {status}")
             print(f"[{time.monotonic() - started:5.0f}s] {bench.name}: {status or 'done'} "
                   f"({time.monotonic() - t0:.0f}s)", file=sys.stderr, flush=True)
-    text = render(rows, notes, info, args.full, time.monotonic() - started)
+    text = render(rows, notes, info, args.full, time.monotonic() - started, args.note)
     print(text)
     if not args.no_write:
         args.out.write_text(text)
