@@ -47,8 +47,9 @@ FORMAT = 1
 CACHE_DIR = "raibid/cache"
 #: Build entries kept (newest used first); a few per commit a person works on is plenty.
 KEEP_BUILDS = 64
-#: Verdicts kept: a rendered overlay is ~20 objects; this spans many settings changes.
-KEEP_VERDICTS = 4000
+#: Verdicts kept: a rendered overlay is ~20 objects and a settings change makes one or two new
+#: ones; more would only make the file every verify reads and writes bigger.
+KEEP_VERDICTS = 512
 #: A kustomization reading more than this is not cached (hashing it would cost what it saves).
 MAX_INPUT_BYTES = 32 * 1024 * 1024
 MAX_INPUT_FILES = 5000
