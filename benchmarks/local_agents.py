@@ -68,6 +68,7 @@ class Bench:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """Stop every agent started so far (SIGTERM: they drain), and forget them."""
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -76,6 +77,7 @@ class Bench:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        self.procs = []
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from an agent blocked in XREADGROUP (the warm case; a cold ScaledJob adds KEDA's
 interval and a pod start). Beside it, the raw floor: XADD -> a consumer blocked in
 XREADGROUP receives it.
 
-Usage: python benchmarks/pickup_latency.py [--jobs 200]
+Usage: python benchmarks/pickup_latency.py [--jobs 200] [--json FILE]
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_agents import BENCH_SETTINGS, bench, side_by_side, summary  # noqa: E402
+from local_agents import BENCH_SETTINGS, bench, percentile, side_by_side, summary  # noqa: E402
+from report import Row, emit  # noqa: E402
 
 STREAM, GROUP = "bench:raw", "bench-raw"
 
@@ -39,6 +40,7 @@ def _raw_consumer(url: str, password: str, n: int, out) -> None:  # type: ignore
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = ap.parse_args()
 
     from raibid_gitops import contract as c
@@ -77,6 +79,10 @@ def main() -> None:
         ("raw XADD -> XREADGROUP", summary(raw)),
         ("raibid submit -> running", summary(rb)),
     ])
+    emit([Row("pickup, warm agent: submit -> running (p50)", percentile(rb, 50) * 1000, percentile(raw, 50) * 1000,
+              "ms", "raw XADD -> XREADGROUP"),
+          Row("pickup, warm agent: submit -> running (p99)", percentile(rb, 99) * 1000, percentile(raw, 99) * 1000,
+              "ms", "raw XADD -> XREADGROUP")], args.json)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ mean of about half of it).
 
 Usage::
 
-    python benchmarks/push_to_apply.py [--runs 5] [--interval 20s]
+    python benchmarks/push_to_apply.py [--runs 5] [--interval 20s] [--json FILE]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--interval", default="20s", help="flux.interval for the polling baseline")
+    ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = ap.parse_args(argv)
 
     from raibid_gitops.devstack import processes
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:>22}  {statistics.median(vals):7.2f}  {max(vals):7.2f}")
     w, p = statistics.median(results["webhook"]), statistics.median(results["polling"])
     print(f"webhook is {p / w:.0f}x faster (median)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report import Row, emit
+
+    emit([Row("plain git push -> applied (webhook to Flux's Receiver)", w, p, "s",
+              f"interval polling at flux.interval={args.interval}")], args.json)
     return 0
 
 

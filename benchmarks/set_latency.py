@@ -1,13 +1,19 @@
-"""How long `raibid gitops set` takes, next to the floor for the same change.
+"""`raibid gitops set`, `verify` and `render` through the CLI, next to the floor for the same work,
+all interleaved in one loop (the machine's load hits both sides alike).
 
-The floor is what any tool must do at least: edit the two lines (settings.yaml and the marked
-ScaledJob field), `kustomize build` the overlay, `git commit`. `set` adds validation, the
-round-trip YAML edit, a render of the base for the semantic diff, verify (both kustomize
-builds and the schema check of every object) and the structured commit message.
+- **set** (local commit; and ``push``: each side pushes to its own bare repository): the floor
+  is what any tool must do at least: edit the two lines (settings.yaml and the marked
+  ScaledJob field), ``kustomize build`` the overlay, ``git commit`` (and ``git push``). `set`
+  adds validation, the round-trip edit, the base render for the semantic diff, verify (both
+  builds and the schema check) and the structured commit.
+- **verify** / **render** of an unchanged repository (what CI and people run again and again),
+  next to a bare ``kustomize build`` of the overlay; ``verify, cold`` clears the render cache
+  first (a fresh clone).
 
-    python benchmarks/set_latency.py [--runs 7] [--push]
+Each CLI run is a new process (``python -m raibid_gitops.cli``), as a person or CI runs it.
 
-``--push`` gives both sides a bare repository as origin and adds `git push` to the floor.
+    python benchmarks/set_latency.py [--runs 7] [--json FILE]
+
 Not a test: it prints numbers and asserts nothing.
 """
 
@@ -16,16 +22,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from raibid_gitops.gitops import kustomize, layout
-from raibid_gitops.gitops.change import set_settings
-from raibid_gitops.gitops.generate import init
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import Row, emit, median  # noqa: E402
+
+from raibid_gitops.gitops import kustomize, layout  # noqa: E402
+from raibid_gitops.gitops.generate import init  # noqa: E402
 
 PATCH = f"{layout.OVERLAY_DIR}/agent-scaledjob-patch.yaml"
 #: Never the default 8 (that would be no change) nor twice in a row; 10 x 2 CPU fits 20.
@@ -47,8 +56,13 @@ def make_repo(parent: Path, name: str, push: bool) -> Path:
     return path
 
 
-def floor(repo: Path, value: int, push: bool) -> float:
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def floor(repo: Path, value: int, push: bool) -> None:
     settings = repo / layout.SETTINGS_PATH
     settings.write_text(re.sub(r"(?m)^(  maxReplicas: )\d+$", rf"\g<1>{value}", settings.read_text()))
     patch = repo / PATCH
@@ -58,45 +72,57 @@ def floor(repo: Path, value: int, push: bool) -> float:
     git(repo, "commit", "--quiet", "-am", f"maxReplicas {value}")
     if push:
         git(repo, "push", "--quiet", "origin", "HEAD:refs/heads/main")
-    return time.perf_counter() - t0
 
 
-def set_library(repo: Path, value: int) -> float:
-    t0 = time.perf_counter()
-    set_settings([f"agents.maxReplicas={value}"], repo=repo)
-    return time.perf_counter() - t0
+def cli(repo: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "raibid_gitops.cli", "gitops", *args], cwd=repo, check=True,
+                   capture_output=True)
 
 
-def set_cli(repo: Path, value: int) -> float:
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "raibid_gitops.cli", "gitops", "set", f"agents.maxReplicas={value}"],
-                   cwd=repo, check=True, capture_output=True)
-    return time.perf_counter() - t0
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--push", action="store_true", help="push to a local bare repository on both sides")
-    args = ap.parse_args()
+def measure(runs: int) -> list[Row]:
     os.environ.setdefault("RAIBID_AUTHOR_NAME", "bench")
     os.environ.setdefault("RAIBID_AUTHOR_EMAIL", "bench@example.invalid")
+    cols: dict[str, list[float]] = {k: [] for k in (
+        "set", "set floor", "set push", "set push floor", "verify", "verify cold", "render", "kustomize build")}
     with tempfile.TemporaryDirectory(prefix="raibid-bench-") as tmp:
         parent = Path(tmp)
-        repos = {name: make_repo(parent, name, args.push) for name in ("cli", "lib", "floor")}
-        print(f"kustomize: {' '.join(kustomize.command())}; push: {'yes (bare repo)' if args.push else 'no'}")
-        print(f"{'run':>3}  {'set (CLI)':>10}  {'set (lib)':>10}  {'floor':>8}  {'CLI/floor':>9}")
-        rows = []
-        for i in range(args.runs):
+        repos = {name: make_repo(parent, name, push) for name, push in
+                 (("cli", False), ("floor", False), ("cli-push", True), ("floor-push", True), ("check", False))}
+        print(f"kustomize: {' '.join(kustomize.command())}", file=sys.stderr)
+        # The render cache (.git/raibid/cache), cleared for the cold verify.
+        cache = repos["check"] / ".git" / "raibid"
+        for i in range(runs):
             value = VALUES[i % len(VALUES)]
-            c = set_cli(repos["cli"], value)
-            lib = set_library(repos["lib"], value)
-            f = floor(repos["floor"], value, args.push)
-            rows.append((c, lib, f))
-            print(f"{i + 1:>3}  {c * 1000:>8.0f}ms  {lib * 1000:>8.0f}ms  {f * 1000:>6.0f}ms  {c / f:>8.1f}x")
-        med = [statistics.median(col) for col in zip(*rows)]
-        print(f"{'med':>3}  {med[0] * 1000:>8.0f}ms  {med[1] * 1000:>8.0f}ms  {med[2] * 1000:>6.0f}ms  "
-              f"{med[0] / med[2]:>8.1f}x")
+            cols["set"].append(timed(lambda: cli(repos["cli"], "set", f"agents.maxReplicas={value}")))
+            cols["set floor"].append(timed(lambda: floor(repos["floor"], value, False)))
+            cols["set push"].append(timed(lambda: cli(repos["cli-push"], "set", f"agents.maxReplicas={value}")))
+            cols["set push floor"].append(timed(lambda: floor(repos["floor-push"], value, True)))
+            cols["verify"].append(timed(lambda: cli(repos["check"], "verify")))
+            cols["kustomize build"].append(timed(lambda: kustomize.build(repos["check"] / layout.OVERLAY_DIR)))
+            cols["render"].append(timed(lambda: cli(repos["check"], "render")))
+            shutil.rmtree(cache, ignore_errors=True)
+            cols["verify cold"].append(timed(lambda: cli(repos["check"], "verify")))
+            print(f"run {i + 1}/{runs}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in cols.items()), file=sys.stderr)
+    m = {k: median(v) for k, v in cols.items()}
+    build = "bare kustomize build"
+    return [
+        Row("gitops set, local commit (CLI)", m["set"], m["set floor"], "ms", "edit + kustomize build + git commit",
+            target="<= 3x"),
+        Row("gitops set, push to a bare remote (CLI)", m["set push"], m["set push floor"], "ms",
+            "edit + kustomize build + commit + push", target="<= 3x"),
+        Row("gitops verify, unchanged repo (CLI)", m["verify"], m["kustomize build"], "ms", build, target="<= 3x"),
+        Row("gitops verify, cold cache (CLI)", m["verify cold"], m["kustomize build"], "ms", build,
+            note="(fresh clone: builds overlay and clusters/)"),
+        Row("gitops render (CLI)", m["render"], m["kustomize build"], "ms", build, target="<= 3x"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
+    args = ap.parse_args(argv)
+    emit(measure(args.runs), args.json, f"set / verify / render: medians of {args.runs} interleaved runs")
     return 0
 
 

@@ -12,7 +12,7 @@ only the TUI's: watch thread + main thread). For each change it prints
 
 then the same change made through ``DataTable.update_cell`` for comparison, and memory (RSS).
 
-    python benchmarks/tui_repaint.py [--kubeconfig FILE] [--updates 20]
+    python benchmarks/tui_repaint.py [--kubeconfig FILE] [--updates 20] [--json FILE]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def populate(kubeconfig: str) -> None:
         list(pool.map(status, docs))
 
 
-async def measure(kubeconfig: str, updates: int) -> None:
+async def measure(kubeconfig: str, updates: int) -> dict[str, float]:
     from raibid_tui.app import RaibidApp
     from raibid_tui.sources import Sources
     from raibid_tui.sources.flux import FluxSource
@@ -196,12 +196,16 @@ async def measure(kubeconfig: str, updates: int) -> None:
               f"CPU median {statistics.median(base_cpu) * 1000:.1f} ms (no watch/JSON work included)")
         print(f"memory: RSS {rss_mb():.1f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB")
         sources.stop()
+        return {"lines": statistics.median(lines), "base_lines": statistics.median(base_lines),
+                "cpu_ms": statistics.median(cpus) * 1000, "base_cpu_ms": statistics.median(base_cpu) * 1000,
+                "wall_ms": statistics.median(walls) * 1000}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", help="use this cluster instead of starting etcd + kube-apiserver")
     parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = parser.parse_args(argv)
     stack = None
     if args.kubeconfig:
@@ -218,7 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         populate(kubeconfig)
         print(f"created {N_EACH} GitRepositories + {N_EACH} Kustomizations with status "
               f"in {time.monotonic() - t:.1f}s", file=sys.stderr)
-        asyncio.run(measure(kubeconfig, args.updates))
+        got = asyncio.run(measure(kubeconfig, args.updates))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from report import Row, emit
+
+        emit([Row("TUI: table lines rendered per Kustomization update", got["lines"], got["base_lines"], "lines",
+                  "DataTable.update_cell"),
+              Row("TUI: CPU per update (watch + render)", got["cpu_ms"], got["base_cpu_ms"], "ms",
+                  "DataTable.update_cell (render only)"),
+              Row("TUI: status patch -> row shows it", got["wall_ms"], None, "ms", "")], args.json)
     finally:
         if stack is not None:
             stack.stop()

@@ -575,6 +575,12 @@ def text_digest(text: str) -> str:
     return "sha256:" + hashlib.sha256(normal.encode()).hexdigest()[:16]
 
 
+#: Texts loaded lately -> their settings (immutable, so shared safely). `raibid gitops set`
+#: reads the same text up to four times (target branch, base, the edit's check, verify).
+_LOADED: dict[tuple[str, str], Settings] = {}
+_LOADED_MAX = 8
+
+
 def load_text(text: str, file: str = SETTINGS_FILE) -> Settings:
     """Parse and validate settings.yaml text; every failure names the file, line and field.
 
@@ -583,8 +589,22 @@ def load_text(text: str, file: str = SETTINGS_FILE) -> Settings:
     stall the CLI, the TUI or an agent (which then keeps its last good settings)."""
     from raibid_gitops import yamlio
 
-    doc = yamlio.load_settings_doc(text, file)
-    return validate_data(yamlio.to_plain(doc), file, yamlio.key_lines(doc))
+    key = (text, file)
+    known = _LOADED.get(key)
+    if known is not None:
+        return known
+    # libyaml where it gives exactly what ruamel's round trip gives (see yamlio), else ruamel.
+    fast = yamlio.load_settings_fast(text, file)
+    if fast is not None:
+        data, lines = fast
+    else:
+        doc = yamlio.load_settings_doc(text, file)
+        data, lines = yamlio.to_plain(doc), yamlio.key_lines(doc)
+    settings = validate_data(data, file, lines)
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()  # not an LRU: clearing needs no iteration, so threads may share it
+    _LOADED[key] = settings
+    return settings
 
 
 def load_path(path: Path, file: str | None = None) -> Settings:

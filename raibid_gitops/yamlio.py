@@ -244,6 +244,49 @@ def load_settings_doc(text: str, file: str) -> Any:
     return doc
 
 
+def load_settings_fast(text: str, file: str) -> tuple[Any, dict[str, int]] | None:
+    """(plain data, key lines) of settings.yaml exactly as ``to_plain(load_settings_doc())`` and
+    ``key_lines()`` give them, read by libyaml (:mod:`raibid_gitops.yaml12`) instead of ruamel's
+    round-trip loader; None where that is not certain, or where load_settings_doc would refuse
+    the text (it then does, in its own words). Bounds and size are checked as there.
+
+    Certain means: one document, every key a plain string, every scalar one yaml12 constructs
+    on its fast path (strings, null, true/false, decimal integers), no aliases; and no unquoted
+    YAML-1.1 word among the values (load_settings_doc refuses those, naming them)."""
+    from raibid_gitops import yaml12
+
+    check_settings_size(len(text.encode("utf-8", "surrogatepass")), file)
+    docs = yaml12.documents(text)
+    if docs is None or len(docs) != 1:
+        return None
+    node, data = docs[0]
+    lines: dict[str, int] = {}
+
+    class Unsure(Exception):
+        pass
+
+    def walk(n: Any, value: Any, prefix: str) -> None:
+        if isinstance(value, dict):
+            for (key_node, value_node), key in zip(n.value, value):
+                if not isinstance(key, str) or key_node.tag != yaml12.PLAIN_STRING:
+                    raise Unsure
+                lines[f"{prefix}{key}"] = key_node.start_mark.line + 1
+                walk(value_node, value[key], f"{prefix}{key}.")
+        elif isinstance(value, list):
+            for i, (item_node, item) in enumerate(zip(n.value, value)):
+                lines[f"{prefix}{i}"] = item_node.start_mark.line + 1
+                walk(item_node, item, f"{prefix}{i}.")
+        elif n.tag == yaml12.PLAIN_STRING and value.lower() in _YAML11_BOOL_ONLY:
+            raise Unsure  # a YAML-1.1 trap: load_settings_doc reports it
+
+    try:
+        walk(node, data, "")
+    except (Unsure, AttributeError, TypeError, RecursionError):
+        return None
+    check_bounds(data, file)
+    return data, lines
+
+
 _NUMERIC = re.compile(r"[-+]?[0-9][0-9_.:eE+-]*|0x[0-9a-fA-F]+|0o[0-7]+|\.inf|\.nan")
 
 

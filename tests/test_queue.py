@@ -34,6 +34,42 @@ class TestSubmit:
         assert groups[0]["lag"] == 1  # what KEDA's lagCount reads
         assert redis_client.zscore(c.JOBS_INDEX, done.job_id) is not None
 
+    def test_entry_and_record_layout(self, redis_client):
+        """The script builds the entry as JobSpec.entry_fields lays it out, and the record with it
+        (the same values passed once)."""
+        spec = JobSpec("raibid/hello", "refs/heads/main", commit="b" * 40, checkout=c.CHECKOUT_NONE)
+        done = submit(redis_client, SMALL, spec)
+        (_eid, fields), = redis_client.xrange(SMALL.queue.stream)
+        assert list(fields) == list(spec.entry_fields(done.job_id, 0.0))
+        assert fields == spec.entry_fields(done.job_id, float(fields[c.FIELD_SUBMITTED_AT]))
+        rec = redis_client.hgetall(c.job_key(done.job_id))
+        assert rec == {c.REC_ENTRY_ID: done.entry_id, c.REC_STATE: c.STATE_QUEUED, c.REC_REPO: spec.repo,
+                       c.REC_REF: spec.ref, c.REC_COMMIT: spec.commit, c.REC_CHECKOUT: spec.checkout,
+                       c.REC_SUBMITTED_AT: fields[c.FIELD_SUBMITTED_AT], c.REC_UPDATED_AT: fields[c.FIELD_SUBMITTED_AT],
+                       c.REC_ATTEMPT: "0"}
+
+    def test_requests_packed_as_redis_py_packs_them(self, redis_client):
+        from raibid_gitops.queue.scripts import _NotPlain, _packed
+
+        args = ("EVALSHA", "ab" * 20, 5, "raibid:jobs", "ключ", "", 0, -12, 10**17, b"\x00\xff", "a\r\nb")
+        conn = redis_client.connection_pool.make_connection()
+        assert _packed(*args) == b"".join(conn.pack_command(*args))
+        for odd in (1.5, None, True):
+            with pytest.raises(_NotPlain):
+                _packed("EVALSHA", odd)
+
+    def test_connection_lost_between_calls(self, redis_client):
+        """A dropped connection is redis-py's to reconnect (the short path hands over)."""
+        submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        redis_client.client_kill_filter(_type="normal", skipme=False)
+        assert submit(redis_client, SMALL, JobSpec("a/b", "main")).entry_id
+
+    def test_scripts_loaded_again_after_a_flush(self, redis_client):
+        """Redis forgets scripts on restart (or SCRIPT FLUSH): the next call loads them again."""
+        submit(redis_client, SMALL, JobSpec("a/b", "main"))
+        redis_client.script_flush()
+        assert submit(redis_client, SMALL, JobSpec("a/b", "main")).entry_id
+
     @pytest.mark.parametrize("spec,message", [
         (dict(repo="nope", ref="main"), "is not OWNER/NAME"),
         (dict(repo="a/b", ref="--upload-pack=x"), "is not a valid git ref"),

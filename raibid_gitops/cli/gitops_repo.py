@@ -108,24 +108,29 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from raibid_gitops.gitops import kustomize, layout
+    from raibid_gitops.gitops import layout, rendercache
 
     root = _root(one_dir(args))
-    text = kustomize.build(root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR), root=root)
+    build = rendercache.build_all([root / (layout.CLUSTER_DIR if args.flux else layout.OVERLAY_DIR)],
+                                  objects=False, root=root)[0]
+    if build.error is not None:
+        raise build.error
+    assert build.text is not None
     if args.output == "json":
         from raibid_gitops.cli.output import emit
+        from raibid_gitops.gitops import kustomize
 
-        emit({"apiVersion": "v1", "kind": "List", "items": kustomize.parse(text)}, "json")
+        emit({"apiVersion": "v1", "kind": "List", "items": kustomize.parse(build.text)}, "json")
     else:
-        sys.stdout.write(text)  # text, wide and yaml: the YAML as kustomize wrote it
+        sys.stdout.write(build.text)  # text, wide and yaml: the YAML as kustomize wrote it
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from raibid_gitops.gitops.verify import verify
+    from raibid_gitops.gitops.verify import verify_cached
 
     root = _root(one_dir(args))
-    report = verify(root)
+    report = verify_cached(root)
     if not is_data(args.output):
         for p in report.problems:
             print(p.format())

@@ -1,4 +1,8 @@
-"""git through GitPython, with our errors and no credential ever in a URL or a message.
+"""git through the ``git`` binary, with our errors and no credential ever in a URL or a message.
+
+Each call is one ``git`` process: GitPython gave us nothing more than that, and importing it
+cost more than the few git commands of a `raibid gitops set` (issue 14). Output is read as git's
+plain English (``LC_ALL=C``), as the push parsing below expects.
 
 Authentication to Gitea uses an ``http.extraHeader`` passed per command (``-c``), so the
 token is never stored in ``.git/config`` and never appears in a remote URL that git or we
@@ -10,10 +14,9 @@ from __future__ import annotations
 import base64
 import os
 import re
-from contextlib import contextmanager
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from raibid_gitops.errors import GitError, PushRejected
 
@@ -91,66 +94,98 @@ def auth_from_env() -> Auth | None:
     return Auth(token=token, username=os.environ.get("RAIBID_GITEA_USER", "raibid"))
 
 
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
-    import git
+@dataclass(frozen=True)
+class _Result:
+    status: int
+    stdout: str
+    stderr: str
 
+
+def _run(args: list[str], cwd: Path | None = None, timeout: float | None = None,
+         input: bytes | None = None, strip: bool = True) -> _Result:
+    """Run ``git ARGS`` in ``cwd``: status, stdout without its final newline (``strip``), stderr
+    likewise.
+
+    The environment is ours plus :func:`_env` and git's plain English (``LANGUAGE``/``LC_ALL``
+    C), which is what the parsing of push results and errors reads."""
+    env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_env()}
     try:
-        yield
-    except git.GitCommandError as exc:
-        detail = redact((exc.stderr or exc.stdout or str(exc)).strip())
-        detail = re.sub(r"^\s*stderr:\s*", "", detail)
-        raise GitError(f"{what} failed: {detail.strip(chr(39)).strip()}") from exc
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise GitError(f"{what} failed: not a git repository") from exc
+        proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False,
+                              **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
+    except FileNotFoundError:
+        raise GitError("git is not installed (no `git` on PATH)", hint="install git") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0] if args else ''} did not finish within {timeout:.0f}s") from None
+    out = proc.stdout.decode("utf-8", "surrogateescape")
+    err = proc.stderr.decode("utf-8", "replace")
+    if strip and out.endswith("\n"):
+        out = out[:-1]
+    return _Result(proc.returncode, out, err[:-1] if err.endswith("\n") else err)
+
+
+def _failure(what: str, args: list[str], res: _Result) -> GitError:
+    """The GitError for a failed command: git's own words (stderr, else stdout), credentials
+    removed; for a command that failed silently, its exit code and command line."""
+    if res.stderr.strip():
+        detail = res.stderr
+    elif res.stdout.strip():
+        detail = f"stdout: '{res.stdout}"
+    else:
+        detail = f"Cmd('git') failed due to: exit code({res.status})\n  cmdline: {' '.join(['git', *args])}"
+    detail = redact(detail.strip())
+    return GitError(f"{what} failed: {detail.strip(chr(39)).strip()}")
+
+
+def _is_repository(path: Path) -> bool:
+    """A working tree's top level (``.git`` directory or file) or a bare repository."""
+    if (path / ".git").exists():
+        return True
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
 
 
 class Repo:
     """A local clone of the config repository."""
 
     def __init__(self, path: Path, auth: Auth | None = None):
-        import git
-
         self.path = Path(path)
         self.auth = auth
-        try:
-            self._repo = git.Repo(self.path)
-        except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        if not self.path.is_dir() or not _is_repository(self.path):
             raise GitError(f"{self.path} is not a git repository",
-                           hint="run `raibid gitops init DIR`, or clone the config repository") from exc
+                           hint="run `raibid gitops init DIR`, or clone the config repository")
 
     # -- creation ----------------------------------------------------------------------------
 
     @classmethod
     def init(cls, path: Path, branch: str = "main") -> "Repo":
-        import git
-
-        with _errors(f"git init {path}"):
-            git.Repo.init(path, initial_branch=branch)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        args = ["init", "--quiet", f"--initial-branch={branch}", str(path)]
+        res = _run(args)
+        if res.status != 0:
+            raise _failure(f"git init {path}", args, res)
         return cls(path)
 
     @classmethod
     def clone(cls, url: str, path: Path, auth: Auth | None = None, branch: str | None = None) -> "Repo":
-        import git
-
         args = [*(auth.config_args() if auth else []), "clone", "--quiet"]
         if branch:
             args += ["--branch", branch]
-        with _errors(f"git clone {redact(url)}"):
-            git.Git().execute(["git", *args, url, str(path)], env=_env())
+        args += [url, str(path)]
+        res = _run(args)
+        if res.status != 0:
+            raise _failure(f"git clone {redact(url)}", args, res)
         return cls(path, auth)
 
     # -- plumbing ----------------------------------------------------------------------------
 
     def git(self, *args: str, auth: bool = False) -> str:
         pre = self.auth.config_args() if (auth and self.auth) else []
-        with _errors(f"git {args[0]}"):
-            return self._repo.git.execute(["git", *pre, *args], env=_env())
+        res = _run([*pre, *args], cwd=self.path)
+        if res.status != 0:
+            raise _failure(f"git {args[0]}", [*pre, *args], res)
+        return res.stdout
 
     def git_bytes(self, *args: str) -> bytes:
         """Like :meth:`git`, for output that is not text (``git archive``)."""
-        import subprocess
-
         proc = subprocess.run(["git", *args], cwd=self.path, env={**os.environ, **_env()}, capture_output=True,
                               timeout=120, check=False)
         if proc.returncode != 0:
@@ -196,43 +231,33 @@ class Repo:
         self.git("config", f"credential.{prefix}.helper", "!raibid gitops credential")
 
     def show(self, rev: str, path: str) -> str:
-        return self.git("show", f"{rev}:{path}")
+        """The file at ``rev`` as committed, byte for byte (its final newline included)."""
+        args = ["show", f"{rev}:{path}"]
+        res = _run(args, cwd=self.path, strip=False)
+        if res.status != 0:
+            raise _failure("git show", args, res)
+        return res.stdout
 
     def commit_all(self, message: str, author: tuple[str, str] | None = None, paths: list[str] | None = None) -> str:
         name, email = author or author_from_config(self) or DEFAULT_AUTHOR
         self.git("add", "--all", *(["--", *paths] if paths else []))
-        import tempfile
-
-        with tempfile.NamedTemporaryFile("w", suffix=".msg", delete=False) as fh:
-            fh.write(message)
-        try:
-            with _errors("git commit"):
-                self._repo.git.execute(
-                    ["git", "-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "--quiet",
-                     "--no-verify", "--cleanup=verbatim", "-F", fh.name],
-                    env=_env(),
-                )
-        finally:
-            os.unlink(fh.name)
+        # The message on stdin: a file would be one more thing to clean up on failure.
+        args = ["-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "--quiet", "--no-verify",
+                "--cleanup=verbatim", "-F", "-"]
+        res = _run(args, cwd=self.path, input=message.encode("utf-8", "surrogateescape"))
+        if res.status != 0:
+            raise _failure("git commit", args, res)
         return self.head()
 
     def fetch(self, remote: str = "origin", ref: str | None = None) -> None:
         self.git("fetch", "--quiet", remote, *([ref] if ref else []), auth=True)
 
     def push(self, remote: str, refspec: str) -> None:
-        """Push and check the result: a rejected ref raises PushRejected (git exits non-zero,
-        and we also read the porcelain status, since GitPython alone does not raise)."""
+        """Push and check the result: a rejected ref raises PushRejected (git exits non-zero;
+        the porcelain status says which ref was refused and why)."""
         pre = self.auth.config_args() if self.auth else []
-        import git
-
-        try:
-            out = self._repo.git.execute(
-                ["git", *pre, "push", "--porcelain", remote, refspec], env=_env(), with_extended_output=True,
-            )
-            status, stdout, stderr = out
-        except git.GitCommandError as exc:
-            stdout, stderr = exc.stdout or "", exc.stderr or ""
-            status = exc.status
+        res = _run([*pre, "push", "--porcelain", remote, refspec], cwd=self.path)
+        status, stdout, stderr = res.status, res.stdout, res.stderr
         text = redact(f"{stdout}\n{stderr}")
         rejected = [ln for ln in text.splitlines() if ln.startswith("!")]
         if status != 0 and not rejected and _UNREACHABLE.search(text):
@@ -272,10 +297,17 @@ def author_from_config(repo: Repo) -> tuple[str, str] | None:
     email = os.environ.get("RAIBID_AUTHOR_EMAIL")
     if name and email:
         return name, email
-    try:
-        return repo.git("config", "user.name").strip(), repo.git("config", "user.email").strip()
-    except GitError:
+    # Both in one call (the last value of each wins, as with `git config user.name`).
+    res = _run(["config", "-z", "--get-regexp", r"^user\.(name|email)$"], cwd=repo.path)
+    if res.status != 0:
         return None
+    found: dict[str, str] = {}
+    for entry in res.stdout.split("\0"):
+        key, _, value = entry.partition("\n")
+        found[key.lower()] = value
+    if "user.name" not in found or "user.email" not in found:
+        return None
+    return found["user.name"].strip(), found["user.email"].strip()
 
 
 # --- used by `raibid gitops set` (working detached on a base, restoring on failure) ---------
@@ -290,15 +322,12 @@ def rev_parse(repo: Repo, rev: str) -> str | None:
 
 
 def is_ancestor(repo: Repo, ancestor: str, descendant: str) -> bool:
-    import git
-
-    try:
-        repo._repo.git.execute(["git", "merge-base", "--is-ancestor", ancestor, descendant], env=_env())
+    res = _run(["merge-base", "--is-ancestor", ancestor, descendant], cwd=repo.path)
+    if res.status == 0:
         return True
-    except git.GitCommandError as exc:
-        if exc.status == 1:  # the documented "no" answer; anything else is a real failure
-            return False
-        raise GitError(f"git merge-base {ancestor[:12]} {descendant[:12]} failed: {redact(str(exc.stderr).strip())}") from exc
+    if res.status == 1:  # the documented "no" answer; anything else is a real failure
+        return False
+    raise GitError(f"git merge-base {ancestor[:12]} {descendant[:12]} failed: {redact(res.stderr.strip())}")
 
 
 def behind(repo: Repo, branch: str, remote: str = "origin") -> int:
@@ -338,7 +367,6 @@ def fetch_branch(repo: Repo, remote: str, branch: str) -> str:
 def credential_token(url: str) -> Auth | None:
     """Ask git's credential helpers for ``url`` (never prompting): the password is used as
     the Gitea token, as Gitea accepts a token in place of a password."""
-    import subprocess
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)

@@ -28,9 +28,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from raibid_gitops import settings as settings_mod
 from raibid_gitops.clients.git import (
     Auth,
     Repo,
@@ -53,7 +52,12 @@ from raibid_gitops.errors import (
     VerifyFailed,
 )
 from raibid_gitops.gitops import layout, objdiff
-from raibid_gitops.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.settings import Settings
+
+# The settings model (pydantic) is imported where it is used, not here: `raibid gitops set`
+# starts its build (see prefetch.py) while the model imports.
 
 #: Push attempts in direct mode. Every round of concurrent writers lets at least one of them
 #: land, so N writers racing for the same branch need at most N attempts; ten covers a team
@@ -279,6 +283,8 @@ class _RawSettings:
         self.data = data
 
     def get(self, key: str) -> Any:
+        from raibid_gitops import settings as settings_mod
+
         return settings_mod.get_data(self.data, key)
 
 
@@ -290,77 +296,42 @@ class _Applied:
     changes: list[SettingChange]
     diff: list[objdiff.ObjectChange]
     verify_summary: str
-    objects: list[dict[str, Any]] = field(default_factory=list)
-
-
-#: Rendered objects of committed trees, kept in .git (never in the working tree) so the next
-#: set on that commit diffs against them without building the base again: the base render
-#: is about a third of set's time. Keyed by the tree and the kustomize command.
-RENDER_CACHE_DIR = "raibid/render-cache"
-RENDER_CACHE_KEEP = 20
-
-
-def _cache_path(g: Repo, commit: str) -> Path | None:
-    import hashlib
-
-    from raibid_gitops.gitops import kustomize
-
-    tree = rev_parse(g, f"{commit}^{{tree}}")
-    try:
-        tool = " ".join(kustomize.command())
-    except KustomizeError:
-        return None
-    if tree is None:
-        return None
-    key = hashlib.sha256(f"{tree}\0{tool}".encode()).hexdigest()[:32]
-    git_dir = Path(g.git("rev-parse", "--absolute-git-dir").strip())
-    return git_dir / RENDER_CACHE_DIR / f"{key}.json"
-
-
-def _cached_render(g: Repo, commit: str) -> list[dict[str, Any]] | None:
-    path = _cache_path(g, commit)
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path else None
-    except (OSError, ValueError):
-        return None
-
-
-def _store_render(g: Repo, commit: str, objects: list[dict[str, Any]]) -> None:
-    path = _cache_path(g, commit)
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{random.getrandbits(32):08x}.tmp")
-        tmp.write_text(json.dumps(objects, default=str), encoding="utf-8")
-        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
-        old = sorted(path.parent.glob("*.json"), key=lambda p: p.stat().st_mtime)[:-RENDER_CACHE_KEEP]
-        for stale in old:
-            stale.unlink(missing_ok=True)
-    except OSError:
-        pass  # only a cache
+    commit: str | None = None
 
 
 def _render(root: Path) -> list[dict[str, Any]] | None:
-    from raibid_gitops.gitops import kustomize
+    """The objects the working tree renders to (overlay and Flux objects), from the render
+    cache when this content was built before (see :mod:`raibid_gitops.gitops.rendercache`)."""
+    from raibid_gitops.gitops import rendercache
 
     objs: list[dict[str, Any]] = []
-    try:
-        for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
-            objs.extend(kustomize.build_objects(root / rel))
-    except KustomizeError:
-        return None  # the base does not build; the diff then lists every object as added
+    for build in rendercache.build_all([root / rel for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR)], root=root):
+        try:
+            objs.extend(build.objects())
+        except KustomizeError:
+            return None  # the base does not build; the diff then lists every object as added
     return objs
 
 
-def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[str, Any] | None) -> _Applied:
+#: Called with the changes and the new settings once they are written, while kustomize
+#: builds them; returns the commit it made (None: none).
+CommitEarly = Callable[[list[SettingChange], "Settings"], "str | None"]
+
+
+def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[str, Any] | None,
+              commit: CommitEarly | None = None) -> _Applied:
     """Check out ``base`` detached and apply the requested settings to it (working tree only).
 
     ``seen``: the values the user's change was made against (from the first base). On a later
     base, a key whose value moved away from ``seen`` to something other than ours is a conflict.
+
+    ``commit``: makes the commit while kustomize builds the new tree, before verify has judged
+    it. Safe because HEAD is detached here: a commit verify then rejects is dropped by the
+    restore like every other change, and the user's branch never sees it.
     """
-    from raibid_gitops.gitops import generate, settingsdoc
-    from raibid_gitops.gitops.verify import verify
+    from raibid_gitops import settings as settings_mod
+    from raibid_gitops.gitops import generate, rendercache, settingsdoc
+    from raibid_gitops.gitops.verify import RENDERED_DIRS, verify
 
     g, root = co.repo, co.repo.path
     g.git("checkout", "--quiet", "--force", "--detach", base)
@@ -426,20 +397,20 @@ def _apply_on(co: _Checkout, base: str, requested: dict[str, Any], seen: dict[st
     if not changes:
         return _Applied(base, base_settings, new_settings, [], [], "")
 
-    old_objects = _cached_render(g, base)
-    if old_objects is None:
-        old_objects = _render(root)
+    old_objects = _render(root)
     effective = {c.key: requested[c.key] for c in changes}
     co.touched.add(layout.SETTINGS_PATH)
     settings_file.write_text(settingsdoc.update_text(text, effective, layout.SETTINGS_PATH, expected=new_settings),
                              encoding="utf-8")
     co.touched.update(generate.apply_settings(root, new_settings))
-    report = verify(root)
+    builds = rendercache.start([root / rel for rel in RENDERED_DIRS], root=root)
+    made = commit(changes, new_settings) if commit is not None else None
+    report = verify(root, builds=builds)
     if not report.ok:
         raise VerifyFailed(report.problems)
     diff = objdiff.diff_objects(old_objects or [], report.objects)
     summary = f"{report.checked_fields} marked fields, {len(report.objects)} objects valid"
-    return _Applied(base, base_settings, new_settings, changes, diff, summary, report.objects)
+    return _Applied(base, base_settings, new_settings, changes, diff, summary, made)
 
 
 def set_settings(
@@ -459,6 +430,12 @@ def set_settings(
     """Change settings as one commit. ``repo``: a directory inside a config repository (default:
     the current one) or an http(s) URL to clone into a temporary directory."""
     say = progress or (lambda _msg: None)
+    if not _is_url(repo):
+        from raibid_gitops.gitops import prefetch
+
+        prefetch.start(Path(repo) if repo else None, assignments)
+    from raibid_gitops import settings as settings_mod
+
     requested = settings_mod.parse_assignments(assignments)  # types and unknown keys, before anything
     if not requested:
         raise SettingsError("nothing to set", hint="give one or more KEY=VALUE, e.g. agents.maxReplicas=12")
@@ -526,11 +503,16 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
         # A PR is proposed against the remote branch as it is now, not a stale local copy.
         base = fetch_branch(g, remote, target_branch)
 
+    def commit_early(changes: list[SettingChange], new_settings: Settings) -> str | None:
+        if dry_run:
+            return None
+        return g.commit_all(commit_message(changes, message, new_settings.hash(), revert_of=revert_of), author=author)
+
     attempt = 0
     try:
         while True:
             attempt += 1
-            applied = _apply_on(co, base, requested, seen)
+            applied = _apply_on(co, base, requested, seen, commit_early)
             if seen is None:
                 seen = {k: applied.base_settings.get(k) for k in requested}
             result = SetResult(changes=applied.changes, diff=applied.diff, dry_run=dry_run, attempts=attempt,
@@ -542,11 +524,11 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
             if dry_run:
                 co.restore()
                 return result
-            msg = commit_message(applied.changes, message, applied.new_settings.hash(), revert_of=revert_of)
-            result.message = msg
-            commit = g.commit_all(msg, author=author)
+            result.message = commit_message(applied.changes, message, applied.new_settings.hash(),
+                                            revert_of=revert_of)
+            assert applied.commit is not None
+            commit = applied.commit
             result.commit = commit
-            _store_render(g, commit, applied.objects)
             if pr:
                 assert client is not None and ref is not None
                 _propose(g, co, client, ref, remote, target_branch, applied, result, message, say)
@@ -610,8 +592,10 @@ def _refuse_unpushed(g: Repo, head: str, remote: str, branch: str) -> None:
 def _target_branch(g: Repo, rev: str) -> str:
     """The branch Flux watches (settings gitea.branch at ``rev``); main if that cannot be read
     (the settings problem itself is then reported by the apply step)."""
+    from raibid_gitops import settings as settings_mod
+
     try:
-        return settings_mod.load_text(g.show(rev, layout.SETTINGS_PATH)).gitea.branch
+        return settings_mod.load_text(g.show(rev, layout.SETTINGS_PATH), layout.SETTINGS_PATH).gitea.branch
     except (GitError, SettingsError):
         return "main"
 

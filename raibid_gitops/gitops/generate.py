@@ -129,6 +129,9 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
             write_tree(staging, settings, changes)
         except OSError as exc:
             raise ConfigRepoError(f"cannot write the config repository in {parent}: {exc.strerror or exc}") from exc
+        # git first: verify's builds are then kept in the new repository's render cache, so
+        # the first `set` diffs against them instead of building the tree again.
+        repo = Repo.init(staging, branch=settings.gitea.branch)
         kustomize_checked = True
         report = verify_mod.verify(staging)
         missing_kustomize = [p for p in report.problems if p.field == "(kustomize build)" and "on PATH" in p.message]
@@ -136,7 +139,6 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
             kustomize_checked = False  # settings and markers were checked; the build needs kustomize
         elif report.problems:
             raise VerifyFailed(report.problems)
-        repo = Repo.init(staging, branch=settings.gitea.branch)
         subject = "raibid: initialise config repository"
         body = "\n".join(f"Raibid-Set: {k}={v}" for k, v in changes.items())
         commit = repo.commit_all(subject + ("\n\n" + body if body else "") + "\n", author=author)

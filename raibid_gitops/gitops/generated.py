@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 
 from raibid_gitops import settings as settings_mod
 from raibid_gitops.gitops import layout
@@ -104,7 +105,9 @@ def _patch(kind: str, name: str, comment: str, ops: list[tuple[str, str, str]]) 
     return "\n".join(lines) + "\n"
 
 
+@lru_cache(maxsize=1)
 def schema_json() -> str:
+    """settings.schema.json: a function of the settings model alone (so made once per process)."""
     return json.dumps(settings_mod.json_schema(), indent=2, sort_keys=False) + "\n"
 
 

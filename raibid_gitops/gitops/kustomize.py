@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,39 +103,80 @@ def clean_error(text: str, root: Path | None = None) -> str:
     return " ".join(text.split())
 
 
+@dataclass
+class Running:
+    """A started ``kustomize build`` (see :func:`start`)."""
+
+    cmd: list[str]
+    path: Path
+    started: float
+    proc: subprocess.Popen[str] | None = None
+    error: KustomizeError | None = None
+    #: The config repository: paths inside it are shown relative to it in an error.
+    root: Path | None = None
+
+
+def start(path: Path, cmd: list[str] | None = None, *, root: Path | None = None) -> Running:
+    """Start ``kustomize build path`` and return at once; :func:`wait` gives its output. Builds
+    of several directories run concurrently this way."""
+    try:
+        cmd = [*(cmd if cmd is not None else command()), str(path)]
+    except KustomizeError as exc:
+        return Running([], path, time.monotonic(), error=exc, root=root)
+    run = Running(cmd, path, time.monotonic(), root=root)
+    try:
+        run.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+    except OSError as exc:
+        run.error = KustomizeError(f"cannot run {cmd[0]}: {exc}")
+    return run
+
+
+def wait(run: Running) -> str:
+    """The rendered YAML of a started build; KustomizeError if it failed or timed out."""
+    if run.error is not None:
+        raise run.error
+    assert run.proc is not None
+    remaining = max(0.0, BUILD_TIMEOUT_SECONDS - (time.monotonic() - run.started))
+    try:
+        stdout, stderr = run.proc.communicate(timeout=remaining)
+    except subprocess.TimeoutExpired as exc:
+        kill(run)
+        raise KustomizeError(f"`{' '.join(run.cmd)}` did not finish within {BUILD_TIMEOUT_SECONDS}s") from exc
+    if run.proc.returncode != 0:
+        msg = clean_error(stderr.strip() or stdout.strip() or f"exit code {run.proc.returncode}", run.root)
+        if len(msg) > MAX_ERROR_CHARS:  # kustomize quotes whole files in some errors
+            msg = msg[:MAX_ERROR_CHARS] + f"... ({len(msg)} characters)"
+        shown_path = run.path
+        if run.root is not None:
+            with contextlib.suppress(ValueError):
+                shown_path = run.path.resolve().relative_to(run.root.resolve())
+        raise KustomizeBuildFailed(f"kustomize build of {shown_path} failed: {msg}", detail=msg)
+    return stdout
+
+
+def kill(run: Running) -> None:
+    if run.proc is not None and run.proc.poll() is None:
+        run.proc.kill()
+        run.proc.communicate()
+
+
 def build(path: Path, *, root: Path | None = None) -> str:
     """The rendered YAML of the kustomization at ``path``. In an error, paths inside ``root``
     (the config repository) are shown relative to it."""
-    cmd = [*command(), str(path)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired as exc:
-        raise KustomizeError(f"`{' '.join(cmd)}` did not finish within {BUILD_TIMEOUT_SECONDS}s") from exc
-    except OSError as exc:
-        raise KustomizeError(f"cannot run {cmd[0]}: {exc}") from exc
-    if proc.returncode != 0:
-        msg = clean_error(proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}", root)
-        if len(msg) > MAX_ERROR_CHARS:  # kustomize quotes whole files in some errors
-            msg = msg[:MAX_ERROR_CHARS] + f"... ({len(msg)} characters)"
-        shown_path = path
-        if root is not None:
-            with contextlib.suppress(ValueError):
-                shown_path = path.resolve().relative_to(root.resolve())
-        raise KustomizeBuildFailed(f"kustomize build of {shown_path} failed: {msg}", detail=msg)
-    return proc.stdout
+    return wait(start(path, root=root))
 
 
 def parse(text: str) -> list[dict[str, Any]]:
-    """Rendered YAML to plain objects (YAML 1.2 safe load, as the API server would get them)."""
-    from ruamel.yaml import YAML
+    """Rendered YAML to plain objects (YAML 1.2 safe load, as the API server would get them;
+    :mod:`raibid_gitops.yaml12` gives ruamel's result, with libyaml's speed where it can)."""
     from ruamel.yaml.error import YAMLError
 
-    from raibid_gitops import yamlio
+    from raibid_gitops import yaml12, yamlio
     from raibid_gitops.errors import SettingsError
 
-    y = YAML(typ="safe", pure=True)
     try:
-        docs = [d for d in y.load_all(text) if d]
+        docs = [d for d in yaml12.load_all(text) if d]
         # Aliases in a hand-edited patch may survive into the output: bound the expansion
         # before schemas, diffs and the ConfigMap check walk it.
         yamlio.check_bounds(docs, "kustomize output", max_nodes=yamlio.MAX_MANIFEST_NODES,

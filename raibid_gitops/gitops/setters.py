@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from raibid_gitops.settings import Settings
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.settings import Settings
 
 MARKER = re.compile(r'#\s*\{\s*"\$raibid"\s*:\s*"(?P<expr>[^"]+)"\s*\}\s*\Z')
 _LINE = re.compile(
@@ -33,14 +35,33 @@ _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 MARKED_GLOBS = ("overlays/*/*.yaml", "clusters/*/*.yaml", "base/*.yaml")
 
 
+class _Paths:
+    """A file's line -> field path map, made on first use: verify only names a field's path
+    when it reports a problem there, so a clean repository never parses its marked files."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._paths: dict[int, str] | None = None
+
+    def get(self, line: int, default: str) -> str:
+        if self._paths is None:
+            self._paths = _field_paths(self.text)
+        return self._paths.get(line, default)
+
+
 @dataclass(frozen=True)
 class MarkedField:
     file: str  # relative to the repository root
     line: int  # 1-based
     key: str  # the YAML key on that line
-    field: str  # a readable location: the JSON-patch path, or the dotted YAML path
     expr: str  # the setting or template named by the marker
     text: str  # the value as written
+    paths: _Paths = dataclass_field(repr=False, compare=False)
+
+    @property
+    def field(self) -> str:
+        """A readable location: the JSON-patch path, or the dotted YAML path."""
+        return self.paths.get(self.line, self.key)
 
     def settings_named(self) -> list[str]:
         return _TEMPLATE_FIELD.findall(self.expr) if "{" in self.expr else [self.expr]
@@ -80,8 +101,58 @@ def render_value(value: Any, old_text: str) -> str:
     return text
 
 
+class _Unsure(Exception):
+    """The fast field-path walk cannot promise the round-trip walk's answer."""
+
+
+def _field_paths_fast(text: str) -> dict[int, str] | None:
+    """:func:`_field_paths` from libyaml's nodes (lines from their marks), or None where it
+    could differ from the round-trip walk: any text :mod:`raibid_gitops.yaml12` hands to its
+    reference loader, keys that are not strings, a JSON patch ``path`` that is not a string,
+    deep nesting (the round-trip load refuses past MAX_MANIFEST_DEPTH)."""
+    from raibid_gitops import yaml12
+
+    docs = yaml12.documents(text)
+    if docs is None:
+        return None
+    out: dict[int, str] = {}
+
+    def walk(node: Any, data: Any, path: str, depth: int) -> None:
+        if depth > 50:
+            raise _Unsure
+        if isinstance(data, dict):
+            if not all(isinstance(k, str) for k in data):
+                raise _Unsure
+            patch_path = data.get("path") if "op" in data and "path" in data else None
+            if patch_path is not None and not isinstance(patch_path, str):
+                raise _Unsure
+            for (key_node, value_node), k in zip(node.value, data):
+                line = key_node.start_mark.line + 1
+                sub = f"{path}.{k}" if path else k
+                if line not in out:
+                    out[line] = patch_path if patch_path and k == "value" else sub
+                walk(value_node, data[k], sub, depth + 1)
+        elif isinstance(data, list):
+            for i, (item_node, item) in enumerate(zip(node.value, data)):
+                walk(item_node, item, f"{path}[{i}]", depth + 1)
+
+    try:
+        for node, data in docs:
+            if data is not None:
+                walk(node, data, "", 1)
+    except _Unsure:
+        return None
+    return out
+
+
 def _field_paths(text: str) -> dict[int, str]:
     """Line number -> readable field path of the value on that line."""
+    fast = _field_paths_fast(text)
+    return fast if fast is not None else _field_paths_rt(text)
+
+
+def _field_paths_rt(text: str) -> dict[int, str]:
+    """:func:`_field_paths` by a round-trip load (the reference for the fast walk)."""
     from raibid_gitops.yamlio import load_all_rt
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -112,19 +183,15 @@ def _field_paths(text: str) -> dict[int, str]:
 
 
 def scan_text(rel: str, text: str) -> Iterator[MarkedField]:
-    paths: dict[int, str] | None = None
+    paths = _Paths(text)
     for i, line in enumerate(text.splitlines(), start=1):
         if '"$raibid"' not in line:
             continue
         m = _LINE.match(line)
         if not m:
             continue
-        if paths is None:
-            paths = _field_paths(text)
-        yield MarkedField(
-            file=rel, line=i, key=m.group("key").strip(), field=paths.get(i, m.group("key").strip()),
-            expr=m.group("expr"), text=m.group("value"),
-        )
+        yield MarkedField(file=rel, line=i, key=m.group("key").strip(), expr=m.group("expr"), text=m.group("value"),
+                          paths=paths)
 
 
 def malformed_markers(rel: str, text: str) -> list[tuple[int, str]]:

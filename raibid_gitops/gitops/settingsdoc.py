@@ -18,6 +18,7 @@ refused, naming them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from raibid_gitops import yamlio
@@ -53,18 +54,23 @@ def _to_node(value: Any, like: Any) -> Any:
     return yamlio.scalar_for(value, like)
 
 
-def _scan(text: str) -> tuple[dict[str, _Span], bool]:
-    """Spans of the scalar (or alias) values of every mapping key path, and whether the
-    document uses anchors or aliases at all."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.events import (
-        AliasEvent,
-        CollectionEndEvent,
-        MappingStartEvent,
-        ScalarEvent,
-        SequenceStartEvent,
-    )
+def _ruamel_events(text: str) -> Iterable[Any]:
+    """The parse events of ``text``: libyaml's where they are ruamel's (yaml12.events; the same
+    names and fields, tested on the template and mutations of it), else ruamel's."""
+    from raibid_gitops import yaml12
 
+    fast = yaml12.events(text)
+    if fast is not None:
+        return fast
+    from ruamel.yaml import YAML
+
+    return YAML(typ="rt").parse(text)  # type: ignore[no-any-return]
+
+
+def _scan(text: str, parse: Callable[[str], Iterable[Any]] | None = None) -> tuple[dict[str, _Span], bool]:
+    """Spans of the scalar (or alias) values of every mapping key path, and whether the
+    document uses anchors or aliases at all. ``parse``: the YAML events of the text (ruamel's
+    by default; libyaml's, which carry the same fields, for `set`'s head start)."""
     spans: dict[str, _Span] = {}
     uses_anchors = False
     # A stack of open collections: [kind, path, pending key (mappings), next index (sequences)].
@@ -84,17 +90,18 @@ def _scan(text: str) -> tuple[dict[str, _Span], bool]:
         top[3] += 1
         return f"{top[1]}.{index}" if top[1] else str(index)
 
-    for ev in YAML(typ="rt").parse(text):
-        if isinstance(ev, (MappingStartEvent, SequenceStartEvent)):
+    for ev in (parse or _ruamel_events)(text):
+        kind = type(ev).__name__  # the same event names in ruamel and PyYAML
+        if kind in ("MappingStartEvent", "SequenceStartEvent"):
             uses_anchors = uses_anchors or bool(ev.anchor)
             path = place()
             if path is None:  # a collection as a mapping key: nothing we edit
                 path = "\0complex-key"
-            stack.append(["map" if isinstance(ev, MappingStartEvent) else "seq", path, None, 0])
-        elif isinstance(ev, CollectionEndEvent):
+            stack.append(["map" if kind == "MappingStartEvent" else "seq", path, None, 0])
+        elif kind in ("MappingEndEvent", "SequenceEndEvent"):
             stack.pop()
-        elif isinstance(ev, (ScalarEvent, AliasEvent)):
-            is_alias = isinstance(ev, AliasEvent)
+        elif kind in ("ScalarEvent", "AliasEvent"):
+            is_alias = kind == "AliasEvent"
             uses_anchors = uses_anchors or bool(ev.anchor)
             path = place()
             if path is None:
@@ -105,7 +112,7 @@ def _scan(text: str) -> tuple[dict[str, _Span], bool]:
             if ev.anchor and not is_alias:
                 written = written.split(None, 1)[1] if len(written.split(None, 1)) == 2 else ""
             spans[path] = _Span(start, end, None if is_alias else ev.anchor, is_alias,
-                                None if is_alias else ev.style, written)
+                                None if is_alias else (ev.style or None), written)  # libyaml: "" for plain
     return spans, uses_anchors
 
 
@@ -120,15 +127,13 @@ def _splice(text: str, span: _Span, value: Any) -> str:
 
 
 def update_text(text: str, changes: dict[str, Any], file: str = "settings.yaml",
-                expected: Settings | None = None) -> str:
+                expected: Settings | None = None, *, parse: Callable[[str], Iterable[Any]] | None = None) -> str:
     """Return settings.yaml text with the dotted keys set to the given (validated) values.
 
     ``expected``: the settings the result must hold; when given, an edit that would change
     anything else (through an anchor) is refused with the settings it would drag along."""
-    from raibid_gitops.settings import load_text
-
     try:
-        spans, uses_anchors = _scan(text)
+        spans, uses_anchors = _scan(text, parse)
     except Exception:  # noqa: BLE001 - malformed text: load_rt below reports it with its line
         yamlio.load_rt(text, file)
         raise
@@ -154,6 +159,8 @@ def update_text(text: str, changes: dict[str, Any], file: str = "settings.yaml",
             )
         out = _dump_with(out, rest, file)
     if expected is not None:
+        from raibid_gitops.settings import load_text
+
         _check_result(out, file, expected, changes, load_text)
     return out
 

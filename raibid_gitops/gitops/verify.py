@@ -13,13 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raibid_gitops import contract
 from raibid_gitops.errors import KustomizeError, SettingsError
-from raibid_gitops.gitops import generated, kustomize, layout, schemas, setters
+from raibid_gitops.gitops import layout, rendercache
 from raibid_gitops.problems import Problem
-from raibid_gitops.settings import Settings, load_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.gitops import schemas
+    from raibid_gitops.settings import Settings
+
+#: What verify builds: the overlay Flux applies, and the Flux objects themselves.
+RENDERED_DIRS = (layout.OVERLAY_DIR, layout.CLUSTER_DIR)
 
 
 #: The API server refuses a ConfigMap or Secret whose data (keys and values) exceeds 1 MiB
@@ -34,6 +40,8 @@ class Report:
     settings: Settings | None = None
     objects: list[dict[str, Any]] = field(default_factory=list)
     checked_fields: int = 0
+    #: The settings' hash; set even where ``settings`` is not (a report from the cache).
+    settings_hash: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -45,12 +53,14 @@ class Report:
             "repository": str(self.root),
             "markedFields": self.checked_fields,
             "objects": len(self.objects),
-            "settingsHash": self.settings.hash() if self.settings else None,
+            "settingsHash": self.settings.hash() if self.settings else self.settings_hash,
             "problems": [p.to_dict() for p in self.problems],
         }
 
 
 def check_marked_fields(root: Path, settings: Settings) -> tuple[list[Problem], int]:
+    from raibid_gitops.gitops import setters
+
     problems: list[Problem] = []
     fields = setters.scan(root)
     for path in setters.marked_files(root):
@@ -73,6 +83,8 @@ def check_marked_fields(root: Path, settings: Settings) -> tuple[list[Problem], 
 
 
 def check_generated(root: Path, settings: Settings) -> list[Problem]:
+    from raibid_gitops.gitops import generated
+
     problems = []
     for rel, content in generated.generated_files(settings).items():
         path = root / rel
@@ -145,11 +157,15 @@ def check_trigger(settings: Settings, objects: list[dict[str, Any]]) -> list[Pro
     return problems
 
 
-def check_render(root: Path, settings: Settings, report: Report) -> None:
+def check_render(root: Path, settings: Settings, report: Report, builds: rendercache.Builds | None = None) -> None:
+    """Build the overlay and the Flux objects (``builds``: already started by the caller) and
+    check every object: its schema, its size, the settings ConfigMap and the KEDA trigger."""
+    builds = builds or rendercache.start([root / rel for rel in RENDERED_DIRS], root=root)
+    verdicts = rendercache.Verdicts.for_root(root)
     overlay_built = False
-    for rel in (layout.OVERLAY_DIR, layout.CLUSTER_DIR):
+    for rel, build in zip(RENDERED_DIRS, builds.results(), strict=True):
         try:
-            objs = kustomize.build_objects(root / rel, root=root)
+            objs = build.objects()
         except KustomizeError as exc:
             # kustomize's own words, once: what it could not build is the one problem here.
             detail = getattr(exc, "detail", None) or exc.message
@@ -158,9 +174,10 @@ def check_render(root: Path, settings: Settings, report: Report) -> None:
         overlay_built = overlay_built or rel == layout.OVERLAY_DIR
         locate = _locator(root, rel)
         for obj in objs:
-            report.problems.extend(schemas.validate_object(obj, rel, locate))
+            report.problems.extend(verdicts.validate(obj, rel, locate))
             report.problems.extend(check_data_size(obj, rel))
         report.objects.extend(objs)
+    verdicts.save()
     if not overlay_built:
         return  # what the overlay would render is unknown: checking it would only restate the failure
     report.problems.extend(check_trigger(settings, report.objects))
@@ -197,20 +214,64 @@ def check_data_size(obj: dict[str, Any], rel: str) -> list[Problem]:
                     expected=f"<= {MAX_CONFIG_DATA_BYTES}", found=str(size))]
 
 
-def verify(root: Path, *, render: bool = True) -> Report:
-    """Check the config repository at ``root``; problems are collected, never raised."""
+def verify(root: Path, *, render: bool = True, builds: rendercache.Builds | None = None) -> Report:
+    """Check the config repository at ``root``; problems are collected, never raised.
+
+    ``builds``: the builds of :data:`RENDERED_DIRS`, when the caller started them already."""
+    # The builds start first (from the cache, or as kustomize processes), so that kustomize
+    # runs while the settings and marked fields are checked here.
+    if render and builds is None:
+        builds = rendercache.start([root / rel for rel in RENDERED_DIRS], root=root)
+    from raibid_gitops.settings import load_path
+
     report = Report(root=root)
     try:
         settings = load_path(root / layout.SETTINGS_PATH, layout.SETTINGS_PATH)
     except SettingsError as exc:
+        if builds is not None:
+            builds.cancel()
         report.problems.extend(exc.problems or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
         return report
     report.settings = settings
+    report.settings_hash = settings.hash()
     marked, n = check_marked_fields(root, settings)
     report.problems.extend(marked)
     report.checked_fields = n
     report.problems.extend(check_generated(root, settings))
     report.problems.extend(check_topology_included(root))
-    if render:
-        check_render(root, settings, report)
+    if builds is not None:
+        check_render(root, settings, report, builds)
+    return report
+
+
+def _report_files(root: Path) -> list[str]:
+    """Every file verify reads besides the builds: settings.yaml, the marked files, the
+    generated files (present or not)."""
+    from raibid_gitops.gitops import setters
+
+    files = {layout.SETTINGS_PATH, layout.GPU_PATCH_PATH, layout.SCHEMA_PATH}
+    files.update(p.relative_to(root).as_posix() for p in setters.marked_files(root))
+    return sorted(files)
+
+
+def verify_cached(root: Path) -> Report:
+    """:func:`verify`, answered from the render cache when nothing it depends on changed (see
+    :func:`rendercache.report_key`): what `raibid gitops verify` runs, again and again, on a
+    repository it has seen. A report from the cache has ``settings_hash`` but not ``settings``."""
+    from raibid_gitops.problems import Problem
+
+    key = rendercache.report_key(root, RENDERED_DIRS, _report_files(root))
+    known = rendercache.load_report(root, key) if key else None
+    if known is not None:
+        try:
+            return Report(root=root, problems=[Problem(**p) for p in known["problems"]], objects=known["objects"],
+                          checked_fields=int(known["checkedFields"]), settings_hash=known["settingsHash"])
+        except (KeyError, TypeError, ValueError):
+            pass  # not what we wrote: verify again
+    report = verify(root)
+    if key:
+        rendercache.store_report(root, key, {
+            "problems": [p.to_dict() for p in report.problems], "objects": report.objects,
+            "checkedFields": report.checked_fields, "settingsHash": report.settings_hash,
+        })
     return report

@@ -6,9 +6,9 @@ A job is a stream entry (a reference: job id, repo, ref, commit) plus its status
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -137,15 +137,8 @@ class Submitted:
 
 def new_job_id() -> str:
     # Time-ordered prefix (ms, hex) so ids sort roughly by submission; random tail for uniqueness
-    # across producers without coordination.
-    return f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:8]}"
-
-
-def _flat(d: dict[str, str]) -> list[str]:
-    out: list[str] = []
-    for k, v in d.items():
-        out += [k, v]
-    return out
+    # across producers without coordination (32 random bits, as uuid4().hex[:8] had).
+    return f"{int(time.time() * 1000):x}-{os.urandom(4).hex()}"
 
 
 def ensure_group(client: redis.Redis, settings: Settings) -> bool:
@@ -168,19 +161,17 @@ def ensure_group(client: redis.Redis, settings: Settings) -> bool:
 
 
 def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: str | None = None) -> Submitted:
-    """Queue one job: the stream entry, its status record and the index entry, atomically."""
-    job_id = check_job_id(job_id) if job_id else new_job_id()
-    now = time.time()
-    entry = spec.entry_fields(job_id, now)
-    record = {c.REC_STATE: c.STATE_QUEUED, c.REC_REPO: spec.repo, c.REC_REF: spec.ref, c.REC_COMMIT: spec.commit,
-              c.REC_CHECKOUT: spec.checkout, c.REC_SUBMITTED_AT: f"{now:.6f}", c.REC_UPDATED_AT: f"{now:.6f}",
-              c.REC_ATTEMPT: "0"}
-    q = settings.queue
+    """Queue one job: the stream entry (:meth:`JobSpec.entry_fields`), its status record and the
+    index entry, atomically, in one round trip (in queue.mode sentinel followed by WAIT)."""
     import redis as _r
 
     from raibid_gitops.clients.redis import acks, through_failover
     from raibid_gitops.errors import RedisUnavailable
 
+    job_id = check_job_id(job_id) if job_id else new_job_id()
+    now = f"{time.time():.6f}"
+    q = settings.queue
+    keep = q.retention
     scripts = scripts_for(client)
 
     def attempt() -> tuple[Any, int | None]:
@@ -189,17 +180,17 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
                 entry_id, acked = scripts.durable(
                     settings, scripts.submit,
                     [q.stream, c.job_key(job_id), c.JOBS_INDEX, c.job_logs_key(job_id), c.FINISHED_INDEX],
-                    [q.consumer_group, q.max_len, job_id, f"{now:.6f}", q.retention.finished_job_seconds,
-                     q.retention.finished_jobs, len(entry) * 2, *_flat(entry), *_flat(record)],
+                    [q.consumer_group, q.max_len, job_id, now, keep.finished_job_seconds, keep.finished_jobs,
+                     spec.repo, spec.ref, spec.commit, spec.checkout],
                 )
             except _r.ResponseError as exc:
                 if "JOBEXISTS" not in str(exc):
                     raise
-                # redis-py sends a command again when the connection broke before the answer
-                # came (Redis restarting, a failover): the first one may have landed. Ours, if
-                # the record is the one we wrote (same submit time); else a real clash.
+                # A submit sent again after the connection broke before the answer came (Redis
+                # restarting, a failover) may find its first send landed. Ours, if the record
+                # is the one we wrote (same submit time); else a real clash.
                 rec = client.hgetall(c.job_key(job_id))
-                if rec.get(c.REC_SUBMITTED_AT) != f"{now:.6f}" or rec.get(c.REC_REPO) != spec.repo:
+                if rec.get(c.REC_SUBMITTED_AT) != now or rec.get(c.REC_REPO) != spec.repo:
                     raise QueueError(f"job {job_id} already exists") from None
                 entry_id, acked = rec.get(c.REC_ENTRY_ID, ""), None
                 wanted, timeout_ms = acks(settings)
@@ -213,7 +204,7 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
     except RedisUnavailable as exc:
         # Whether the job landed is unknown (the answer was lost): say which job to look for.
         raise RedisUnavailable(f"{exc.message}; job {job_id} may or may not have been queued: "
-                               f"`raibid queue status {job_id}` tells", hint=exc.hint) from None
+                               f"`raibid queue status {job_id}` tells", hint=exc.hint) from exc
     wanted = acks(settings)[0]
     return Submitted(job_id=job_id, entry_id=str(entry_id), replicas=acked, replicas_wanted=wanted)
 

@@ -48,8 +48,10 @@ local function idlt(a, b)
   return a1 < b1 or (a1 == b1 and a2 < b2)
 end
 local function retain(finished, index, now, keepsec, keepcount)
+  local card = redis.call('ZCARD', finished)
+  if card == 0 then return 0 end
   local expired = redis.call('ZCOUNT', finished, '-inf', '(' .. (tonumber(now) - tonumber(keepsec)))
-  local over = redis.call('ZCARD', finished) - tonumber(keepcount)
+  local over = card - tonumber(keepcount)
   local n = math.min(math.max(expired, over), {RETAIN_BATCH})
   if n <= 0 then return 0 end
   local removed = 0
@@ -78,7 +80,10 @@ end
 """
 
 # KEYS: stream, job, index, logs, finished
-# ARGV: group, maxLen, jobId, now, keepSeconds, keepCount, nEntry, entry k/v..., record k/v...
+# ARGV: group, maxLen, jobId, now, keepSeconds, keepCount, repo, ref, commit, checkout
+# The entry and the status record are both made here from those values (JobSpec.entry_fields
+# is the entry's layout): passing them once keeps a submit's request small, which is most of
+# its cost next to a bare XADD.
 # Trimming: MAXLEN ~ alone can cut entries the group has not delivered yet (a backlog longer
 # than maxLen) or that are still pending (an old long job), losing them. So the cut point is
 # the id maxLen entries from the end, lowered to the group's last-delivered id and to the
@@ -87,14 +92,11 @@ SUBMIT = _COMMON + f"""
 local stream, job, index, logs, finishedkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, maxlen, jobid, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local keepsec, keepcount = ARGV[5], ARGV[6]
-local n = tonumber(ARGV[7])
+local repo, ref, commit, checkout = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 if redis.call('EXISTS', job) == 1 then
   return redis.error_reply('JOBEXISTS job ' .. jobid .. ' already exists')
 end
 redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-local entry, record = {{}}, {{}}
-for i = 8, 7 + n do entry[#entry + 1] = ARGV[i] end
-for i = 8 + n, #ARGV do record[#record + 1] = ARGV[i] end
 local cut = nil
 local len = redis.call('XLEN', stream)
 if len >= maxlen then
@@ -113,11 +115,16 @@ if len >= maxlen then
 end
 local id
 if cut then
-  id = redis.call('XADD', stream, 'MINID', '~', cut, '*', unpack(entry))
+  id = redis.call('XADD', stream, 'MINID', '~', cut, '*', '{c.FIELD_JOB_ID}', jobid, '{c.FIELD_REPO}', repo,
+                  '{c.FIELD_REF}', ref, '{c.FIELD_COMMIT}', commit, '{c.FIELD_CHECKOUT}', checkout,
+                  '{c.FIELD_SUBMITTED_AT}', now)
 else
-  id = redis.call('XADD', stream, '*', unpack(entry))
+  id = redis.call('XADD', stream, '*', '{c.FIELD_JOB_ID}', jobid, '{c.FIELD_REPO}', repo, '{c.FIELD_REF}', ref,
+                  '{c.FIELD_COMMIT}', commit, '{c.FIELD_CHECKOUT}', checkout, '{c.FIELD_SUBMITTED_AT}', now)
 end
-redis.call('HSET', job, '{c.REC_ENTRY_ID}', id, unpack(record))
+redis.call('HSET', job, '{c.REC_ENTRY_ID}', id, '{c.REC_STATE}', '{c.STATE_QUEUED}', '{c.REC_REPO}', repo,
+           '{c.REC_REF}', ref, '{c.REC_COMMIT}', commit, '{c.REC_CHECKOUT}', checkout, '{c.REC_SUBMITTED_AT}', now,
+           '{c.REC_UPDATED_AT}', now, '{c.REC_ATTEMPT}', '0')
 redis.call('ZADD', index, now, jobid)
 retain(finishedkey, index, now, keepsec, keepcount)
 return id
@@ -311,20 +318,100 @@ return 1
 """
 
 
+class _NotPlain(Exception):
+    """An argument the short path does not encode; redis-py's own path takes the call."""
+
+
+def _packed(*parts: Any) -> bytes:
+    """The RESP request for ``parts`` (str, int, bytes), encoded as redis-py encodes them."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if isinstance(part, str):
+            data = part.encode("utf-8")
+        elif isinstance(part, bytes):
+            data = part
+        elif isinstance(part, int) and not isinstance(part, bool):
+            data = b"%d" % part
+        else:
+            raise _NotPlain
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+class _Script:
+    """One script, called as ``EVALSHA`` and loaded again when Redis does not know it (after a
+    restart), as redis-py's Script does.
+
+    The call takes a short path: the request is packed here and sent on a pooled connection,
+    its reply read back. redis-py's general path (retry wrapper, command parsing, metrics) costs
+    about as much per call as the whole server side of a bare XADD, which is what a submit is
+    measured against (issue 14). Anything unusual goes through redis-py's path instead, which
+    then applies its own reconnection and retries: a lost connection, an argument that is not
+    a string or an integer, a client bound to one connection, a pipeline.
+    """
+
+    def __init__(self, client: redis.Redis, text: str) -> None:
+        import hashlib
+
+        from redis.client import Pipeline
+
+        self.client = client
+        self.script = text
+        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        self._pipeline_script = client.register_script(text) if isinstance(client, Pipeline) else None
+
+    def __call__(self, keys: list[Any], args: list[Any], client: Any = None) -> Any:
+        """Run the script; ``client``: a pipeline to queue it on instead (redis-py's Script, which
+        loads it when the pipeline runs), as Scripts.durable does to follow it with WAIT."""
+        if client is not None:
+            if self._pipeline_script is None:
+                self._pipeline_script = self.client.register_script(self.script)
+            return self._pipeline_script(keys=keys, args=args, client=client)
+        if self._pipeline_script is not None:
+            return self._pipeline_script(keys=keys, args=args)
+        from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+
+        try:
+            return self._short(keys, args)
+        except NoScriptError:
+            self.sha = self.client.script_load(self.script)
+        except (_NotPlain, ConnectionError, TimeoutError):
+            pass
+        return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    def _short(self, keys: list[Any], args: list[Any]) -> Any:
+        if getattr(self.client, "connection", None) is not None:
+            raise _NotPlain  # a single-connection client: its lock is redis-py's business
+        request = _packed("EVALSHA", self.sha, len(keys), *keys, *args)
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([request])
+            return conn.read_response()  # raises an error reply; drops the connection on a socket error
+        except BaseException as exc:
+            from redis.exceptions import ResponseError
+
+            if not isinstance(exc, ResponseError):
+                conn.disconnect()  # a reply may still be on its way: never read it as another's
+            raise
+        finally:
+            pool.release(conn)
+
+
 class Scripts:
-    """The scripts registered on one client (EVALSHA, reloaded by redis-py after a restart)."""
+    """The scripts, on one client (EVALSHA, loaded again after a restart of Redis)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.submit: Any = client.register_script(SUBMIT)
-        self.start: Any = client.register_script(START)
-        self.finish: Any = client.register_script(FINISH)
-        self.checked_out: Any = client.register_script(CHECKED_OUT)
-        self.touch: Any = client.register_script(TOUCH)
-        self.dead_letter: Any = client.register_script(DEAD_LETTER)
-        self.requeue: Any = client.register_script(REQUEUE)
-        self.cancel: Any = client.register_script(CANCEL)
-        self.retire: Any = client.register_script(RETIRE)
+        self.submit = _Script(client, SUBMIT)
+        self.start = _Script(client, START)
+        self.finish = _Script(client, FINISH)
+        self.checked_out = _Script(client, CHECKED_OUT)
+        self.touch = _Script(client, TOUCH)
+        self.dead_letter = _Script(client, DEAD_LETTER)
+        self.requeue = _Script(client, REQUEUE)
+        self.cancel = _Script(client, CANCEL)
+        self.retire = _Script(client, RETIRE)
 
     # One place for the KEYS/ARGV layout of the scripts two processes call (the agent, and tests
     # that play a stale agent): a change of layout cannot leave a caller behind.
