@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_agents import BENCH_SETTINGS, bench  # noqa: E402
-from report import Row, emit, median  # noqa: E402
+from local_agents import BENCH_SETTINGS, bench
+from report import Row, emit, median
 
 STREAM, GROUP = "bench:raw", "bench-raw"
 SLEEP_MS = 50
@@ -63,7 +63,6 @@ def _settings_text(run: str) -> str:
 
 def measure(jobs: int, rounds: int, consumers: int, sleep_jobs: int) -> list[Row]:
     from raibid_agent.volume_writer import kubelet_write
-
     from raibid_gitops import contract as c
     from raibid_gitops.queue import JobSpec, submit
     from raibid_gitops.settings import load_text

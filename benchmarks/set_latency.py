@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Row, emit, median  # noqa: E402
+from report import Row, emit, median
 
-from raibid_gitops.gitops import kustomize, layout  # noqa: E402
-from raibid_gitops.gitops.generate import init  # noqa: E402
+from raibid_gitops.gitops import kustomize, layout
+from raibid_gitops.gitops.generate import init
 
 PATCH = f"{layout.OVERLAY_DIR}/agent-scaledjob-patch.yaml"
 #: Never the default 8 (that would be no change) nor twice in a row; 10 x 2 CPU fits 20.

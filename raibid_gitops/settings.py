@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -130,7 +131,7 @@ class Cluster(_Model):
         return data
 
     @model_validator(mode="after")
-    def _capacity_within_nodes(self) -> "Cluster":
+    def _capacity_within_nodes(self) -> Cluster:
         n, cap = self.nodes, self.capacity
         for kind, fmt in (("cpu", format_cpu), ("memory", format_bytes)):
             total = parse_quantity(getattr(n, kind)) * n.count
@@ -195,7 +196,7 @@ class Sentinel(_Model):
     _ports = field_validator("addresses")(lambda v: _ports_in_range(v))
 
     @model_validator(mode="after")
-    def _ack_le_replicas(self) -> "Sentinel":
+    def _ack_le_replicas(self) -> Sentinel:
         if self.ack_replicas > self.replicas:
             raise CrossFieldError(
                 f"queue.sentinel.ackReplicas ({self.ack_replicas}) must not exceed queue.sentinel.replicas "
@@ -239,7 +240,7 @@ class Queue(_Model):
         return v
 
     @model_validator(mode="after")
-    def _names_distinct(self) -> "Queue":
+    def _names_distinct(self) -> Queue:
         if self.stream == self.dead_letter_stream:
             raise CrossFieldError("queue.deadLetterStream must differ from queue.stream",
                                   "queue.deadLetterStream", "queue.stream")
@@ -285,7 +286,7 @@ class Agents(_Model):
     _memory = field_validator("memory", mode="before")(_quantity("agents.memory"))
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "Agents":
+    def _min_le_max(self) -> Agents:
         if self.min_replicas > self.max_replicas:
             raise CrossFieldError(
                 f"agents.minReplicas ({self.min_replicas}) must not exceed agents.maxReplicas ({self.max_replicas})",
@@ -370,7 +371,7 @@ class Settings(_Model):
     flux: Flux = Flux()
 
     @model_validator(mode="after")
-    def _redis_in_namespace(self) -> "Settings":
+    def _redis_in_namespace(self) -> Settings:
         # An in-cluster address names its namespace; a mismatch means KEDA and the agents
         # look for Redis where it is not.
         checked = [("queue.redisAddress", self.queue.redis_address)]
@@ -387,7 +388,7 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _agent_fits_a_node(self) -> "Settings":
+    def _agent_fits_a_node(self) -> Settings:
         # An agent never spans nodes: 24 CPU never fits 20-CPU nodes, whatever their total.
         a, n = self.agents, self.cluster.nodes
         for kind, need, have in (("cpu", a.cpu, n.cpu), ("memory", a.memory, n.memory)):
@@ -406,7 +407,7 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _fits_capacity(self) -> "Settings":
+    def _fits_capacity(self) -> Settings:
         n = self.agents.max_replicas
         cap = self.cluster.capacity
         need_cpu = parse_quantity(self.agents.cpu) * n
@@ -426,7 +427,7 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _fits_nodes(self) -> "Settings":
+    def _fits_nodes(self) -> Settings:
         # Node by node, not only in total: three 20-CPU nodes hold nine 6-CPU agents, not ten.
         a, n = self.agents, self.cluster.nodes
         per_node = [(parse_quantity(n.cpu) // parse_quantity(a.cpu), f"agents.cpu ({a.cpu}) in cluster.nodes.cpu ({n.cpu})"),

@@ -7,12 +7,12 @@ and Flux write theirs.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def _utc(ts: float) -> datetime | None:
     try:
-        return datetime.fromtimestamp(ts, timezone.utc)
+        return datetime.fromtimestamp(ts, UTC)
     except (OverflowError, ValueError, OSError):
         return None  # not a time any clock shows (a record written by hand, say)
 

@@ -14,8 +14,8 @@ import signal
 import time
 
 import pytest
-
 from fixtures_redis import FAST_SETTINGS, AgentPool
+
 from raibid_gitops import contract as c
 from raibid_gitops.queue import JobSpec, submit
 from raibid_gitops.settings import load_text

@@ -6,8 +6,8 @@ import signal
 import time
 
 import pytest
-
 from fixtures_redis import FAST_SETTINGS, AgentPool, kubelet_write, wait_until
+
 from raibid_gitops import contract as c
 from raibid_gitops.clients.redis import connect
 from raibid_gitops.queue import JobSpec, get_job, submit

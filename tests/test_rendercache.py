@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_gitops import PROJECT_ROOT
 
 from raibid_gitops.gitops import kustomize, layout, rendercache
 from raibid_gitops.gitops.change import set_settings
 from raibid_gitops.gitops.verify import verify
-
-from fixtures_gitops import PROJECT_ROOT
 
 
 @pytest.fixture

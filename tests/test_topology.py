@@ -294,6 +294,7 @@ class TestQueueTabShowsWhereTheQueueLives:
 
     def _text(self, redis) -> str:  # type: ignore[no-untyped-def]
         from rich.console import Console
+
         from raibid_tui.sources.queue import QueueStats
         from raibid_tui.widgets.queue import stats_table
 

@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from fixtures_redis import wait_until
+
 from raibid_gitops import contract as c
 from raibid_gitops.errors import QueueError, WebhookRejected
 from raibid_gitops.queue import get_job, submit
@@ -234,7 +234,7 @@ class TestServer:
             first: list[tuple[int, dict]] = []
             t = threading.Thread(target=lambda: first.append(_exchange(server.address, _signed())))
             t.start()
-            wait_until(lambda: server._pending == 1, 10, what="the first delivery to wait for the worker")  # noqa: SLF001
+            wait_until(lambda: server._pending == 1, 10, what="the first delivery to wait for the worker")
             status, data = _exchange(server.address, _signed())
             assert status == 503 and "busy" in data["error"]
             release.set()

@@ -15,11 +15,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from raibid_agent.runner import LOST, CancelSignal
 from raibid_gitops import contract as c
 from raibid_gitops.queue.scripts import scripts_for
 from raibid_gitops.queue.stats import note_primary
-
-from raibid_agent.runner import LOST, CancelSignal
 
 if TYPE_CHECKING:  # pragma: no cover
     import redis

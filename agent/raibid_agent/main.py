@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from raibid_gitops import contract
 
@@ -79,13 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raibid_gitops.clients.redis import connect, read_password
-    from raibid_gitops.errors import AgentError
-
     from raibid_agent.metrics import Metrics
     from raibid_agent.runner import Runner
     from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, SettingsHolder
     from raibid_agent.worker import Worker
+    from raibid_gitops.clients.redis import connect, read_password
+    from raibid_gitops.errors import AgentError
 
     # Checked before anything else: an agent that cannot make a checkout would take a job
     # only to fail it (and the next, and the next); refusing to start keeps the jobs queued.

@@ -23,17 +23,16 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raibid_agent.logsink import LogSink
 from raibid_gitops import contract as c
 from raibid_gitops import names
 from raibid_gitops.settings import Step
-
-from raibid_agent.logsink import LogSink
 
 log = logging.getLogger("raibid.agent.runner")
 

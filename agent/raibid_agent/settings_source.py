@@ -21,9 +21,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from raibid_gitops import contract
 from raibid_gitops.errors import AgentError, SettingsError

@@ -21,20 +21,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
-
-from raibid_gitops import contract as c
-from raibid_gitops.clients.redis import acks, redis_errors
-from raibid_gitops.errors import RedisUnavailable
-from raibid_gitops.queue.jobs import ensure_group
-from raibid_gitops.queue.scripts import scripts_for
+from typing import TYPE_CHECKING
 
 from raibid_agent.heartbeat import Heartbeat
 from raibid_agent.logsink import LogSink
 from raibid_agent.metrics import Metrics
 from raibid_agent.runner import LOST, CancelSignal, JobSpec, Outcome, Runner
-from raibid_agent.settings_source import Snapshot, SettingsHolder
+from raibid_agent.settings_source import SettingsHolder, Snapshot
+from raibid_gitops import contract as c
+from raibid_gitops.clients.redis import acks, redis_errors
+from raibid_gitops.errors import RedisUnavailable
+from raibid_gitops.queue.jobs import ensure_group
+from raibid_gitops.queue.scripts import scripts_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import redis

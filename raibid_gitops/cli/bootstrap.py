@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from raibid_gitops.clients.gitea import Gitea
     from raibid_gitops.clients.git import refuse_credentials
+    from raibid_gitops.clients.gitea import Gitea
     from raibid_gitops.clients.kube import connect
     from raibid_gitops.errors import ConfigRepoError
     from raibid_gitops.gitops.bootstrap import Bootstrap, BootstrapOptions, select_phases

@@ -141,8 +141,8 @@ def _root(d: Path | None) -> Path:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from raibid_gitops.clients.redis import read_password
     from raibid_gitops.cli.progress import Progress
+    from raibid_gitops.clients.redis import read_password
     from raibid_gitops.gitops.sync import SyncOptions, sync
 
     root = _root(args.dir)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: The values of -o, on every command.
 FORMATS = ("text", "wide", "json", "yaml")

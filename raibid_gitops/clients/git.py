@@ -156,7 +156,7 @@ class Repo:
     # -- creation ----------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: Path, branch: str = "main") -> "Repo":
+    def init(cls, path: Path, branch: str = "main") -> Repo:
         Path(path).mkdir(parents=True, exist_ok=True)
         args = ["init", "--quiet", f"--initial-branch={branch}", str(path)]
         res = _run(args)
@@ -165,7 +165,7 @@ class Repo:
         return cls(path)
 
     @classmethod
-    def clone(cls, url: str, path: Path, auth: Auth | None = None, branch: str | None = None) -> "Repo":
+    def clone(cls, url: str, path: Path, auth: Auth | None = None, branch: str | None = None) -> Repo:
         args = [*(auth.config_args() if auth else []), "clone", "--quiet"]
         if branch:
             args += ["--branch", branch]

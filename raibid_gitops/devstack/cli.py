@@ -23,7 +23,6 @@ from raibid_gitops.devstack.keda import start_keda
 from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
 from raibid_gitops.errors import RaibidError
 
-
 #: The Redis Service of a repository generated with default settings, and its port.
 DEFAULT_REDIS_HOST = "raibid-redis.raibid-ci.svc.cluster.local"
 REDIS_PORT = 6379

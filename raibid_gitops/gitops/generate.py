@@ -16,7 +16,7 @@ from typing import Any
 
 from raibid_gitops import settings as settings_mod
 from raibid_gitops.errors import ConfigRepoError, VerifyFailed
-from raibid_gitops.gitops import generated, layout, settingsdoc, setters
+from raibid_gitops.gitops import generated, layout, setters, settingsdoc
 from raibid_gitops.settings import Settings
 
 CONFIG_README = """# raibid-ci config repository

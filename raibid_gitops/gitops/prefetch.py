@@ -91,7 +91,7 @@ def _start(repo: Path | None, assignments: list[str]) -> None:
     # miss): ruamel's pure-Python parser would cost this head start most of its lead.
     import yaml
 
-    from raibid_gitops.gitops import kustomize, rendercache, settingsdoc, setters
+    from raibid_gitops.gitops import kustomize, rendercache, setters, settingsdoc
 
     root = layout.find_repo_root(repo)
     if "agents.gpus" in {a.partition("=")[0] for a in assignments}:

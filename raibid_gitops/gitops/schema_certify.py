@@ -15,7 +15,8 @@ mutations of them.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Keywords that never make an instance invalid here: annotations (``format`` too: nothing
 #: asserts formats), and ``$defs``, which only holds what ``$ref`` points at.

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from raibid_gitops.settings import Settings
@@ -153,8 +154,9 @@ def _field_paths(text: str) -> dict[int, str]:
 
 def _field_paths_rt(text: str) -> dict[int, str]:
     """:func:`_field_paths` by a round-trip load (the reference for the fast walk)."""
-    from raibid_gitops.yamlio import load_all_rt
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    from raibid_gitops.yamlio import load_all_rt
 
     out: dict[int, str] = {}
 

@@ -17,8 +17,8 @@ refused, naming them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raibid_gitops import yamlio
@@ -134,7 +134,7 @@ def update_text(text: str, changes: dict[str, Any], file: str = "settings.yaml",
     anything else (through an anchor) is refused with the settings it would drag along."""
     try:
         spans, uses_anchors = _scan(text, parse)
-    except Exception:  # noqa: BLE001 - malformed text: load_rt below reports it with its line
+    except Exception:  # malformed text: load_rt below reports it with its line
         yamlio.load_rt(text, file)
         raise
     out = text

@@ -13,7 +13,6 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from raibid_gitops.gitops.flux import TRANSIENT_REASONS
-
 from raibid_tui.sources.flux import KUSTOMIZATION, Condition, EventRow, FluxRow
 
 if TYPE_CHECKING:

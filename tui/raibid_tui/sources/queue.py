@@ -13,7 +13,6 @@ from typing import Any
 
 from raibid_gitops.errors import RaibidError, RedisUnavailable
 from raibid_gitops.queue.jobs import Job
-
 from raibid_tui.sources.redisconn import RedisConn, redis_errors
 
 #: Samples kept for the sparkline (with a 2 s refresh: the last 2 minutes).

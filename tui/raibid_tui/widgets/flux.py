@@ -16,7 +16,6 @@ from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from raibid_gitops.errors import RaibidError
-
 from raibid_tui.sources.flux import GIT_REPOSITORY, KUSTOMIZATION, FluxRow, FluxUpdate, short_revision
 from raibid_tui.widgets import formatting as fmt
 from raibid_tui.widgets.banner import Banner
