@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--receiver-url", flux.receiver_url, "--set", f"flux.interval={args.interval}")
 
             def applied(sha: str) -> bool:
-                ks = json.loads(kube.kubectl("get", "kustomization", "raibid-config", "-n", "flux-system", "-o", "json"))
+                ks = json.loads(kube.kubectl("get", "kustomization", "raibid-config", "-n", "flux-system",
+                                             "-o", "json"))
                 return (ks.get("status") or {}).get("lastAppliedRevision") == f"main@sha1:{sha}"
 
             def one(label: str, n: int) -> None:

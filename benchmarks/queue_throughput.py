@@ -81,8 +81,9 @@ def measure(jobs: int, rounds: int, consumers: int, sleep_jobs: int) -> list[Row
             stream = f"bench:submit:{r}"
             t0 = time.perf_counter()
             for i in range(per_block):
-                client.xadd(stream, {"job_id": f"raw-{r}-{i}", "repo": spec.repo, "ref": spec.ref, "commit": spec.commit,
-                                     "checkout": spec.checkout, "submitted_at": f"{time.time():.6f}"})
+                client.xadd(stream, {"job_id": f"raw-{r}-{i}", "repo": spec.repo, "ref": spec.ref,
+                                     "commit": spec.commit, "checkout": spec.checkout,
+                                     "submitted_at": f"{time.time():.6f}"})
             raw_rates.append(per_block / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for _ in range(per_block):
@@ -120,8 +121,8 @@ def measure(jobs: int, rounds: int, consumers: int, sleep_jobs: int) -> list[Row
             submit(client, settings, spec)
         rb_total = _wait_done(client, q.stream, q.consumer_group, jobs) - t0
         b.stop()
-        rows.append(Row(f"queue end to end, no-op jobs, {consumers} agents", jobs / rb_total, jobs / raw_total, "jobs/s",
-                        f"raw XADD/XREADGROUP/XACK loop, {consumers} consumers", better="higher"))
+        rows.append(Row(f"queue end to end, no-op jobs, {consumers} agents", jobs / rb_total, jobs / raw_total,
+                        "jobs/s", f"raw XADD/XREADGROUP/XACK loop, {consumers} consumers", better="higher"))
 
         # -- scaling: jobs that sleep 50 ms, 1 / 2 / 4 agents
         kubelet_write(b.settings_dir, {c.SETTINGS_KEY: _settings_text(f"sleep {SLEEP_MS / 1000}")})

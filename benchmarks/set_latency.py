@@ -93,10 +93,10 @@ def measure(runs: int) -> list[Row]:
         cache = repos["check"] / ".git" / "raibid"
         for i in range(runs):
             value = VALUES[i % len(VALUES)]
-            cols["set"].append(timed(lambda: cli(repos["cli"], "set", f"agents.maxReplicas={value}")))
-            cols["set floor"].append(timed(lambda: floor(repos["floor"], value, False)))
-            cols["set push"].append(timed(lambda: cli(repos["cli-push"], "set", f"agents.maxReplicas={value}")))
-            cols["set push floor"].append(timed(lambda: floor(repos["floor-push"], value, True)))
+            cols["set"].append(timed(lambda v=value: cli(repos["cli"], "set", f"agents.maxReplicas={v}")))
+            cols["set floor"].append(timed(lambda v=value: floor(repos["floor"], v, False)))
+            cols["set push"].append(timed(lambda v=value: cli(repos["cli-push"], "set", f"agents.maxReplicas={v}")))
+            cols["set push floor"].append(timed(lambda v=value: floor(repos["floor-push"], v, True)))
             cols["verify"].append(timed(lambda: cli(repos["check"], "verify")))
             cols["kustomize build"].append(timed(lambda: kustomize.build(repos["check"] / layout.OVERLAY_DIR)))
             cols["render"].append(timed(lambda: cli(repos["check"], "render")))

@@ -177,7 +177,8 @@ def git_repo(tmp_path):
                GIT_COMMITTER_EMAIL="t@x")
 
     def git(*args, cwd=work):
-        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
 
     bare.parent.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)

@@ -33,7 +33,8 @@ def raibid(*args: str, cwd: Path | None = None, env: dict | None = None) -> subp
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
-def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+def _leaves(parser: argparse.ArgumentParser,
+            path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
     """Every command under ``parser`` that has no subcommands, by its words."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:

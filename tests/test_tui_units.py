@@ -521,7 +521,8 @@ class TestCommandLine:
         original_run = RaibidApp.run
         monkeypatch.setattr("raibid_tui.sources.build", lambda **kwargs: Sources())
         monkeypatch.setattr(RaibidApp, "on_mount", on_mount)
-        monkeypatch.setattr(RaibidApp, "run", lambda self, **kw: original_run(self, headless=True, size=(120, 30), **kw))
+        monkeypatch.setattr(RaibidApp, "run",
+                            lambda self, **kw: original_run(self, headless=True, size=(120, 30), **kw))
         monkeypatch.chdir(tmp_path)
         assert cli.main(["tui"]) == 2
         assert running == [True], "the error must come from the running app, not before it starts"

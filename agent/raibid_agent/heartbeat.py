@@ -118,7 +118,7 @@ class Heartbeat:
                     next_beat = now + hb
                 else:
                     self.poll_cancel()
-            except Exception as exc:  # Redis down: keep the job running, try again next tick
+            except Exception as exc:  # noqa: BLE001 - Redis down: keep the job running, try again next tick
                 log.warning("heartbeat failed: %s", exc)
             self._kick.wait(min(CANCEL_POLL_SECONDS, max(0.05, next_beat - time.monotonic())))
 
@@ -128,5 +128,5 @@ class Heartbeat:
         self._thread.join(5)
         try:
             self.client.delete(c.agent_key(self.agent_id))
-        except Exception:  # best effort: the TTL removes it anyway
+        except Exception:  # noqa: BLE001 - best effort: the TTL removes it anyway
             pass

@@ -29,11 +29,13 @@ DEFAULT_GITEA_TOKEN_FILE = "/var/run/secrets/raibid/gitea/token"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raibid-agent", description="raibid-ci agent: runs CI jobs from the Redis job stream.")
+    p = argparse.ArgumentParser(prog="raibid-agent",
+                                description="raibid-ci agent: runs CI jobs from the Redis job stream.")
     p.add_argument("--once", action="store_true", help="take one job, run it and exit (the ScaledJob mode)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--settings-dir", default=os.environ.get(DEFAULT_SETTINGS_DIR_ENV),
-                     help=f"the mounted {contract.SETTINGS_CONFIGMAP} ConfigMap directory (env {DEFAULT_SETTINGS_DIR_ENV})")
+                     help=f"the mounted {contract.SETTINGS_CONFIGMAP} ConfigMap directory "
+                          f"(env {DEFAULT_SETTINGS_DIR_ENV})")
     src.add_argument("--settings-configmap", metavar="NAME", nargs="?", const=contract.SETTINGS_CONFIGMAP,
                      help=f"watch the ConfigMap through the API (default name {contract.SETTINGS_CONFIGMAP})")
     p.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE", "raibid-ci"),

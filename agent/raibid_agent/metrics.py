@@ -42,7 +42,8 @@ class Metrics:
         self.settings_generation = Gauge("raibid_agent_settings_generation",
                                          "Generation of the settings snapshot in use (1 = first loaded).", registry=r)
         self.settings_rejected = Counter("raibid_agent_settings_rejected",
-                                         "Settings versions refused as invalid (the last good one is kept).", registry=r)
+                                         "Settings versions refused as invalid (the last good one is kept).",
+                                         registry=r)
         self.dead_letters = Counter("raibid_agent_dead_letters", "Entries this agent moved to the dead-letter stream.",
                                     registry=r)
         self.claimed = Counter("raibid_agent_claimed", "Entries taken over from other agents (XAUTOCLAIM).",

@@ -181,7 +181,8 @@ class MountedDirSource:
 
     def load_initial(self) -> Snapshot:
         self.check()
-        return self.holder.require(str(self.file), hint="mount the raibid-settings ConfigMap as a directory (not subPath)")
+        return self.holder.require(str(self.file),
+                                   hint="mount the raibid-settings ConfigMap as a directory (not subPath)")
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
@@ -274,7 +275,7 @@ class ConfigMapSource:
         while not self._stop.is_set():
             try:
                 self._follow(since)
-            except Exception as exc:  # a watcher must never die: keep the last good settings
+            except Exception as exc:  # noqa: BLE001 - a watcher must never die: keep the last good settings
                 if self._stop.is_set():
                     break
                 log.warning("watch of %s failed: %s; listing again in %gs", self.what, exc, RETRY_SECONDS)

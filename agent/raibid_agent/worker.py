@@ -161,7 +161,8 @@ class Worker:
             return None
         if entry.deliveries > q.max_deliveries:
             self._dead_letter(snap, entry, f"delivered {entry.deliveries} times without a result "
-                              f"(queue.maxDeliveries={q.max_deliveries}); its agents died or were killed while running it")
+                              f"(queue.maxDeliveries={q.max_deliveries}); "
+                              "its agents died or were killed while running it")
             return None
         now = time.time()
         with redis_errors(self.client, f"starting job {job_id}"):
@@ -314,7 +315,7 @@ class Worker:
         q = snap.settings.queue
         try:
             self.scripts.retire(keys=[q.stream], args=[q.consumer_group, self.agent_id])
-        except Exception as exc:  # best effort: a leftover consumer with nothing pending is harmless
+        except Exception as exc:  # noqa: BLE001 - best effort: a leftover consumer with nothing pending is harmless
             log.debug("could not remove consumer %s: %s", self.agent_id, exc)
 
     def drain(self) -> None:

@@ -33,9 +33,11 @@ def duration(text: str) -> float:
 
 def _kube_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Kubernetes")
-    g.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
+    g.add_argument("--kubeconfig", metavar="PATH",
+                   help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
     g.add_argument("--context", help="kubeconfig context (default: the current one)")
-    g.add_argument("-n", "--namespace", default="flux-system", help="namespace of the Flux objects (default flux-system)")
+    g.add_argument("-n", "--namespace", default="flux-system",
+                   help="namespace of the Flux objects (default flux-system)")
 
 
 def _dir_flag(p: argparse.ArgumentParser) -> None:

@@ -263,7 +263,8 @@ class Repo:
         if status != 0 and not rejected and _UNREACHABLE.search(text):
             # Not a refusal: the remote was never asked. Callers must not read it as "moved".
             detail = _UNREACHABLE.search(text).group(0)  # type: ignore[union-attr]
-            raise GitError(f"push of {refspec} to {remote} failed: cannot reach the remote ({detail.strip().rstrip(chr(39))})",
+            raise GitError(f"push of {refspec} to {remote} failed: cannot reach the remote "
+                           f"({detail.strip().rstrip(chr(39))})",
                            hint="check that Gitea is running and the remote URL (`git remote -v`)")
         http = _HTTP_STATUS.search(text)
         code = int(http.group(1) or http.group(2)) if http else None

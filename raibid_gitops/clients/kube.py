@@ -322,7 +322,8 @@ class Kube:
     def annotate(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> dict[str, Any]:
         return self.patch(ref, {"metadata": {"annotations": dict(annotations)}}, verb="annotate")
 
-    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = False) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER,
+              force: bool = False) -> dict[str, Any]:
         """Server-side apply of ``obj``; an apply that changes nothing leaves the object (and its
         resourceVersion) as it was."""
         ref = ObjectRef.of(obj)

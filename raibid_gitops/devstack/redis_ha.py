@@ -62,8 +62,9 @@ class HaServer:
         log = open(self.workdir / "server.log", "ab")
         try:
             # The script execs redis-server: its pid is the server's, so a SIGKILL is a crash.
-            self.proc = subprocess.Popen(["sh", str(scripts_dir() / self.script)], env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(["sh", str(scripts_dir() / self.script)], env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         finally:
             log.close()
 

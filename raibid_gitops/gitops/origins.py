@@ -176,7 +176,8 @@ class Sources:
         for patch in self.patches:  # in kustomize's order: a later patch wins
             if not self._targets(patch, obj, source_name):
                 continue
-            line = self._in_json6902(patch.node, obj, path) if patch.json6902 else _line_of(patch.node, obj, path, full=True)
+            line = (self._in_json6902(patch.node, obj, path) if patch.json6902
+                    else _line_of(patch.node, obj, path, full=True))
             if line is not None:
                 found = self._origin(patch.file, line)
         if found is not None:

@@ -438,11 +438,12 @@ def start(paths: Sequence[Path], *, objects: bool = True, root: Path | None = No
         cmd_error = None
     except KustomizeError as exc:
         cmd, cmd_error = None, exc
-    out = Builds([], store, objects, root)
+    builds: list[Build] = []
+    running: list[tuple[Build, Any, _Offered | None]] = []
     graphs = _Graphs(store)
     for path in paths:
         build = Build(path)
-        out.builds.append(build)
+        builds.append(build)
         if cmd is None:
             build.error = cmd_error
             continue
@@ -453,15 +454,15 @@ def start(paths: Sequence[Path], *, objects: bool = True, root: Path | None = No
                 if entry is not None:
                     build.text, build.cached = entry["text"], True
                     if entry.get("objects") is not None:
-                        build._objects = entry["objects"]
+                        build._objects = entry["objects"]  # noqa: SLF001 - this module's Build: parsed before
                     continue
                 offered = _OFFERED.pop(build.key, None)
                 if offered is not None:
-                    out._running.append((build, offered.handle, offered))
+                    running.append((build, offered.handle, offered))
                     continue
-        out._running.append((build, kustomize.start(path, cmd, root=root), None))
+        running.append((build, kustomize.start(path, cmd, root=root), None))
     graphs.save()
-    return out
+    return Builds(builds, store, objects, root, running)
 
 
 def build_all(paths: Sequence[Path], *, objects: bool = True, root: Path | None = None) -> list[Build]:

@@ -127,14 +127,14 @@ def _field_paths_fast(text: str) -> dict[int, str] | None:
             patch_path = data.get("path") if "op" in data and "path" in data else None
             if patch_path is not None and not isinstance(patch_path, str):
                 raise _Unsure
-            for (key_node, value_node), k in zip(node.value, data):
+            for (key_node, value_node), k in zip(node.value, data, strict=True):
                 line = key_node.start_mark.line + 1
                 sub = f"{path}.{k}" if path else k
                 if line not in out:
                     out[line] = patch_path if patch_path and k == "value" else sub
                 walk(value_node, data[k], sub, depth + 1)
         elif isinstance(data, list):
-            for i, (item_node, item) in enumerate(zip(node.value, data)):
+            for i, (item_node, item) in enumerate(zip(node.value, data, strict=True)):
                 walk(item_node, item, f"{path}[{i}]", depth + 1)
 
     try:

@@ -228,7 +228,7 @@ def list_jobs(client: redis.Redis, *, limit: int = 50, state: str | None = None)
         for jid in ids:
             pipe.hgetall(c.job_key(jid))
         recs = pipe.execute()
-    jobs = [Job.from_record(jid, rec) for jid, rec in zip(ids, recs) if rec]
+    jobs = [Job.from_record(jid, rec) for jid, rec in zip(ids, recs, strict=True) if rec]
     if state:
         jobs = [j for j in jobs if j.state == state]
     return jobs[:limit]

@@ -474,5 +474,5 @@ def scripts_for(client: redis.Redis) -> Scripts:
     cached = getattr(client, "_raibid_scripts", None)
     if cached is None:
         cached = Scripts(client)
-        client._raibid_scripts = cached  # type: ignore[attr-defined]
+        client._raibid_scripts = cached  # type: ignore[attr-defined]  # noqa: SLF001 - our own attribute on the client
     return cached

@@ -84,7 +84,8 @@ class QueueSource:
         with redis_errors(self.conn, f"reading the queue {q.stream}"):
             s = stats(client, settings)
             if s.group_exists:
-                group: dict[str, Any] = next((g for g in client.xinfo_groups(q.stream) if g.get("name") == q.consumer_group), {})
+                group: dict[str, Any] = next((g for g in client.xinfo_groups(q.stream)
+                                              if g.get("name") == q.consumer_group), {})
                 read = group.get("entries-read")
                 if read is not None:
                     done = int(read) - int(group.get("pending") or 0)

@@ -45,4 +45,5 @@ def redis_errors(conn: RedisConn, what: str) -> Iterator[None]:
     except RedisUnavailable:
         raise
     except Exception as exc:  # the boundary: anything else is translated too
-        raise RedisUnavailable(f"Redis at {describe(conn.url)} failed while {what}: {type(exc).__name__}: {exc}") from exc
+        raise RedisUnavailable(f"Redis at {describe(conn.url)} failed while {what}: "
+                               f"{type(exc).__name__}: {exc}") from exc

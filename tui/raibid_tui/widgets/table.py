@@ -78,7 +78,7 @@ class KeyedTable(DataTable):
             return True
         row_key = RowKey(key)
         widen = []
-        for column, new, prev in zip(self.ordered_columns, cells, old):
+        for column, new, prev in zip(self.ordered_columns, cells, old, strict=False):
             if _identity(new) != _identity(prev):
                 self._internals.set_cell(row_key, column.key, new)
                 if column.auto_width and _width(new) > column.content_width:
