@@ -8,6 +8,7 @@ and Flux write theirs.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import overload
 
 
 def _utc(ts: float) -> datetime | None:
@@ -15,6 +16,12 @@ def _utc(ts: float) -> datetime | None:
         return datetime.fromtimestamp(ts, UTC)
     except (OverflowError, ValueError, OSError):
         return None  # not a time any clock shows (a record written by hand, say)
+
+
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 
 
 def iso(ts: float | None) -> str | None:

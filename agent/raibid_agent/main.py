@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     from raibid_agent.metrics import Metrics
     from raibid_agent.runner import Runner
-    from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, SettingsHolder
+    from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, Rejection, SettingsHolder, Snapshot
     from raibid_agent.worker import Worker
     from raibid_gitops.clients.redis import connect, read_password
     from raibid_gitops.errors import AgentError
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     holder = SettingsHolder()
     metrics = Metrics()
 
-    def on_settings(snap, rej) -> None:  # type: ignore[no-untyped-def]
+    def on_settings(snap: Snapshot | None, rej: Rejection | None) -> None:
         if snap is not None:
             metrics.settings_generation.set(snap.generation)
         if rej is not None:

@@ -59,7 +59,7 @@ class Metrics:
                 start_response("200 OK" if ok else "503 Service Unavailable",
                                [("Content-Type", "text/plain; charset=utf-8")])
                 return [b"ready\n" if ok else b"not reading the job stream yet\n"]
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_app(environ, start_response)
 
         server = make_server(addr, port, app, server_class=_Server, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

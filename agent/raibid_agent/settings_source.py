@@ -24,10 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raibid_gitops import contract
 from raibid_gitops.errors import AgentError, SettingsError
 from raibid_gitops.settings import Settings, load_text, text_digest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.clients.kube import Kube
 
 log = logging.getLogger("raibid.agent.settings")
 
@@ -226,7 +230,7 @@ class ConfigMapSource:
     def what(self) -> str:
         return f"ConfigMap {self.namespace}/{self.name}"
 
-    def _kube(self):  # type: ignore[no-untyped-def]
+    def _kube(self) -> Kube:
         from raibid_gitops.clients.kube import connect
 
         # The CLI's rules, from the one place that has them: --kubeconfig, else $KUBECONFIG,

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from raibid_agent.heartbeat import Heartbeat
 from raibid_agent.logsink import LogSink
@@ -31,7 +31,7 @@ from raibid_agent.metrics import Metrics
 from raibid_agent.runner import LOST, CancelSignal, JobSpec, Outcome, Runner
 from raibid_agent.settings_source import SettingsHolder, Snapshot
 from raibid_gitops import contract as c
-from raibid_gitops.clients.redis import acks, redis_errors
+from raibid_gitops.clients.redis import StreamReads, acks, redis_errors
 from raibid_gitops.errors import RedisUnavailable
 from raibid_gitops.queue.jobs import ensure_group
 from raibid_gitops.queue.scripts import scripts_for
@@ -114,7 +114,8 @@ class Worker:
     def _read(self, snap: Snapshot) -> Entry | None:
         q = snap.settings.queue
         with redis_errors(self.client, f"reading {q.stream}"):
-            got = self.client.xreadgroup(q.consumer_group, self.agent_id, {q.stream: ">"}, count=1, block=BLOCK_MS)
+            got = cast(StreamReads, self.client.xreadgroup(q.consumer_group, self.agent_id, {q.stream: ">"},
+                                                           count=1, block=BLOCK_MS))
         for _stream, entries in got or []:
             for eid, fields in entries:
                 return Entry(eid, fields or {}, 1, False)

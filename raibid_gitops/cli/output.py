@@ -56,7 +56,7 @@ def emit(data: Any, fmt: str, stream=None) -> None:
 
         y = YAML(typ="safe", pure=True)
         y.default_flow_style = False
-        y.sort_base_mapping_type_on_output = False
+        y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # ruamel declares it as None
         y.dump(data, stream)
 
 

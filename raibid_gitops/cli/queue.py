@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.queue.jobs import Job
 
 
 def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
@@ -146,7 +150,7 @@ def _emit(args: argparse.Namespace, data: Any, headers: list[str], rows: list[li
         table(headers, rows)
 
 
-def _job_rows(jobs, wide: bool = False) -> list[list[Any]]:  # type: ignore[no-untyped-def]
+def _job_rows(jobs: Iterable[Job], wide: bool = False) -> list[list[Any]]:
     from raibid_gitops.times import iso_seconds
 
     # A REASON can be long (a git error); the table keeps its first line, -o wide all of it.

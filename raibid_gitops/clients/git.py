@@ -110,8 +110,9 @@ def _run(args: list[str], cwd: Path | None = None, timeout: float | None = None,
     C), which is what the parsing of push results and errors reads."""
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_env()}
     try:
+        # Bytes in and out (no text=): stdout is decoded below, keeping undecodable bytes.
         proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False,
-                              **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
+                              input=input, stdin=subprocess.DEVNULL if input is None else None)
     except FileNotFoundError:
         raise GitError("git is not installed (no `git` on PATH)", hint="install git") from None
     except subprocess.TimeoutExpired:

@@ -24,6 +24,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
+# Replies as our clients get them. Every client is made by connect() with decode_responses=True,
+# so ids, keys and values are str; redis-py's own types also allow bytes (and RESP3 shapes), so
+# callers cast a reply to one of these where they read it.
+#: XRANGE, XREVRANGE: (entry id, fields), oldest (or newest) first.
+Entries = list[tuple[str, dict[str, str]]]
+#: XREAD, XREADGROUP of new entries (``>``): (stream, entries) per stream, or None when BLOCK ran out.
+StreamReads = list[tuple[str, Entries]] | None
+
 #: Environment variable holding Redis's password (the agent's pod gets it from the Secret).
 PASSWORD_ENV = "RAIBID_REDIS_PASSWORD"
 #: Environment variable naming a file with the password (a mounted Secret key).
@@ -135,11 +143,11 @@ def connect(url: str | None = None, *, settings: Settings | None = None, passwor
             "password": password, "socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": CONNECT_TIMEOUT,
             "decode_responses": True}, db=sentinel.db, **options)
         client = manager.master_for(sentinel.master, redis_class=redis.Redis)
-        client.raibid_sentinel = (manager, sentinel.master)  # type: ignore[attr-defined]
+        client.raibid_sentinel = (manager, sentinel.master)
     else:
         client = redis.Redis.from_url(url, **options)
     # Remember where it points, for error messages without the password.
-    client.raibid_address = describe(url)  # type: ignore[attr-defined]
+    client.raibid_address = describe(url)
     return client
 
 

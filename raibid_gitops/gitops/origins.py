@@ -244,10 +244,12 @@ def _line_of(node: Any, rendered: Any, path: Path_, *, full: bool) -> int | None
             index = _index_in(node, rendered, step)
             if index is None:
                 return None if full else line
-            try:
-                line = int(node.lc.item(index)[0])
-            except (AttributeError, KeyError, TypeError, IndexError):
-                pass
+            lc = getattr(node, "lc", None)  # ruamel's CommentedSeq has line numbers, a plain list none
+            if lc is not None:
+                try:
+                    line = int(lc.item(index)[0])
+                except (AttributeError, KeyError, TypeError, IndexError):
+                    pass
             rendered = rendered[step] if isinstance(rendered, list) and step < len(rendered) else None
             node = node[index]
         else:

@@ -588,10 +588,10 @@ def _code_identity() -> str:
         spec = importlib.util.find_spec(lib)
         origin = spec.origin if spec is not None else None
         try:
-            st = os.stat(origin) if origin else None
+            lib_st = os.stat(origin) if origin else None
         except OSError:
-            st = None
-        parts.append(f"{lib}\0{origin}\0{st.st_size if st else '-'}\0{st.st_mtime_ns if st else '-'}")
+            lib_st = None
+        parts.append(f"{lib}\0{origin}\0{lib_st.st_size if lib_st else '-'}\0{lib_st.st_mtime_ns if lib_st else '-'}")
     parts.append(schema_identity())
     return "\n".join(parts)
 
@@ -635,7 +635,7 @@ def load_report(root: Path, key: str) -> dict[str, Any] | None:
     entry = _read_json(git / CACHE_DIR / "reports" / f"{key}.json")
     if entry is None or entry.get("format") != FORMAT or not isinstance(entry.get("report"), dict):
         return None
-    return entry["report"]  # type: ignore[no-any-return]
+    return entry["report"]
 
 
 def store_report(root: Path, key: str, report: dict[str, Any]) -> None:

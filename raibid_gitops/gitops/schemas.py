@@ -22,7 +22,7 @@ def _index() -> dict[str, str]:
 
 @cache
 def _schema(filename: str) -> dict[str, Any]:
-    return json.loads((SCHEMA_DIR / filename).read_text())  # type: ignore[no-any-return]
+    return json.loads((SCHEMA_DIR / filename).read_text())
 
 
 @cache

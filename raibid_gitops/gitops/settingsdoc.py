@@ -64,7 +64,7 @@ def _ruamel_events(text: str) -> Iterable[Any]:
         return fast
     from ruamel.yaml import YAML
 
-    return YAML(typ="rt").parse(text)  # type: ignore[no-any-return]
+    return YAML(typ="rt").parse(text)
 
 
 def _scan(text: str, parse: Callable[[str], Iterable[Any]] | None = None) -> tuple[dict[str, _Span], bool]:
