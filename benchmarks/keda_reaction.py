@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             ns = "raibid-ci"
             keda.hosts.add(f"raibid-redis.{ns}.svc.cluster.local", redis.host)
             kube.kubectl("create", "namespace", ns)
-            kube.kubectl("-n", ns, "create", "secret", "generic", "raibid-redis", f"--from-literal=password={redis.password}")
+            kube.kubectl("-n", ns, "create", "secret", "generic", "raibid-redis",
+                         f"--from-literal=password={redis.password}")
             kube.kubectl("-n", "flux-system", "create", "secret", "generic", "raibid-config-auth",
                          f"--from-literal=username={gitea.admin_user}", f"--from-literal=password={gitea.token}")
             name = "bench-" + uuid.uuid4().hex[:6]
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[p].append(dt)
                     print(f"pollingInterval {p}s run {i + 1}: first Job after {dt:.2f}s", file=sys.stderr)
                     # An agent takes the job: lag back to 0. Then remove the Job.
-                    for _stream, entries in client.xreadgroup("raibid-agents", "bench", {"raibid:jobs": ">"}, count=10) or []:
+                    taken = client.xreadgroup("raibid-agents", "bench", {"raibid:jobs": ">"}, count=10)
+                    for _stream, entries in taken or []:
                         for entry_id, _fields in entries:
                             client.xack("raibid:jobs", "raibid-agents", entry_id)
                     kube.kubectl("delete", "jobs", "-n", ns, "--all", "--wait=true", "--timeout=60s")

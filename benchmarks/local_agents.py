@@ -10,9 +10,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from raibid_agent.volume_writer import kubelet_write
 from raibid_gitops.devstack.redis_server import RedisServer, start_redis

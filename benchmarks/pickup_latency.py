@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_agents import BENCH_SETTINGS, bench, percentile, side_by_side, summary  # noqa: E402
-from report import Row, emit  # noqa: E402
+from local_agents import BENCH_SETTINGS, bench, percentile, side_by_side, summary
+from report import Row, emit
 
 STREAM, GROUP = "bench:raw", "bench-raw"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_agents import BENCH_SETTINGS, bench  # noqa: E402
-from report import Row, emit, median  # noqa: E402
+from local_agents import BENCH_SETTINGS, bench
+from report import Row, emit, median
 
 STREAM, GROUP = "bench:raw", "bench-raw"
 SLEEP_MS = 50
@@ -63,7 +63,6 @@ def _settings_text(run: str) -> str:
 
 def measure(jobs: int, rounds: int, consumers: int, sleep_jobs: int) -> list[Row]:
     from raibid_agent.volume_writer import kubelet_write
-
     from raibid_gitops import contract as c
     from raibid_gitops.queue import JobSpec, submit
     from raibid_gitops.settings import load_text
@@ -82,8 +81,9 @@ def measure(jobs: int, rounds: int, consumers: int, sleep_jobs: int) -> list[Row
             stream = f"bench:submit:{r}"
             t0 = time.perf_counter()
             for i in range(per_block):
-                client.xadd(stream, {"job_id": f"raw-{r}-{i}", "repo": spec.repo, "ref": spec.ref, "commit": spec.commit,
-                                     "checkout": spec.checkout, "submitted_at": f"{time.time():.6f}"})
+                client.xadd(stream, {"job_id": f"raw-{r}-{i}", "repo": spec.repo, "ref": spec.ref,
+                                     "commit": spec.commit, "checkout": spec.checkout,
+                                     "submitted_at": f"{time.time():.6f}"})
             raw_rates.append(per_block / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for _ in range(per_block):
@@ -121,8 +121,8 @@ def measure(jobs: int, rounds: int, consumers: int, sleep_jobs: int) -> list[Row
             submit(client, settings, spec)
         rb_total = _wait_done(client, q.stream, q.consumer_group, jobs) - t0
         b.stop()
-        rows.append(Row(f"queue end to end, no-op jobs, {consumers} agents", jobs / rb_total, jobs / raw_total, "jobs/s",
-                        f"raw XADD/XREADGROUP/XACK loop, {consumers} consumers", better="higher"))
+        rows.append(Row(f"queue end to end, no-op jobs, {consumers} agents", jobs / rb_total, jobs / raw_total,
+                        "jobs/s", f"raw XADD/XREADGROUP/XACK loop, {consumers} consumers", better="higher"))
 
         # -- scaling: jobs that sleep 50 ms, 1 / 2 / 4 agents
         kubelet_write(b.settings_dir, {c.SETTINGS_KEY: _settings_text(f"sleep {SLEEP_MS / 1000}")})

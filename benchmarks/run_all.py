@@ -69,7 +69,7 @@ FULL_ONLY = frozenset({"keda", "push"})
 
 
 def machine() -> dict[str, str]:
-    info = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    info = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cores": str(os.cpu_count()), "python": platform.python_version(),
             "platform": f"{platform.system()} {platform.release()} {platform.machine()}"}
     try:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Row, emit, median  # noqa: E402
+from report import Row, emit, median
 
-from raibid_gitops.gitops import kustomize, layout  # noqa: E402
-from raibid_gitops.gitops.generate import init  # noqa: E402
+from raibid_gitops.gitops import kustomize, layout
+from raibid_gitops.gitops.generate import init
 
 PATCH = f"{layout.OVERLAY_DIR}/agent-scaledjob-patch.yaml"
 #: Never the default 8 (that would be no change) nor twice in a row; 10 x 2 CPU fits 20.
@@ -93,10 +93,10 @@ def measure(runs: int) -> list[Row]:
         cache = repos["check"] / ".git" / "raibid"
         for i in range(runs):
             value = VALUES[i % len(VALUES)]
-            cols["set"].append(timed(lambda: cli(repos["cli"], "set", f"agents.maxReplicas={value}")))
-            cols["set floor"].append(timed(lambda: floor(repos["floor"], value, False)))
-            cols["set push"].append(timed(lambda: cli(repos["cli-push"], "set", f"agents.maxReplicas={value}")))
-            cols["set push floor"].append(timed(lambda: floor(repos["floor-push"], value, True)))
+            cols["set"].append(timed(lambda v=value: cli(repos["cli"], "set", f"agents.maxReplicas={v}")))
+            cols["set floor"].append(timed(lambda v=value: floor(repos["floor"], v, False)))
+            cols["set push"].append(timed(lambda v=value: cli(repos["cli-push"], "set", f"agents.maxReplicas={v}")))
+            cols["set push floor"].append(timed(lambda v=value: floor(repos["floor-push"], v, True)))
             cols["verify"].append(timed(lambda: cli(repos["check"], "verify")))
             cols["kustomize build"].append(timed(lambda: kustomize.build(repos["check"] / layout.OVERLAY_DIR)))
             cols["render"].append(timed(lambda: cli(repos["check"], "render")))

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_agents import BENCH_SETTINGS, bench, percentile, side_by_side, summary  # noqa: E402
-from report import Row, emit  # noqa: E402
+from local_agents import BENCH_SETTINGS, bench, percentile, side_by_side, summary
+from report import Row, emit
 
 #: The bare watcher: poll ..data, read settings.yaml, HSET its digest (argv: dir, url, password).
 RAW_WATCHER = r"""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Row, emit, median  # noqa: E402
+from report import Row, emit, median
 
 CASES = {
     "python -c pass": [sys.executable, "-c", "pass"],

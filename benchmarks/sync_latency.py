@@ -272,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
                 stopper()
 
     print(f"sync latency, commit pushed -> applied and Ready ({args.runs} runs, seconds)")
-    head = ("run", "raibid sync", "floor ts", "floor watch", "annotate+poll", "floor ts", "floor watch", "poll commit ok")
+    head = ("run", "raibid sync", "floor ts", "floor watch", "annotate+poll", "floor ts", "floor watch",
+            "poll commit ok")
     print("  ".join(f"{h:>{max(len(h), 6)}}" for h in head))
 
     def line(label: str, vals: tuple[Any, ...]) -> str:
         cells = [label] + [fmt(v) if not isinstance(v, bool) else str(v) for v in vals]
-        return "  ".join(f"{c:>{max(len(h), 6)}}" for c, h in zip(cells, head))
+        return "  ".join(f"{c:>{max(len(h), 6)}}" for c, h in zip(cells, head, strict=True))
 
     for i, r in enumerate(rows, 1):
         print(line(str(i), r))

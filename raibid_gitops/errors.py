@@ -47,7 +47,7 @@ class RaibidError(Exception):
 class SettingsError(RaibidError):
     """settings.yaml (or a KEY=VALUE) does not parse or does not validate."""
 
-    def __init__(self, message: str, *, problems: list["Problem"] | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, problems: list[Problem] | None = None, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.problems = problems or []
 
@@ -64,7 +64,7 @@ class VerifyFailed(RaibidError):
     #: Problems listed in the message; a longer list ends with how many more there are.
     LISTED = 20
 
-    def __init__(self, problems: list["Problem"], *, subject: str = "verify found", hint: str | None = None):
+    def __init__(self, problems: list[Problem], *, subject: str = "verify found", hint: str | None = None):
         lines = [f"  {p.format()}" for p in problems[: self.LISTED]]
         if len(problems) > self.LISTED:
             lines.append(f"  ... and {len(problems) - self.LISTED} more (`raibid gitops verify` lists them all)")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -130,7 +131,7 @@ class Cluster(_Model):
         return data
 
     @model_validator(mode="after")
-    def _capacity_within_nodes(self) -> "Cluster":
+    def _capacity_within_nodes(self) -> Cluster:
         n, cap = self.nodes, self.capacity
         for kind, fmt in (("cpu", format_cpu), ("memory", format_bytes)):
             total = parse_quantity(getattr(n, kind)) * n.count
@@ -195,7 +196,7 @@ class Sentinel(_Model):
     _ports = field_validator("addresses")(lambda v: _ports_in_range(v))
 
     @model_validator(mode="after")
-    def _ack_le_replicas(self) -> "Sentinel":
+    def _ack_le_replicas(self) -> Sentinel:
         if self.ack_replicas > self.replicas:
             raise CrossFieldError(
                 f"queue.sentinel.ackReplicas ({self.ack_replicas}) must not exceed queue.sentinel.replicas "
@@ -227,7 +228,8 @@ class Queue(_Model):
     claim_idle_seconds: StrictInt = Field(300, ge=5, le=86400,
                                           description="Idle time after which another agent takes over an entry.")
     heartbeat_seconds: StrictInt = Field(15, ge=1, le=3600,
-                                         description="How often an agent refreshes its heartbeat and its entry's idle time.")
+                                         description="How often an agent refreshes its heartbeat and its entry's "
+                                                     "idle time.")
     retention: Retention = Retention()
 
     @field_validator("redis_address")
@@ -239,7 +241,7 @@ class Queue(_Model):
         return v
 
     @model_validator(mode="after")
-    def _names_distinct(self) -> "Queue":
+    def _names_distinct(self) -> Queue:
         if self.stream == self.dead_letter_stream:
             raise CrossFieldError("queue.deadLetterStream must differ from queue.stream",
                                   "queue.deadLetterStream", "queue.stream")
@@ -268,7 +270,8 @@ class Agents(_Model):
     max_replicas: StrictInt = Field(8, ge=1, le=64, description="Most agents (Jobs) at once.")
     cpu: str = Field("2", description="CPU request and limit of one agent.")
     memory: str = Field("4Gi", description="Memory request and limit of one agent.")
-    gpus: StrictInt = Field(0, ge=0, le=8, description="nvidia.com/gpu per agent; >0 also sets runtimeClassName nvidia.")
+    gpus: StrictInt = Field(0, ge=0, le=8,
+                            description="nvidia.com/gpu per agent; >0 also sets runtimeClassName nvidia.")
     job_timeout_seconds: StrictInt = Field(3600, ge=60, le=7 * 86400,
                                            description="Hard limit of one CI job (the Job's activeDeadlineSeconds).")
     ttl_seconds_after_finished: StrictInt = Field(600, ge=0, le=7 * 86400,
@@ -285,7 +288,7 @@ class Agents(_Model):
     _memory = field_validator("memory", mode="before")(_quantity("agents.memory"))
 
     @model_validator(mode="after")
-    def _min_le_max(self) -> "Agents":
+    def _min_le_max(self) -> Agents:
         if self.min_replicas > self.max_replicas:
             raise CrossFieldError(
                 f"agents.minReplicas ({self.min_replicas}) must not exceed agents.maxReplicas ({self.max_replicas})",
@@ -298,7 +301,8 @@ class Scaling(_Model):
     polling_interval: StrictInt = Field(10, ge=1, le=3600, description="Seconds between KEDA's checks of the stream.")
     lag_count: StrictInt = Field(1, ge=1, le=10000, description="Queued entries per agent (KEDA lagCount).")
     activation_lag_count: StrictInt = Field(0, ge=0, le=10000,
-                                            description="Lag above which the pool wakes from zero; 0 = one job wakes it.")
+                                            description="Lag above which the pool wakes from zero; "
+                                                        "0 = one job wakes it.")
     scaling_strategy: Literal["default", "custom", "accurate", "eager"] = Field(
         "accurate", description="KEDA ScaledJob scalingStrategy.strategy.")
     successful_jobs_history_limit: StrictInt = Field(5, ge=0, le=100)
@@ -370,7 +374,7 @@ class Settings(_Model):
     flux: Flux = Flux()
 
     @model_validator(mode="after")
-    def _redis_in_namespace(self) -> "Settings":
+    def _redis_in_namespace(self) -> Settings:
         # An in-cluster address names its namespace; a mismatch means KEDA and the agents
         # look for Redis where it is not.
         checked = [("queue.redisAddress", self.queue.redis_address)]
@@ -387,7 +391,7 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _agent_fits_a_node(self) -> "Settings":
+    def _agent_fits_a_node(self) -> Settings:
         # An agent never spans nodes: 24 CPU never fits 20-CPU nodes, whatever their total.
         a, n = self.agents, self.cluster.nodes
         for kind, need, have in (("cpu", a.cpu, n.cpu), ("memory", a.memory, n.memory)):
@@ -406,7 +410,7 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _fits_capacity(self) -> "Settings":
+    def _fits_capacity(self) -> Settings:
         n = self.agents.max_replicas
         cap = self.cluster.capacity
         need_cpu = parse_quantity(self.agents.cpu) * n
@@ -426,10 +430,11 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _fits_nodes(self) -> "Settings":
+    def _fits_nodes(self) -> Settings:
         # Node by node, not only in total: three 20-CPU nodes hold nine 6-CPU agents, not ten.
         a, n = self.agents, self.cluster.nodes
-        per_node = [(parse_quantity(n.cpu) // parse_quantity(a.cpu), f"agents.cpu ({a.cpu}) in cluster.nodes.cpu ({n.cpu})"),
+        per_node = [(parse_quantity(n.cpu) // parse_quantity(a.cpu),
+                     f"agents.cpu ({a.cpu}) in cluster.nodes.cpu ({n.cpu})"),
                     (parse_quantity(n.memory) // parse_quantity(a.memory),
                      f"agents.memory ({a.memory}) in cluster.nodes.memory ({n.memory})")]
         if a.gpus:
@@ -616,7 +621,8 @@ def load_path(path: Path, file: str | None = None) -> Settings:
         yamlio.check_settings_size(path.stat().st_size, name)  # before reading a huge file at all
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise SettingsError(f"{path} does not exist", hint="run `raibid gitops init DIR` to create a config repository") from exc
+        raise SettingsError(f"{path} does not exist",
+                            hint="run `raibid gitops init DIR` to create a config repository") from exc
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{name} is not UTF-8 text") from exc
     except OSError as exc:
@@ -668,7 +674,8 @@ def coerce_value(key: str, raw: str) -> Any:
         except (ValueError, RecursionError):
             value = None
         if not isinstance(value, list):
-            raise SettingsError(f"{key} takes a JSON list, e.g. '[{{\"name\":\"test\",\"run\":\"make test\"}}]'") from None
+            raise SettingsError(f"{key} takes a JSON list, "
+                                "e.g. '[{\"name\":\"test\",\"run\":\"make test\"}]'") from None
         return value
     return raw
 

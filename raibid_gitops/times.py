@@ -7,14 +7,21 @@ and Flux write theirs.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import overload
 
 
 def _utc(ts: float) -> datetime | None:
     try:
-        return datetime.fromtimestamp(ts, timezone.utc)
+        return datetime.fromtimestamp(ts, UTC)
     except (OverflowError, ValueError, OSError):
         return None  # not a time any clock shows (a record written by hand, say)
+
+
+@overload
+def iso(ts: float) -> str: ...
+@overload
+def iso(ts: float | None) -> str | None: ...
 
 
 def iso(ts: float | None) -> str | None:

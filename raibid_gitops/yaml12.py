@@ -49,21 +49,22 @@ class _Fallback(Exception):
     """The fast path cannot promise the reference's result for this text."""
 
 
-_table: dict[str, list[tuple[str, Any]]] | None = None
+_table: dict[str | None, list[tuple[str, Any]]] | None = None
 _loader: Any = None
 
 
-def _resolvers() -> dict[str, list[tuple[str, Any]]]:
+def _resolvers() -> dict[str | None, list[tuple[str, Any]]]:
     """ruamel's YAML 1.2 implicit resolvers, by first character, in ruamel's order (as its
     VersionedResolver builds them)."""
     global _table
     if _table is None:
         from ruamel.yaml.resolver import implicit_resolvers
 
-        table: dict[str, list[tuple[str, Any]]] = {}
+        table: dict[str | None, list[tuple[str, Any]]] = {}
         for versions, tag, regexp, first in implicit_resolvers:
             if (1, 2) in versions:
-                for ch in first or [None]:
+                chars: list[str | None] = list(first) if first else [None]
+                for ch in chars:
                     table.setdefault(ch, []).append((tag, regexp))
         _table = table
     return _table
@@ -72,7 +73,7 @@ def _resolvers() -> dict[str, list[tuple[str, Any]]]:
 def _resolve_plain(value: str) -> str | None:
     """The tag ruamel's YAML 1.2 resolver gives a plain scalar (None: a string)."""
     table = _resolvers()
-    for tag, regexp in table.get(value[0] if value else "", []) + table.get(None, []):  # type: ignore[arg-type]
+    for tag, regexp in table.get(value[0] if value else "", []) + table.get(None, []):
         if regexp.match(value):
             return str(tag)
     return None
@@ -89,7 +90,7 @@ def _make_loader() -> Any:
             _loader = False
             return None
 
-        class Loader(CParser):  # type: ignore[misc, valid-type]
+        class Loader(CParser):
             # No path resolvers (ruamel's safe loader has none either).
             def descend_resolver(self, current_node: Any, current_index: Any) -> None:
                 pass

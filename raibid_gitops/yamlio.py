@@ -152,7 +152,8 @@ def check_settings_size(size: int, file: str) -> None:
     from raibid_gitops.problems import Problem
 
     if size > MAX_SETTINGS_BYTES:
-        why = f"it is {size} bytes; settings.yaml may have at most {MAX_SETTINGS_BYTES} ({MAX_SETTINGS_BYTES // 1024} KiB)"
+        why = (f"it is {size} bytes; settings.yaml may have at most {MAX_SETTINGS_BYTES} "
+               f"({MAX_SETTINGS_BYTES // 1024} KiB)")
         raise SettingsError(f"{file} is refused: {why}",
                             hint="settings.yaml holds settings only; keep large content (scripts, data) in the "
                                  "repositories the jobs build",
@@ -267,13 +268,13 @@ def load_settings_fast(text: str, file: str) -> tuple[Any, dict[str, int]] | Non
 
     def walk(n: Any, value: Any, prefix: str) -> None:
         if isinstance(value, dict):
-            for (key_node, value_node), key in zip(n.value, value):
+            for (key_node, value_node), key in zip(n.value, value, strict=True):
                 if not isinstance(key, str) or key_node.tag != yaml12.PLAIN_STRING:
                     raise Unsure
                 lines[f"{prefix}{key}"] = key_node.start_mark.line + 1
                 walk(value_node, value[key], f"{prefix}{key}.")
         elif isinstance(value, list):
-            for i, (item_node, item) in enumerate(zip(n.value, value)):
+            for i, (item_node, item) in enumerate(zip(n.value, value, strict=True)):
                 lines[f"{prefix}{i}"] = item_node.start_mark.line + 1
                 walk(item_node, item, f"{prefix}{i}.")
         elif n.tag == yaml12.PLAIN_STRING and value.lower() in _YAML11_BOOL_ONLY:

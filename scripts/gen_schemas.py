@@ -33,9 +33,12 @@ BUILTINS = {
     ("apps/v1", "StatefulSet"): ("apis__apps__v1_openapi.json", "io.k8s.api.apps.v1.StatefulSet"),
     ("apps/v1", "Deployment"): ("apis__apps__v1_openapi.json", "io.k8s.api.apps.v1.Deployment"),
     ("batch/v1", "Job"): ("apis__batch__v1_openapi.json", "io.k8s.api.batch.v1.Job"),
-    ("rbac.authorization.k8s.io/v1", "Role"): ("apis__rbac.authorization.k8s.io__v1_openapi.json", "io.k8s.api.rbac.v1.Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("apis__rbac.authorization.k8s.io__v1_openapi.json", "io.k8s.api.rbac.v1.RoleBinding"),
-    ("networking.k8s.io/v1", "NetworkPolicy"): ("apis__networking.k8s.io__v1_openapi.json", "io.k8s.api.networking.v1.NetworkPolicy"),
+    ("rbac.authorization.k8s.io/v1", "Role"):
+        ("apis__rbac.authorization.k8s.io__v1_openapi.json", "io.k8s.api.rbac.v1.Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"):
+        ("apis__rbac.authorization.k8s.io__v1_openapi.json", "io.k8s.api.rbac.v1.RoleBinding"),
+    ("networking.k8s.io/v1", "NetworkPolicy"):
+        ("apis__networking.k8s.io__v1_openapi.json", "io.k8s.api.networking.v1.NetworkPolicy"),
 }
 CRDS = {
     "keda.sh_scaledjobs.yaml", "keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml",

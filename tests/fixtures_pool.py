@@ -139,7 +139,8 @@ def make_pool(kube: KubeStack, flux: FluxControllers, gitea: GiteaServer, keda: 
     namespace = f"p-{uuid.uuid4().hex[:8]}"
     name = f"cfg-{uuid.uuid4().hex[:8]}"
     clone_url = str(gitea.api("POST", f"/orgs/{gitea.org}/repos",
-                              {"name": name, "private": True, "auto_init": False, "default_branch": "main"})["clone_url"])
+                              {"name": name, "private": True, "auto_init": False,
+                               "default_branch": "main"})["clone_url"])
     svc = redis_service(namespace)
     env = {**os.environ, "RAIBID_GITEA_TOKEN": gitea.token, "RAIBID_GITEA_USER": gitea.admin_user,
            "KUBECONFIG": str(kube.kubeconfig), "RAIBID_REDIS_URL": svc.server.url,

@@ -8,7 +8,7 @@ tests that crash or restart Redis.
 from __future__ import annotations
 
 import shutil
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -57,7 +57,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from raibid_agent.volume_writer import kubelet_write  # noqa: E402,F401 - re-exported for tests
+from raibid_agent.volume_writer import kubelet_write  # noqa: E402 - re-exported for tests
 
 #: Settings for agent tests: short heartbeat and claim times so take-overs happen in seconds
 #: (claimIdleSeconds has a floor of 5 in the schema), and a no-op default pipeline.

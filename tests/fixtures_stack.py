@@ -34,7 +34,6 @@ import pytest
 
 from raibid_gitops.devstack import processes
 from raibid_gitops.devstack.keda import KedaOperator, start_keda
-from raibid_gitops.devstack.redis_server import RedisServer, free_loopback_address, start_redis
 from raibid_gitops.devstack.processes import (
     FluxControllers,
     GiteaServer,
@@ -42,6 +41,7 @@ from raibid_gitops.devstack.processes import (
     StackError,
     StackNotBuilt,
 )
+from raibid_gitops.devstack.redis_server import RedisServer, free_loopback_address, start_redis
 
 #: The port of the generated raibid-redis Service (base/redis.yaml), kept by the stack's Redis.
 REDIS_PORT = 6379

@@ -14,8 +14,8 @@ import signal
 import time
 
 import pytest
-
 from fixtures_redis import FAST_SETTINGS, AgentPool
+
 from raibid_gitops import contract as c
 from raibid_gitops.queue import JobSpec, submit
 from raibid_gitops.settings import load_text
@@ -77,7 +77,7 @@ def test_random_kills_lose_nothing(redis_client, agents: AgentPool):
     pipe = redis_client.pipeline(transaction=False)
     for j in ids:
         pipe.xrange(c.job_logs_key(j))
-    for j, entries in zip(ids, pipe.execute()):
+    for j, entries in zip(ids, pipe.execute(), strict=True):
         finished = [f for _, f in entries if f[c.LOG_LINE].startswith(c.LOG_FINISHED_PREFIX)]
         assert len(finished) == 1, f"job {j} finished {len(finished)} times"
     assert redis_client.xpending(q.stream, q.consumer_group)["pending"] == 0
@@ -96,4 +96,5 @@ def test_random_kills_lose_nothing(redis_client, agents: AgentPool):
     reruns = sum(int(a) - 1 for a in pipe.execute())
     stolen = logs.count("was taken over by another agent; not recording a result") + logs.count(
         ": result not stored (")
-    assert reruns <= kills + stolen, f"{reruns} re-runs, but only {kills} kills and {stolen} take-overs from live agents"
+    assert reruns <= kills + stolen, \
+        f"{reruns} re-runs, but only {kills} kills and {stolen} take-overs from live agents"

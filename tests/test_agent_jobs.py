@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_redis import wait_until
+
 from raibid_agent.runner import Runner
 from raibid_agent.settings_source import SettingsHolder
 from raibid_agent.worker import Worker
@@ -177,7 +177,8 @@ def git_repo(tmp_path):
                GIT_COMMITTER_EMAIL="t@x")
 
     def git(*args, cwd=work):
-        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                              text=True).stdout.strip()
 
     bare.parent.mkdir(parents=True)
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
@@ -386,7 +387,7 @@ class TestClaimCursor:
         redis_client.xclaim(q.stream, q.consumer_group, "dead", 0, [entries[-1][0]], idle=3_600_000)
         found = None
         for _ in range(10):
-            found = w._claim(w.holder.current())  # noqa: SLF001
+            found = w._claim(w.holder.current())
             if found:
                 break
         assert found is not None and found.id == entries[-1][0] and found.claimed

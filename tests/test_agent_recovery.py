@@ -6,8 +6,8 @@ import signal
 import time
 
 import pytest
-
 from fixtures_redis import FAST_SETTINGS, AgentPool, kubelet_write, wait_until
+
 from raibid_gitops import contract as c
 from raibid_gitops.clients.redis import connect
 from raibid_gitops.queue import JobSpec, get_job, submit
@@ -52,7 +52,8 @@ class TestTakeOver:
         assert finished_lines(redis_client, done.job_id) == ["finished: succeeded (exit 0)"]
         assert redis_client.xpending(settings.queue.stream, settings.queue.consumer_group)["pending"] == 0
         assert "took over entry" in agents.log_text("rescuer")
-        wait_until(lambda: not redis_client.exists(c.agent_key("victim")), 30, what="the dead agent's heartbeat to expire")
+        wait_until(lambda: not redis_client.exists(c.agent_key("victim")), 30,
+                   what="the dead agent's heartbeat to expire")
 
 
 class TestHeartbeat:
@@ -156,7 +157,7 @@ class TestRedisRestart:
                 pipe = client.pipeline(transaction=False)
                 for j in ids:
                     pipe.hget(c.job_key(j), c.REC_STATE)
-                return dict(zip(ids, pipe.execute()))
+                return dict(zip(ids, pipe.execute(), strict=True))
 
             wait_until(lambda: sum(s in c.FINAL_STATES for s in finals().values()) >= 40, 60, what="40 jobs done")
             before = {j: s for j, s in finals().items() if s in c.FINAL_STATES}

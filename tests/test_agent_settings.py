@@ -7,8 +7,8 @@ import threading
 import time
 
 import pytest
-
 from fixtures_redis import FAST_SETTINGS, AgentPool, kubelet_write, wait_until
+
 from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, SettingsHolder
 from raibid_gitops import contract as c
 from raibid_gitops.queue import JobSpec, get_job, submit
@@ -202,7 +202,7 @@ class TestConfigMapWatch:
         holder = SettingsHolder()
         src = ConfigMapSource(holder, namespace=kube_namespace, kubeconfig=str(kube.kubeconfig))
         src.load_initial()
-        src._rv = "1"  # noqa: SLF001 - a version from long before the ConfigMap existed
+        src._rv = "1"  # a version from long before the ConfigMap existed
         src.start()
         try:
             core.replace_namespaced_config_map(c.SETTINGS_CONFIGMAP, kube_namespace,
@@ -309,7 +309,7 @@ class TestRelistOn410:
         api = LoopbackAPI(lists, watches)
         holder = SettingsHolder()
         src = ConfigMapSource(holder, namespace=LoopbackAPI.NS, kubeconfig=api.kubeconfig(tmp_path / "kubeconfig"))
-        src._stop = self.PauseRecorder()  # noqa: SLF001 - count pauses instead of timing them
+        src._stop = self.PauseRecorder()  # count pauses instead of timing them
         try:
             src.load_initial()
             src.start()
@@ -326,7 +326,7 @@ class TestRelistOn410:
         # list, watch from 10 -> 410, list again, watch from the relisted version 12.
         assert api.requests[:4] == [("list", None), ("watch", "10"), ("list", None), ("watch", "12")]
         assert (src.relists, src.retries) == (1, 0), "a 410 is not a failure"
-        assert src._stop.pauses == [], "no retry pause before the relist"  # noqa: SLF001
+        assert src._stop.pauses == [], "no retry pause before the relist"
         assert holder.current().settings.agents.default_pipeline[0].run == "echo B"
         assert holder.current().generation == 2
 
@@ -355,5 +355,5 @@ class TestRelistOn410:
             watches=[[broken]], until=4)
         assert api.requests[:4] == [("list", None), ("watch", "10"), ("list", None), ("watch", "12")]
         assert (src.relists, src.retries) == (1, 1)
-        assert src._stop.pauses == [0.01]  # noqa: SLF001
+        assert src._stop.pauses == [0.01]
         assert holder.current().generation == 1

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures_gitops import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 
-import run_all  # noqa: E402
+import run_all
 
 
 @pytest.fixture

@@ -238,7 +238,7 @@ class TestPhaseSelection:
                         "--set", "agents.maxReplicas=4", "--set", "agents.memory=6Gi", "--dir", "/srv/cfg"], stubs)
         cmd = raibid_command(plan)
         assert cmd[:2] == ["raibid", "bootstrap"]
-        pairs = list(zip(cmd, cmd[1:]))
+        pairs = list(zip(cmd, cmd[1:], strict=False))
         for pair in [("--kubeconfig", str(kubeconfig)), ("--context", "spark"), ("--timeout", "10m"),
                      ("--set", "agents.maxReplicas=4"), ("--set", "agents.memory=6Gi"), ("--dir", "/srv/cfg"),
                      ("--gitea-cluster-url", "http://gitea.gitea.svc.cluster.local:3000"),

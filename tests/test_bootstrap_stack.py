@@ -90,7 +90,8 @@ class Booted:
                     for c in ks["status"].get("conditions", [])):
                 return ks
             if time.monotonic() > deadline:
-                pytest.fail(f"Flux did not attempt {sha[:12]} within {timeout:.0f}s: {json.dumps(ks.get('status'))[:1500]}")
+                pytest.fail(f"Flux did not attempt {sha[:12]} within {timeout:.0f}s: "
+                            f"{json.dumps(ks.get('status'))[:1500]}")
             time.sleep(0.5)
 
     def statuses(self, sha: str) -> list[dict[str, Any]]:

@@ -37,7 +37,8 @@ def git(repo: Path, *args: str) -> str:
 
 
 def raibid(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raibid_gitops.cli", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "raibid_gitops.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          check=False)
 
 
 @pytest.fixture

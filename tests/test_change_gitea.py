@@ -164,7 +164,8 @@ class TestConcurrentWriters:
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 results[key] = exc
 
-        threads = [threading.Thread(target=write, args=(p, k, v)) for p, (k, v) in zip(clones, self.KEYS.items())]
+        threads = [threading.Thread(target=write, args=(p, k, v))
+                   for p, (k, v) in zip(clones, self.KEYS.items(), strict=True)]
         for t in threads:
             t.start()
         for t in threads:

@@ -33,9 +33,10 @@ def raibid(*args: str, cwd: Path | None = None, env: dict | None = None) -> subp
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
-def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+def _leaves(parser: argparse.ArgumentParser,
+            path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
     """Every command under ``parser`` that has no subcommands, by its words."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         return {path: parser}
     out: dict[tuple[str, ...], argparse.ArgumentParser] = {}
@@ -45,12 +46,12 @@ def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict
 
 
 def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
-    return next((a for a in parser._actions if flag in a.option_strings), None)  # noqa: SLF001
+    return next((a for a in parser._actions if flag in a.option_strings), None)
 
 
 def _group(name: str) -> dict[tuple[str, ...], argparse.ArgumentParser]:
     root = build_parser()
-    sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+    sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
     return _leaves(sub.choices[name], (name,))
 
 

@@ -115,6 +115,6 @@ def test_redis_durability_flags_match_the_docs(project_root: Path):
     sts = next(d for d in docs_yaml if d["kind"] == "StatefulSet")
     (container,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
     args = [str(a) for a in container["args"]]
-    flags = {a[2:]: v for a, v in zip(args, args[1:]) if a.startswith("--")}
+    flags = {a[2:]: v for a, v in zip(args, args[1:], strict=False) if a.startswith("--")}
     assert {k: flags.get(k) for k in claimed} == claimed
     assert claimed["appendfsync"] == "always", "the safer choice: an acknowledged write survives a node crash"

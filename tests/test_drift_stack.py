@@ -77,5 +77,6 @@ class TestDiff:
     def test_errors_exit_above_one(self, flux_env: FluxEnv, capsys: pytest.CaptureFixture[str]) -> None:
         rc, _, err = run(flux_env.cli("diff", "--ks", flux_env.name, "--ref", "no-such-ref"), capsys)
         assert rc == 2 and "'no-such-ref' is not a commit" in err
-        rc, _, err = run(["gitops", "diff", "-C", str(flux_env.repo), "--kubeconfig", "/nonexistent/kubeconfig"], capsys)
+        rc, _, err = run(["gitops", "diff", "-C", str(flux_env.repo), "--kubeconfig", "/nonexistent/kubeconfig"],
+                         capsys)
         assert rc == 2 and "kubeconfig /nonexistent/kubeconfig does not exist" in err

@@ -41,7 +41,8 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         self.server.seen.append((self.command, self.path, dict(self.headers), body))
-        status, payload, headers = self.server.script.pop(0) if self.server.script else (500, {"message": "script ended"}, {})
+        status, payload, headers = (self.server.script.pop(0) if self.server.script
+                                    else (500, {"message": "script ended"}, {}))
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         for k, v in headers.items():
@@ -137,8 +138,9 @@ class TestRetries:
 
 class TestErrors:
     def test_one_class_per_status_and_cut_message(self, serve):
-        srv = serve((404, {"message": "repo not found"}), (409, {"message": "x" * 2000}), (405, {"message": "not mergeable"}),
-                    (422, {"message": "invalid", "errors": ["head: missing"]}), (401, {"message": "token is required"}))
+        srv = serve((404, {"message": "repo not found"}), (409, {"message": "x" * 2000}),
+                    (405, {"message": "not mergeable"}), (422, {"message": "invalid", "errors": ["head: missing"]}),
+                    (401, {"message": "token is required"}))
         c = client(srv.url)
         with pytest.raises(GiteaNotFound) as nf:
             c.get_repo("raibid/nope")
@@ -171,7 +173,8 @@ class TestErrors:
 def test_parse_repo_url():
     assert parse_repo_url("http://127.0.0.1:3000/raibid/raibid-config.git") == \
         RepoRef("http://127.0.0.1:3000", "raibid", "raibid-config")
-    assert parse_repo_url("https://user:pw@git.example/sub/path/o/r") == RepoRef("https://git.example/sub/path", "o", "r")
+    assert parse_repo_url("https://user:pw@git.example/sub/path/o/r") == \
+        RepoRef("https://git.example/sub/path", "o", "r")
     assert parse_repo_url("git@host:o/r.git") is None
     assert parse_repo_url("/srv/git/cfg") is None
 

@@ -202,10 +202,10 @@ class TestMessages:
 
     def test_push_answered_500_is_a_server_error(self, config_repo: Path):
         class Fails(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 self.send_error(500, "boom")
 
-            do_POST = do_GET  # noqa: N815
+            do_POST = do_GET
 
             def log_message(self, *args):
                 pass
@@ -338,8 +338,8 @@ class _EchoHeaders(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = _echo  # noqa: N815
-    do_POST = _echo  # noqa: N815
+    do_GET = _echo
+    do_POST = _echo
 
     def log_message(self, *args):
         pass

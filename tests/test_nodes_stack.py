@@ -49,7 +49,8 @@ def kube3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeStack]:
         add_node(stack, SMALL_NODE, NodeShape(cpu="4", memory="16Gi", gpus=0))
         # k3s with the NVIDIA container toolkit has this RuntimeClass; GPU agents name it.
         stack.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"}, "handler": "nvidia"}))
+            "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "nvidia"},
+            "handler": "nvidia"}))
         yield stack
     finally:
         stack.stop()
@@ -192,7 +193,8 @@ class TestSentinelMode:
             pool3.sync()  # waits until KEDA accepted the ScaledJob
             [trigger] = pool3.scaled_job()["spec"]["triggers"]
             assert trigger["type"] == "redis-sentinel-streams"
-            assert trigger["metadata"]["address"] == f"{name}:26379" and trigger["metadata"]["sentinelMaster"] == "raibid"
+            assert trigger["metadata"]["address"] == f"{name}:26379"
+            assert trigger["metadata"]["sentinelMaster"] == "raibid"
             for sts in ("raibid-redis-replica", "raibid-redis-sentinel"):
                 assert pool3.get("statefulset", sts, "-n", ns)["status"].get("readyReplicas")
             pool3.submit(5)  # through the Sentinels (RAIBID_REDIS_URL is a redis+sentinel:// URL)

@@ -17,7 +17,8 @@ def scaledjob(max_replicas: int = 8, lag: str = "1", env: list | None = None) ->
             "maxReplicaCount": max_replicas,
             "triggers": [{"type": "redis-streams", "metadata": {"lagCount": lag}}],
             "jobTargetRef": {"template": {"spec": {"containers": [
-                {"name": "agent", "env": env if env is not None else [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                {"name": "agent",
+                 "env": env if env is not None else [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
             ]}}},
         },
     }

@@ -94,7 +94,8 @@ class TestNothingTurnsABadCommitGreen:
         pool.raibid("gitops", "set", "flux.timeout=20s")
         pool.sync()
         sts = pool.repo / "base" / "redis.yaml"
-        sts.write_text(sts.read_text().replace("memory: 512Mi", "memory: 900Gi").replace("memory: 2560Mi", "memory: 900Gi"))
+        sts.write_text(sts.read_text().replace("memory: 512Mi", "memory: 900Gi")
+                       .replace("memory: 2560Mi", "memory: 900Gi"))
         pool.git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qam", "too big")
         proc = pool.sync("--timeout", "15s", check=False)
         assert proc.returncode == 3, proc.stderr

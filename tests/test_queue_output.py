@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from fixtures_redis import AgentPool, wait_until
+from ruamel.yaml import YAML
+
 from raibid_agent.runner import Runner
 from raibid_agent.settings_source import SettingsHolder
 from raibid_agent.worker import Entry, Worker
-from ruamel.yaml import YAML
-
 from raibid_gitops import contract as c
 from raibid_gitops.cli.output import FORMATS
 from raibid_gitops.queue import JobSpec, get_job, submit

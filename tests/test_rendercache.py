@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures_gitops import PROJECT_ROOT
 
 from raibid_gitops.gitops import kustomize, layout, rendercache
 from raibid_gitops.gitops.change import set_settings
 from raibid_gitops.gitops.verify import verify
-
-from fixtures_gitops import PROJECT_ROOT
 
 
 @pytest.fixture
@@ -156,7 +155,8 @@ class TestVerdicts:
         from raibid_gitops.gitops import schemas
 
         real = schemas.validate_object
-        monkeypatch.setattr(schemas, "validate_object", lambda obj, src, locate=None: calls.append(1) or real(obj, src, locate))
+        monkeypatch.setattr(schemas, "validate_object",
+                            lambda obj, src, locate=None: calls.append(1) or real(obj, src, locate))
         report_data(repo)
         assert calls == []  # every verdict known
         monkeypatch.setattr(rendercache, "schema_identity", lambda: "other schemas")

@@ -44,7 +44,8 @@ class TestInit:
         remote = subprocess.run(["git", "remote", "get-url", "origin"], cwd=target, capture_output=True, text=True)
         assert remote.stdout.strip() == "http://127.0.0.1:1/raibid/raibid-config.git"
         assert "maxReplicas: 6\n" in (target / layout.SETTINGS_PATH).read_text()
-        assert 'value: 6 # {"$raibid": "agents.maxReplicas"}' in (target / layout.OVERLAY_DIR / "agent-scaledjob-patch.yaml").read_text()
+        assert 'value: 6 # {"$raibid": "agents.maxReplicas"}' in \
+            (target / layout.OVERLAY_DIR / "agent-scaledjob-patch.yaml").read_text()
         assert raibid("gitops", "verify", str(target)).returncode == 0
 
     def test_refuses_non_empty_dir_and_writes_nothing(self, tmp_path: Path):
@@ -101,10 +102,12 @@ class TestRender:
                          ("notification.toolkit.fluxcd.io/v1beta3", "Alert")}
 
     def test_pinned_kustomize_binary_builds_the_project_templates(self, project_root: Path):
-        binary = versions.objects_dir() / versions.object_name(next(c for c in versions.COMPONENTS if c.name == "kustomize"))
+        binary = versions.objects_dir() / versions.object_name(next(c for c in versions.COMPONENTS
+                                                                    if c.name == "kustomize"))
         if not binary.exists():
             pytest.fail("kustomize is not built: run `raibid-devstack build`")
-        out = subprocess.run([str(binary), "build", str(project_root / layout.OVERLAY_DIR)], capture_output=True, text=True)
+        out = subprocess.run([str(binary), "build", str(project_root / layout.OVERLAY_DIR)], capture_output=True,
+                             text=True)
         assert out.returncode == 0, out.stderr
         assert "kind: ScaledJob" in out.stdout
 
@@ -137,7 +140,7 @@ class TestVerify:
                                                    'value: 12 # {"$raibid": "agents.maxReplicas"}'))
         r = raibid("gitops", "verify", str(config_repo))
         assert r.returncode == 1
-        line = next(i for i, l in enumerate(patch.read_text().splitlines(), 1) if "value: 12" in l)
+        line = next(i for i, text in enumerate(patch.read_text().splitlines(), 1) if "value: 12" in text)
         assert (f"overlays/dgx-spark/agent-scaledjob-patch.yaml:{line}: /spec/maxReplicaCount: "
                 "differs from agents.maxReplicas") in r.stdout
         assert "(expected 8, found 12)" in r.stdout
@@ -158,7 +161,8 @@ class TestVerify:
 
     def test_schema_violation_is_caught(self, config_repo: Path):
         sj = config_repo / "base" / "agent-scaledjob.yaml"
-        sj.write_text(sj.read_text().replace("  pollingInterval: 10\n", "  pollingInterval: 10\n  pollingIntervall: 5\n"))
+        sj.write_text(sj.read_text().replace("  pollingInterval: 10\n",
+                                             "  pollingInterval: 10\n  pollingIntervall: 5\n"))
         r = raibid("gitops", "verify", str(config_repo))
         assert r.returncode == 1
         assert "ScaledJob/raibid-ci/raibid-agent" in r.stdout and "pollingIntervall" in r.stdout
@@ -174,7 +178,8 @@ class TestVerify:
 
 
 def _pinned_kustomize() -> Path:
-    binary = versions.objects_dir() / versions.object_name(next(c for c in versions.COMPONENTS if c.name == "kustomize"))
+    binary = versions.objects_dir() / versions.object_name(next(c for c in versions.COMPONENTS
+                                                                if c.name == "kustomize"))
     if not binary.exists():
         pytest.fail("kustomize is not built: run `raibid-devstack build`")
     return binary
@@ -263,7 +268,8 @@ class TestSchemaProblemsHaveFileAndLine:
         redis = config_repo / "base" / "redis.yaml"
         redis.write_text(redis.read_text().replace("replicas: 1", "replicas: one", 1))
         sj = config_repo / "base" / "agent-scaledjob.yaml"
-        sj.write_text(sj.read_text().replace("  pollingInterval: 10\n", "  pollingInterval: 10\n  pollingIntervall: 5\n"))
+        sj.write_text(sj.read_text().replace("  pollingInterval: 10\n",
+                                             "  pollingInterval: 10\n  pollingIntervall: 5\n"))
         patch = overlay / "agent-scaledjob-patch.yaml"
         patch.write_text(patch.read_text() + "- op: add\n  path: /spec/jobTargetRef/backoffLimit\n  value: many\n")
         # A strategic-merge patch (no target: it names its object), in a list matched by name.
@@ -280,7 +286,8 @@ class TestSchemaProblemsHaveFileAndLine:
         assert (f"base/agent-scaledjob.yaml:{_line_of(sj, 'pollingIntervall')}: ScaledJob/raibid-ci/raibid-agent "
                 "spec: Additional properties are not allowed ('pollingIntervall' was unexpected)") in out
         assert (f"overlays/dgx-spark/agent-scaledjob-patch.yaml:{_line_of(patch, 'value: many')}: "
-                "ScaledJob/raibid-ci/raibid-agent spec.jobTargetRef.backoffLimit: 'many' is not of type 'integer'") in out
+                "ScaledJob/raibid-ci/raibid-agent spec.jobTargetRef.backoffLimit: "
+                "'many' is not of type 'integer'") in out
         assert (f"overlays/dgx-spark/redis-smp.yaml:{_line_of(overlay / 'redis-smp.yaml', 'maybe')}: "
                 "StatefulSet/raibid-ci/raibid-redis spec.template.spec.containers[0].stdin: "
                 "'maybe' is not of type 'boolean'") in out

@@ -137,7 +137,7 @@ def test_dead_letters_are_capped_and_a_retried_job_is_unfinished_again(redis_cli
     # A job dead-lettered as the worker does it: its record is final, expiring, in the index.
     job_id = submit(redis_client, settings, NOCHECKOUT).job_id
     eid, fields = redis_client.xreadgroup(q.consumer_group, w.agent_id, {q.stream: ">"}, count=1)[0][1][0]
-    w._dead_letter(snap, Entry(eid, fields, 4, False), "delivered 4 times")  # noqa: SLF001
+    w._dead_letter(snap, Entry(eid, fields, 4, False), "delivered 4 times")
     assert get_job(redis_client, job_id).state == c.STATE_DEAD
     assert redis_client.ttl(c.job_key(job_id)) > 0 and redis_client.zscore(c.FINISHED_INDEX, job_id) is not None
 
@@ -171,7 +171,7 @@ def test_retried_job_whose_record_was_removed_gets_one_again(redis_client):
     q = settings.queue
     job_id = submit(redis_client, settings, JobSpec("raibid/hello", "main", commit="abc1234")).job_id
     eid, fields = redis_client.xreadgroup(q.consumer_group, w.agent_id, {q.stream: ">"}, count=1)[0][1][0]
-    w._dead_letter(snap, Entry(eid, fields, 4, False), "delivered 4 times")  # noqa: SLF001
+    w._dead_letter(snap, Entry(eid, fields, 4, False), "delivered 4 times")
     redis_client.delete(c.job_key(job_id), c.job_logs_key(job_id))  # as retention would
     retry(redis_client, settings, job_id)
     job = get_job(redis_client, job_id)

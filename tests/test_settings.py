@@ -50,7 +50,7 @@ def test_round_trip_is_byte_identical():
 def test_update_changes_only_the_changed_line():
     text = TEMPLATE.read_text()
     new = settingsdoc.update_text(text, {"agents.maxReplicas": 6, "cluster.capacity.cpu": "16"})
-    diff = [(a, b) for a, b in zip(text.splitlines(), new.splitlines()) if a != b]
+    diff = [(a, b) for a, b in zip(text.splitlines(), new.splitlines(), strict=True) if a != b]
     assert diff == [('    cpu: "20"', '    cpu: "16"'), ("  maxReplicas: 8", "  maxReplicas: 6")]
 
 
@@ -111,7 +111,8 @@ def test_assignments_typed_and_hinted():
 def test_hash_tracks_values_not_comments():
     text = TEMPLATE.read_text()
     assert sm.load_text(text).hash() == sm.load_text(text.replace("# Seconds", "# seconds")).hash()
-    assert sm.load_text(text).hash() != sm.load_text(settingsdoc.update_text(text, {"agents.gpus": 1, "agents.maxReplicas": 1})).hash()
+    changed = settingsdoc.update_text(text, {"agents.gpus": 1, "agents.maxReplicas": 1})
+    assert sm.load_text(text).hash() != sm.load_text(changed).hash()
 
 
 def test_json_schema_has_ranges_enums_and_rejects_unknown():

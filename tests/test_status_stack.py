@@ -51,7 +51,8 @@ class TestStatus:
         ks = rows["Kustomization"]
         assert ks["head"] == "FAILED" and ks["failingNewCommit"] is True and ks["reason"] == "BuildFailed"
         rc, out, _ = run(flux_env.cli("status"), capsys)
-        assert f"! Kustomization {flux_env.flux_ns}/{flux_env.name}: main@sha1:{flux_env.head()[:12]} failed (BuildFailed)" in out
+        assert (f"! Kustomization {flux_env.flux_ns}/{flux_env.name}: main@sha1:{flux_env.head()[:12]} "
+                "failed (BuildFailed)") in out
 
     def test_all_namespaces(self, flux_env: FluxEnv, capsys: pytest.CaptureFixture[str]) -> None:
         rc, out, _ = run(flux_env.cli("status", "-A"), capsys)

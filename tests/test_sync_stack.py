@@ -174,7 +174,8 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 class TestSync:
     """sync pushes, waits for the exact commit, and reports Flux's failures."""
 
-    def test_good_change_reaches_ready_at_its_commit(self, flux_env: FluxEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_good_change_reaches_ready_at_its_commit(self, flux_env: FluxEnv,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
         sha = flux_env.commit_setting("heartbeatSeconds: 15", "heartbeatSeconds: 20")
         rc, out, err = run(flux_env.sync("--timeout", "60s"), capsys)
         assert rc == 0, err
@@ -256,7 +257,8 @@ class TestSync:
         assert "could not be fast-forwarded" in err and f"not your HEAD {first[:12]}" in err
         assert flux_env.head() == first and f"applied {second[:12]}" in out
 
-    def test_diverged_branch_refused(self, flux_env: FluxEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_diverged_branch_refused(self, flux_env: FluxEnv, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
         other = tmp_path / "other"
         _git(tmp_path, *flux_env.gitea_auth(), "clone", "-q", flux_env.clone_url, str(other))
         (other / "NOTES.md").write_text("theirs\n")

@@ -216,7 +216,8 @@ class TestTopologyComponent:
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert env["RAIBID_MASTER_NAME"] == "queue"
             assert container["command"][0] == "sh" and container["command"][1].startswith("/scripts/")
-        scripts = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("raibid-redis-scripts"))
+        scripts = next(o for o in objs
+                       if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("raibid-redis-scripts"))
         assert set(scripts["data"]) == {"redis-start.sh", "sentinel-start.sh"}
         assert _get(objs, "Service", "raibid-redis-replica")["spec"]["clusterIP"] == "None"
         assert {"redis-ha-servers", "redis-ha-sentinels", "agent-egress-redis-ha"} <= {
@@ -294,6 +295,7 @@ class TestQueueTabShowsWhereTheQueueLives:
 
     def _text(self, redis) -> str:  # type: ignore[no-untyped-def]
         from rich.console import Console
+
         from raibid_tui.sources.queue import QueueStats
         from raibid_tui.widgets.queue import stats_table
 

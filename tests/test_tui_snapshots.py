@@ -7,19 +7,18 @@ Update after an intended change with ``pytest tests/test_tui_snapshots.py --snap
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-
+from raibid_gitops.gitops.keda import Pool, Verdict
+from raibid_gitops.queue.jobs import Job
 from raibid_tui.app import RaibidApp
 from raibid_tui.sources import Sources
 from raibid_tui.sources.agents import AgentRow
-from raibid_gitops.gitops.keda import Pool, Verdict
 from raibid_tui.sources.changes import ChangesSnapshot, PullRow, SettingsState
 from raibid_tui.sources.flux import Condition, EventRow, FluxRow
-from raibid_gitops.queue.jobs import Job
 from raibid_tui.sources.queue import QueueStats
 
-NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 SIZE = (150, 34)
 GOOD = "main@sha1:" + "4f2c9a1e" * 5
 NEW = "main@sha1:" + "9b7d03c4" * 5

@@ -544,9 +544,10 @@ def _open_pull(gitea, full: str, branch: str, title: str) -> dict:
     while True:
         try:
             return gitea.api("POST", f"/repos/{full}/pulls", {"head": branch, "base": "main", "title": title})
-        except StackError:
+        except StackError as exc:
             if time.monotonic() > deadline:
-                raise AssertionError(f"cannot open a PR; branches: {gitea.api('GET', f'/repos/{full}/branches')}")
+                branches = gitea.api("GET", f"/repos/{full}/branches")
+                raise AssertionError(f"cannot open a PR; branches: {branches}") from exc
             time.sleep(0.5)
 
 
@@ -696,7 +697,8 @@ class TestChangesTab:
                 snap = panel.last
                 assert snap.errors == () and not app.query_one("#changes-banner").shown
                 head, live, agents = snap.settings
-                assert (head.invalid != "", head.digest, live.invalid != "", live.digest) == (True, digest, True, digest)
+                assert (head.invalid != "", head.digest, live.invalid != "", live.digest) == \
+                    (True, digest, True, digest)
                 assert (agents.hash, agents.refused) == (good_hash, digest)
                 assert [str(table.get_row_at(i)[2]) for i in range(table.row_count)] == [
                     "✘ does not validate", "✘ does not validate", "✘ refused the live settings"]
@@ -706,7 +708,8 @@ class TestChangesTab:
                 await until(pilot, lambda: agents_panel.last and agents_panel.last[0].refused == digest,
                             what="the refusal in the Agents tab")
                 refused_cell = str(app.query_one("#agents-table").get_row("agent-watching")[4])
-                assert refused_cell.startswith(f"✘ {digest.split(':')[1][:12]}: ") and "claimIdleSeconds" in refused_cell
+                assert refused_cell.startswith(f"✘ {digest.split(':')[1][:12]}: ")
+                assert "claimIdleSeconds" in refused_cell
 
                 apply(good, "raibid: set queue.heartbeatSeconds 200 → 15")
                 await pilot.press("2")
@@ -749,7 +752,7 @@ class TestInTmux:
                 if "Kustomization" in screen and "main@1111aaaa" in screen:
                     break
                 time.sleep(0.5)
-            line = next((l for l in screen.splitlines() if "Kustomization" in l and "raibid-config" in l), "")
+            line = next((ln for ln in screen.splitlines() if "Kustomization" in ln and "raibid-config" in ln), "")
             assert "main@1111aaaa" in line and "Ready" in line, screen
             assert "Traceback" not in screen
             subprocess.run([tmux, "send-keys", "-t", session, "q"], check=True)

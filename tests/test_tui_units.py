@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -24,7 +24,7 @@ from raibid_tui.sources.flux import (
 )
 from raibid_tui.sources.kube import KubeConn
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 A = "main@sha1:" + "a" * 40
 B = "main@sha1:" + "b" * 40
 
@@ -77,7 +77,7 @@ class TestRows:
         row = row_from_hash("a1", {"state": "running", "job": "j1", "settings_hash": "sha256:1",
                                    "updated_at": "1795867200.5"}, expected_hash="sha256:2")
         assert (row.state, row.job, row.stale) == ("running", "j1", True)
-        assert row.last_heartbeat == datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=timezone.utc)
+        assert row.last_heartbeat == datetime(2026, 11, 28, 12, 0, 0, 500000, tzinfo=UTC)
         assert not row_from_hash("a2", {"settings_hash": "sha256:2"}, expected_hash="sha256:2").stale
         assert parse_time("2026-11-28T12:00:00Z") == NOW and parse_time("garbage") is None
 
@@ -521,7 +521,8 @@ class TestCommandLine:
         original_run = RaibidApp.run
         monkeypatch.setattr("raibid_tui.sources.build", lambda **kwargs: Sources())
         monkeypatch.setattr(RaibidApp, "on_mount", on_mount)
-        monkeypatch.setattr(RaibidApp, "run", lambda self, **kw: original_run(self, headless=True, size=(120, 30), **kw))
+        monkeypatch.setattr(RaibidApp, "run",
+                            lambda self, **kw: original_run(self, headless=True, size=(120, 30), **kw))
         monkeypatch.chdir(tmp_path)
         assert cli.main(["tui"]) == 2
         assert running == [True], "the error must come from the running app, not before it starts"

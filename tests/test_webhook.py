@@ -15,8 +15,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from fixtures_redis import wait_until
+
 from raibid_gitops import contract as c
 from raibid_gitops.errors import QueueError, WebhookRejected
 from raibid_gitops.queue import get_job, submit
@@ -39,7 +39,8 @@ class TestParse:
     def test_good(self):
         body = _body()
         d = parse_push({"X-Gitea-Signature": sign(SECRET, body), "X-Gitea-Event": "push"}, body, SECRET)
-        assert d.spec is not None and (d.spec.repo, d.spec.ref, d.spec.commit) == ("raibid/hello", "refs/heads/main", SHA)
+        assert d.spec is not None
+        assert (d.spec.repo, d.spec.ref, d.spec.commit) == ("raibid/hello", "refs/heads/main", SHA)
 
     def test_unsigned(self):
         with pytest.raises(WebhookRejected, match="unsigned") as exc:
@@ -56,7 +57,8 @@ class TestParse:
             parse_push({"X-Gitea-Signature": sign(SECRET, b"{}")}, _body(), SECRET)
 
     @pytest.mark.parametrize("body", [b"not json", b"[1,2]", _body({"ref": "refs/heads/main"}),
-                                      _body({**PUSH, "after": "zz"}), _body({**PUSH, "repository": {"full_name": "x"}})])
+                                      _body({**PUSH, "after": "zz"}),
+                                      _body({**PUSH, "repository": {"full_name": "x"}})])
     def test_malformed(self, body):
         with pytest.raises(WebhookRejected, match="malformed body") as exc:
             parse_push({"X-Gitea-Signature": sign(SECRET, body)}, body, SECRET)
@@ -234,7 +236,7 @@ class TestServer:
             first: list[tuple[int, dict]] = []
             t = threading.Thread(target=lambda: first.append(_exchange(server.address, _signed())))
             t.start()
-            wait_until(lambda: server._pending == 1, 10, what="the first delivery to wait for the worker")  # noqa: SLF001
+            wait_until(lambda: server._pending == 1, 10, what="the first delivery to wait for the worker")
             status, data = _exchange(server.address, _signed())
             assert status == 503 and "busy" in data["error"]
             release.set()

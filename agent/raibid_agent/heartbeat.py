@@ -15,11 +15,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from raibid_agent.runner import LOST, CancelSignal
 from raibid_gitops import contract as c
 from raibid_gitops.queue.scripts import scripts_for
 from raibid_gitops.queue.stats import note_primary
-
-from raibid_agent.runner import LOST, CancelSignal
 
 if TYPE_CHECKING:  # pragma: no cover
     import redis
@@ -119,7 +118,7 @@ class Heartbeat:
                     next_beat = now + hb
                 else:
                     self.poll_cancel()
-            except Exception as exc:  # Redis down: keep the job running, try again next tick
+            except Exception as exc:  # noqa: BLE001 - Redis down: keep the job running, try again next tick
                 log.warning("heartbeat failed: %s", exc)
             self._kick.wait(min(CANCEL_POLL_SECONDS, max(0.05, next_beat - time.monotonic())))
 
@@ -129,5 +128,5 @@ class Heartbeat:
         self._thread.join(5)
         try:
             self.client.delete(c.agent_key(self.agent_id))
-        except Exception:  # best effort: the TTL removes it anyway
+        except Exception:  # noqa: BLE001 - best effort: the TTL removes it anyway
             pass

@@ -65,7 +65,7 @@ class LogSink:
                 pipe.xadd(self.key, {c.LOG_TIME: t, c.LOG_SOURCE: src, c.LOG_LINE: line},
                           maxlen=self.max_len, approximate=True)
             pipe.execute()
-        except Exception as exc:  # redis errors: logs are best effort, see module doc
+        except Exception as exc:  # noqa: BLE001 - redis errors: logs are best effort, see module doc
             self.dropped += len(batch)
             log.warning("dropped %d log lines of %s: %s", len(batch), self.key, type(exc).__name__)
 

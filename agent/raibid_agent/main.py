@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from raibid_gitops import contract
 
@@ -29,11 +29,13 @@ DEFAULT_GITEA_TOKEN_FILE = "/var/run/secrets/raibid/gitea/token"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raibid-agent", description="raibid-ci agent: runs CI jobs from the Redis job stream.")
+    p = argparse.ArgumentParser(prog="raibid-agent",
+                                description="raibid-ci agent: runs CI jobs from the Redis job stream.")
     p.add_argument("--once", action="store_true", help="take one job, run it and exit (the ScaledJob mode)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--settings-dir", default=os.environ.get(DEFAULT_SETTINGS_DIR_ENV),
-                     help=f"the mounted {contract.SETTINGS_CONFIGMAP} ConfigMap directory (env {DEFAULT_SETTINGS_DIR_ENV})")
+                     help=f"the mounted {contract.SETTINGS_CONFIGMAP} ConfigMap directory "
+                          f"(env {DEFAULT_SETTINGS_DIR_ENV})")
     src.add_argument("--settings-configmap", metavar="NAME", nargs="?", const=contract.SETTINGS_CONFIGMAP,
                      help=f"watch the ConfigMap through the API (default name {contract.SETTINGS_CONFIGMAP})")
     p.add_argument("-n", "--namespace", default=os.environ.get("POD_NAMESPACE", "raibid-ci"),
@@ -79,13 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raibid_gitops.clients.redis import connect, read_password
-    from raibid_gitops.errors import AgentError
-
     from raibid_agent.metrics import Metrics
     from raibid_agent.runner import Runner
-    from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, SettingsHolder
+    from raibid_agent.settings_source import ConfigMapSource, MountedDirSource, Rejection, SettingsHolder, Snapshot
     from raibid_agent.worker import Worker
+    from raibid_gitops.clients.redis import connect, read_password
+    from raibid_gitops.errors import AgentError
 
     # Checked before anything else: an agent that cannot make a checkout would take a job
     # only to fail it (and the next, and the next); refusing to start keeps the jobs queued.
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     holder = SettingsHolder()
     metrics = Metrics()
 
-    def on_settings(snap, rej) -> None:  # type: ignore[no-untyped-def]
+    def on_settings(snap: Snapshot | None, rej: Rejection | None) -> None:
         if snap is not None:
             metrics.settings_generation.set(snap.generation)
         if rej is not None:

@@ -11,9 +11,10 @@ not wake a second agent. Any other path is the metrics page.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
-from typing import Any, Callable, Iterable
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -41,7 +42,8 @@ class Metrics:
         self.settings_generation = Gauge("raibid_agent_settings_generation",
                                          "Generation of the settings snapshot in use (1 = first loaded).", registry=r)
         self.settings_rejected = Counter("raibid_agent_settings_rejected",
-                                         "Settings versions refused as invalid (the last good one is kept).", registry=r)
+                                         "Settings versions refused as invalid (the last good one is kept).",
+                                         registry=r)
         self.dead_letters = Counter("raibid_agent_dead_letters", "Entries this agent moved to the dead-letter stream.",
                                     registry=r)
         self.claimed = Counter("raibid_agent_claimed", "Entries taken over from other agents (XAUTOCLAIM).",
@@ -57,7 +59,7 @@ class Metrics:
                 start_response("200 OK" if ok else "503 Service Unavailable",
                                [("Content-Type", "text/plain; charset=utf-8")])
                 return [b"ready\n" if ok else b"not reading the job stream yet\n"]
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            return metrics_app(environ, start_response)
 
         server = make_server(addr, port, app, server_class=_Server, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

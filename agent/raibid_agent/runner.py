@@ -23,17 +23,16 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raibid_agent.logsink import LogSink
 from raibid_gitops import contract as c
 from raibid_gitops import names
 from raibid_gitops.settings import Step
-
-from raibid_agent.logsink import LogSink
 
 log = logging.getLogger("raibid.agent.runner")
 
@@ -140,7 +139,8 @@ class Runner:
 
     # -- checkout --------------------------------------------------------------------------
 
-    def _git(self, args: Sequence[str], cwd: Path, token: str | None, deadline: float) -> subprocess.CompletedProcess[str]:
+    def _git(self, args: Sequence[str], cwd: Path, token: str | None,
+             deadline: float) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         env["GIT_TERMINAL_PROMPT"] = "0"
         if token:
@@ -291,7 +291,8 @@ class Runner:
                     commit = self.checkout(job, workdir, sink, job_deadline)
                 except CheckoutFailed as exc:
                     sink.system(f"checkout failed: {exc}")
-                    return Outcome(c.STATE_FAILED, -1, f"checkout failed: {str(exc).splitlines()[-1] if str(exc) else ''}")
+                    return Outcome(c.STATE_FAILED, -1,
+                                   f"checkout failed: {str(exc).splitlines()[-1] if str(exc) else ''}")
                 if commit and on_checkout is not None:
                     on_checkout(commit)
             else:

@@ -21,13 +21,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from raibid_gitops import contract
 from raibid_gitops.errors import AgentError, SettingsError
 from raibid_gitops.settings import Settings, load_text, text_digest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.clients.kube import Kube
 
 log = logging.getLogger("raibid.agent.settings")
 
@@ -181,7 +185,8 @@ class MountedDirSource:
 
     def load_initial(self) -> Snapshot:
         self.check()
-        return self.holder.require(str(self.file), hint="mount the raibid-settings ConfigMap as a directory (not subPath)")
+        return self.holder.require(str(self.file),
+                                   hint="mount the raibid-settings ConfigMap as a directory (not subPath)")
 
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
@@ -225,7 +230,7 @@ class ConfigMapSource:
     def what(self) -> str:
         return f"ConfigMap {self.namespace}/{self.name}"
 
-    def _kube(self):  # type: ignore[no-untyped-def]
+    def _kube(self) -> Kube:
         from raibid_gitops.clients.kube import connect
 
         # The CLI's rules, from the one place that has them: --kubeconfig, else $KUBECONFIG,
@@ -274,7 +279,7 @@ class ConfigMapSource:
         while not self._stop.is_set():
             try:
                 self._follow(since)
-            except Exception as exc:  # a watcher must never die: keep the last good settings
+            except Exception as exc:  # noqa: BLE001 - a watcher must never die: keep the last good settings
                 if self._stop.is_set():
                     break
                 log.warning("watch of %s failed: %s; listing again in %gs", self.what, exc, RETRY_SECONDS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -23,7 +23,7 @@ def kubelet_write(directory: Path, files: dict[str, str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     data_link = directory / "..data"
     old = os.readlink(data_link) if data_link.is_symlink() else None
-    stamp = datetime.now(timezone.utc).strftime("..%Y_%m_%d_%H_%M_%S.")
+    stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.")
     ts_dir = Path(tempfile.mkdtemp(prefix=stamp, dir=directory))
     os.chmod(ts_dir, 0o755)  # mkdtemp makes it 0700; kubelet's are readable by the pod's user
     for name, text in files.items():

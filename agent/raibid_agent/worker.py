@@ -21,20 +21,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
-
-from raibid_gitops import contract as c
-from raibid_gitops.clients.redis import acks, redis_errors
-from raibid_gitops.errors import RedisUnavailable
-from raibid_gitops.queue.jobs import ensure_group
-from raibid_gitops.queue.scripts import scripts_for
+from typing import TYPE_CHECKING, cast
 
 from raibid_agent.heartbeat import Heartbeat
 from raibid_agent.logsink import LogSink
 from raibid_agent.metrics import Metrics
 from raibid_agent.runner import LOST, CancelSignal, JobSpec, Outcome, Runner
-from raibid_agent.settings_source import Snapshot, SettingsHolder
+from raibid_agent.settings_source import SettingsHolder, Snapshot
+from raibid_gitops import contract as c
+from raibid_gitops.clients.redis import StreamReads, acks, redis_errors
+from raibid_gitops.errors import RedisUnavailable
+from raibid_gitops.queue.jobs import ensure_group
+from raibid_gitops.queue.scripts import scripts_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import redis
@@ -114,7 +114,8 @@ class Worker:
     def _read(self, snap: Snapshot) -> Entry | None:
         q = snap.settings.queue
         with redis_errors(self.client, f"reading {q.stream}"):
-            got = self.client.xreadgroup(q.consumer_group, self.agent_id, {q.stream: ">"}, count=1, block=BLOCK_MS)
+            got = cast(StreamReads, self.client.xreadgroup(q.consumer_group, self.agent_id, {q.stream: ">"},
+                                                           count=1, block=BLOCK_MS))
         for _stream, entries in got or []:
             for eid, fields in entries:
                 return Entry(eid, fields or {}, 1, False)
@@ -161,7 +162,8 @@ class Worker:
             return None
         if entry.deliveries > q.max_deliveries:
             self._dead_letter(snap, entry, f"delivered {entry.deliveries} times without a result "
-                              f"(queue.maxDeliveries={q.max_deliveries}); its agents died or were killed while running it")
+                              f"(queue.maxDeliveries={q.max_deliveries}); "
+                              "its agents died or were killed while running it")
             return None
         now = time.time()
         with redis_errors(self.client, f"starting job {job_id}"):
@@ -314,7 +316,7 @@ class Worker:
         q = snap.settings.queue
         try:
             self.scripts.retire(keys=[q.stream], args=[q.consumer_group, self.agent_id])
-        except Exception as exc:  # best effort: a leftover consumer with nothing pending is harmless
+        except Exception as exc:  # noqa: BLE001 - best effort: a leftover consumer with nothing pending is harmless
             log.debug("could not remove consumer %s: %s", self.agent_id, exc)
 
     def drain(self) -> None:

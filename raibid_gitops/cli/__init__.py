@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from raibid_gitops import __version__
 

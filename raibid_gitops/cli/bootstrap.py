@@ -11,7 +11,7 @@ from pathlib import Path
 PHASES = ("repo", "config", "secrets", "objects", "webhook", "sync")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     from raibid_gitops.cli.gitops_sync import _kube_flags, duration
 
     p = sub.add_parser(
@@ -40,11 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    from raibid_gitops.clients.gitea import Gitea
     from raibid_gitops.clients.git import refuse_credentials
+    from raibid_gitops.clients.gitea import Gitea
     from raibid_gitops.clients.kube import connect
     from raibid_gitops.errors import ConfigRepoError
-    from raibid_gitops.gitops.bootstrap import Bootstrap, BootstrapOptions, select_phases
+    from raibid_gitops.gitops.bootstrap import Bootstrap, BootstrapOptions, PhaseReport, select_phases
 
     token = os.environ.get("RAIBID_GITEA_TOKEN")
     if not token:
@@ -60,7 +60,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         phases=select_phases(args.from_phase, args.only),
     )
 
-    def say(rep) -> None:  # type: ignore[no-untyped-def]
+    def say(rep: PhaseReport) -> None:
         label = "plan" if args.dry_run else ("done" if rep.changed else "ok")
         if not rep.actions:
             print(f"{label:<5}{rep.name:<9}nothing to do", flush=True)

@@ -49,7 +49,8 @@ def register(cmds: argparse._SubParsersAction) -> None:
     add_output_flag(p, ("text", "json", "yaml"), default="text")
     p.set_defaults(handler=cmd_revert)
 
-    pr = cmds.add_parser("pr", help="list, show, verify, approve, merge and close pull requests of the config repository",
+    pr = cmds.add_parser("pr",
+                         help="list, show, verify, approve, merge and close pull requests of the config repository",
                          description="Pull requests on Gitea. The repository comes from -C DIR's remote origin, "
                                      "--gitea-url, or RAIBID_GITEA_URL.")
     prs = pr.add_subparsers(dest="pr_command", metavar="{list,show,verify,approve,merge,close}")
@@ -81,7 +82,8 @@ def register(cmds: argparse._SubParsersAction) -> None:
 
     sp = prs.add_parser("approve", help="approve a pull request (as the token's user)",
                         description="Approve as the token's user. Gitea refuses an approval from the pull "
-                                    "request's author: a change made with `set --pr` needs a second user to approve it.")
+                                    "request's author: a change made with `set --pr` needs a second user to "
+                                    "approve it.")
     common(sp)
     sp.add_argument("number", type=pr_number, metavar="N", help="the pull request number (7 or #7)")
     sp.add_argument("-m", "--message", default="", help="review comment")

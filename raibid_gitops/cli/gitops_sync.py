@@ -11,8 +11,12 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raibid_gitops.cli.output import add_output_flag, is_data
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.clients.kube import Kube
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -33,16 +37,18 @@ def duration(text: str) -> float:
 
 def _kube_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Kubernetes")
-    g.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
+    g.add_argument("--kubeconfig", metavar="PATH",
+                   help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
     g.add_argument("--context", help="kubeconfig context (default: the current one)")
-    g.add_argument("-n", "--namespace", default="flux-system", help="namespace of the Flux objects (default flux-system)")
+    g.add_argument("-n", "--namespace", default="flux-system",
+                   help="namespace of the Flux objects (default flux-system)")
 
 
 def _dir_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-C", "--dir", type=Path, dest="dir", help="config repository (default: the current one)")
 
 
-def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(cmds: argparse._SubParsersAction) -> None:
     p = cmds.add_parser(
         "sync", help="push, ask Flux to reconcile, and wait until this commit is applied",
         description="Fetch; verify and push unpushed commits (refusing a diverged branch; fast-forwarding a "
@@ -128,7 +134,7 @@ def register(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
         p.set_defaults(handler=cmd_suspend if verb == "suspend" else cmd_resume)
 
 
-def _kube(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _kube(args: argparse.Namespace) -> Kube:
     from raibid_gitops.clients.kube import connect
 
     return connect(args.kubeconfig, args.context)
@@ -141,8 +147,8 @@ def _root(d: Path | None) -> Path:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from raibid_gitops.clients.redis import read_password
     from raibid_gitops.cli.progress import Progress
+    from raibid_gitops.clients.redis import read_password
     from raibid_gitops.gitops.sync import SyncOptions, sync
 
     root = _root(args.dir)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: The values of -o, on every command.
 FORMATS = ("text", "wide", "json", "yaml")
@@ -55,7 +56,7 @@ def emit(data: Any, fmt: str, stream=None) -> None:
 
         y = YAML(typ="safe", pure=True)
         y.default_flow_style = False
-        y.sort_base_mapping_type_on_output = False
+        y.sort_base_mapping_type_on_output = False  # type: ignore[assignment]  # ruamel declares it as None
         y.dump(data, stream)
 
 
@@ -64,7 +65,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], stream=None) ->
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for r in cells:
-        stream.write("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
+        stream.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() + "\n")
 
 
 def progress(message: str) -> None:

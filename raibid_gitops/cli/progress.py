@@ -15,7 +15,8 @@ class Progress:
     the state changes, so logs stay short.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
+                 clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.clock = clock

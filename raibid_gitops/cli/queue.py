@@ -12,7 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from raibid_gitops.queue.jobs import Job
 
 
 def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
@@ -86,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = cmds.add_parser("serve-webhooks", help="accept Gitea push webhooks and queue a job per push",
                         description="Accept Gitea push webhooks (HMAC-SHA256 checked) and queue a job per push. "
                                     "Listens on 127.0.0.1 unless told otherwise: to let Gitea in the cluster reach it, "
-                                    "--listen 0.0.0.0:8080 behind a Service and a NetworkPolicy that admits only Gitea.")
+                                    "--listen 0.0.0.0:8080 behind a Service and a NetworkPolicy that admits only "
+                                    "Gitea.")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                    help="address to listen on (default 127.0.0.1:8080; port 0 picks a free one)")
     p.add_argument("--secret-file", default=None,
@@ -145,7 +150,7 @@ def _emit(args: argparse.Namespace, data: Any, headers: list[str], rows: list[li
         table(headers, rows)
 
 
-def _job_rows(jobs, wide: bool = False) -> list[list[Any]]:  # type: ignore[no-untyped-def]
+def _job_rows(jobs: Iterable[Job], wide: bool = False) -> list[list[Any]]:
     from raibid_gitops.times import iso_seconds
 
     # A REASON can be long (a git error); the table keeps its first line, -o wide all of it.
@@ -243,7 +248,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     settings = _settings(args)
     s = stats(_client(args, settings), settings)
     age = "" if s.oldest_pending_age_seconds is None else f"{s.oldest_pending_age_seconds:.1f}s"
-    _emit(args, s.to_dict(), ["STREAM", "GROUP", "LENGTH", "LAG", "PENDING", "CONSUMERS", "OLDEST PENDING", "DEAD", "AGENTS"],
+    _emit(args, s.to_dict(),
+          ["STREAM", "GROUP", "LENGTH", "LAG", "PENDING", "CONSUMERS", "OLDEST PENDING", "DEAD", "AGENTS"],
           [[s.stream, s.group if s.group_exists else f"{s.group} (missing)", s.length,
             "" if s.lag is None else s.lag, s.pending, s.consumers, age, s.dead_letters, s.agents]])
     from raibid_gitops.cli.output import is_data, table

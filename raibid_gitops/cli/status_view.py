@@ -63,7 +63,7 @@ def render_table(rs: list[Row], *, all_namespaces: bool, color: bool, head_sha: 
         table(headers, body, buf)
         lines = buf.getvalue().splitlines()
         stream.write(lines[0] + "\n")
-        for r, line in zip(rs, lines[1:]):
+        for r, line in zip(rs, lines[1:], strict=False):
             if r.failing_new_commit or r.head == "FAILED":
                 line = f"\033[31m{line}\033[0m"
             elif r.ready == "False" or r.suspended:

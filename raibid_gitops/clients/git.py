@@ -110,8 +110,9 @@ def _run(args: list[str], cwd: Path | None = None, timeout: float | None = None,
     C), which is what the parsing of push results and errors reads."""
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_env()}
     try:
+        # Bytes in and out (no text=): stdout is decoded below, keeping undecodable bytes.
         proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False,
-                              **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
+                              input=input, stdin=subprocess.DEVNULL if input is None else None)
     except FileNotFoundError:
         raise GitError("git is not installed (no `git` on PATH)", hint="install git") from None
     except subprocess.TimeoutExpired:
@@ -156,7 +157,7 @@ class Repo:
     # -- creation ----------------------------------------------------------------------------
 
     @classmethod
-    def init(cls, path: Path, branch: str = "main") -> "Repo":
+    def init(cls, path: Path, branch: str = "main") -> Repo:
         Path(path).mkdir(parents=True, exist_ok=True)
         args = ["init", "--quiet", f"--initial-branch={branch}", str(path)]
         res = _run(args)
@@ -165,7 +166,7 @@ class Repo:
         return cls(path)
 
     @classmethod
-    def clone(cls, url: str, path: Path, auth: Auth | None = None, branch: str | None = None) -> "Repo":
+    def clone(cls, url: str, path: Path, auth: Auth | None = None, branch: str | None = None) -> Repo:
         args = [*(auth.config_args() if auth else []), "clone", "--quiet"]
         if branch:
             args += ["--branch", branch]
@@ -263,7 +264,8 @@ class Repo:
         if status != 0 and not rejected and _UNREACHABLE.search(text):
             # Not a refusal: the remote was never asked. Callers must not read it as "moved".
             detail = _UNREACHABLE.search(text).group(0)  # type: ignore[union-attr]
-            raise GitError(f"push of {refspec} to {remote} failed: cannot reach the remote ({detail.strip().rstrip(chr(39))})",
+            raise GitError(f"push of {refspec} to {remote} failed: cannot reach the remote "
+                           f"({detail.strip().rstrip(chr(39))})",
                            hint="check that Gitea is running and the remote URL (`git remote -v`)")
         http = _HTTP_STATUS.search(text)
         code = int(http.group(1) or http.group(2)) if http else None

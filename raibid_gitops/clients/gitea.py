@@ -202,7 +202,8 @@ class Gitea:
             except requests.exceptions.Timeout:
                 last_error = f"Gitea {method} {path} did not answer within {self.timeout[1]:g}s"
                 if method not in _IDEMPOTENT:
-                    raise GiteaError(last_error + " (not retried: it may have been applied; check before retrying)") from None
+                    raise GiteaError(last_error + " (not retried: it may have been applied; "
+                                                  "check before retrying)") from None
             except requests.exceptions.RequestException as exc:
                 raise GiteaError(f"Gitea {method} {path} failed: {cut(_exc_reason(exc), 160)}") from exc
             else:
@@ -261,9 +262,11 @@ class Gitea:
     def get_repo(self, repo: RepoRef | str) -> dict[str, Any]:
         return self.request("GET", self._repo(repo))
 
-    def create_org_repo(self, org: str, name: str, *, private: bool = True, default_branch: str = "main") -> dict[str, Any]:
+    def create_org_repo(self, org: str, name: str, *, private: bool = True,
+                        default_branch: str = "main") -> dict[str, Any]:
         return self.request("POST", f"/orgs/{quote(org, safe='')}/repos",
-                            json={"name": name, "private": private, "auto_init": False, "default_branch": default_branch})
+                            json={"name": name, "private": private, "auto_init": False,
+                                  "default_branch": default_branch})
 
     def delete_repo(self, repo: RepoRef | str) -> None:
         self.request("DELETE", self._repo(repo), expect=(204, 404))
@@ -433,7 +436,8 @@ class Gitea:
     def hooks(self, repo: RepoRef | str) -> list[dict[str, Any]]:
         return list(self.request("GET", f"{self._repo(repo)}/hooks") or [])
 
-    def create_hook(self, repo: RepoRef | str, *, url: str, secret: str, events: Iterable[str] = ("push",)) -> dict[str, Any]:
+    def create_hook(self, repo: RepoRef | str, *, url: str, secret: str,
+                    events: Iterable[str] = ("push",)) -> dict[str, Any]:
         """A Gitea-type repository webhook posting JSON to ``url``, signed with ``secret``."""
         return self.request("POST", f"{self._repo(repo)}/hooks", json={
             "type": "gitea", "active": True, "events": list(events),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -285,7 +285,7 @@ class Kube:
 
     def get(self, ref: ObjectRef) -> dict[str, Any]:
         res = self.resource(ref.api_version, ref.kind)
-        return self.request("GET", res.path(ref.namespace, ref.name), what=str(ref), verb="get")  # type: ignore[no-any-return]
+        return self.request("GET", res.path(ref.namespace, ref.name), what=str(ref), verb="get")
 
     def get_or_none(self, ref: ObjectRef) -> dict[str, Any] | None:
         try:
@@ -298,7 +298,7 @@ class Kube:
         res = self.resource(api_version, kind)
         where = f" in namespace {namespace}" if namespace else ""
         query = [(k, v) for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v]
-        return self.request("GET", res.path(namespace), what=f"{res.plural}{where}", verb="list", query=query)  # type: ignore[no-any-return]
+        return self.request("GET", res.path(namespace), what=f"{res.plural}{where}", verb="list", query=query)
 
     def patch(self, ref: ObjectRef, patch: Mapping[str, Any], *, verb: str = "patch") -> dict[str, Any]:
         """JSON merge patch, retried on 409 Conflict."""
@@ -306,7 +306,7 @@ class Kube:
         last: KubeConflict | None = None
         for attempt in range(PATCH_RETRIES):
             try:
-                return self.request(  # type: ignore[no-any-return]
+                return self.request(
                     "PATCH", res.path(ref.namespace, ref.name), what=str(ref), verb=verb, body=dict(patch),
                     content_type="application/merge-patch+json", query=[("fieldManager", FIELD_MANAGER)],
                 )
@@ -322,7 +322,8 @@ class Kube:
     def annotate(self, ref: ObjectRef, annotations: Mapping[str, str | None]) -> dict[str, Any]:
         return self.patch(ref, {"metadata": {"annotations": dict(annotations)}}, verb="annotate")
 
-    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER, force: bool = False) -> dict[str, Any]:
+    def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER,
+              force: bool = False) -> dict[str, Any]:
         """Server-side apply of ``obj``; an apply that changes nothing leaves the object (and its
         resourceVersion) as it was."""
         ref = ObjectRef.of(obj)
@@ -330,7 +331,7 @@ class Kube:
         query: list[tuple[str, Any]] = [("fieldManager", field_manager)]
         if force:
             query.append(("force", "true"))
-        return self.request(  # type: ignore[no-any-return]
+        return self.request(
             "PATCH", res.path(ref.namespace if res.namespaced else None, ref.name), what=str(ref),
             verb="apply", body=dict(obj), content_type="application/apply-patch+yaml", query=query,
         )
@@ -339,7 +340,7 @@ class Kube:
         """Create ``obj``; KubeConflict (409) when it exists already."""
         ref = ObjectRef.of(obj)
         res = self.resource(ref.api_version, ref.kind)
-        return self.request("POST", res.path(ref.namespace if res.namespaced else None), what=str(ref),  # type: ignore[no-any-return]
+        return self.request("POST", res.path(ref.namespace if res.namespaced else None), what=str(ref),
                             verb="create", body=dict(obj))
 
     def apply_dry_run(self, obj: Mapping[str, Any], *, field_manager: str, force: bool = True) -> dict[str, Any]:
@@ -350,7 +351,7 @@ class Kube:
         query: list[tuple[str, Any]] = [("dryRun", "All"), ("fieldManager", field_manager)]
         if force:
             query.append(("force", "true"))
-        return self.request(  # type: ignore[no-any-return]
+        return self.request(
             "PATCH", res.path(ref.namespace if res.namespaced else None, ref.name), what=str(ref),
             verb="dry-run apply", body=dict(obj), content_type="application/apply-patch+yaml",
             query=query,
@@ -449,7 +450,7 @@ class Kube:
                 objects[str(ev.obj["metadata"].get("uid", ""))] = ev.obj
             yield dict(objects)
 
-    def _watch_once(self, res: Resource, namespace: str | None, query: list[tuple[str, Any]], rv: str, *,
+    def _watch_once(self, res: Resource, namespace: str | None, query: Sequence[tuple[str, Any]], rv: str, *,
                     what: str, timeout: float, cancel: Cancel | None = None) -> Iterator[dict[str, Any]]:
         """One watch request: events until the server closes it after ``timeout`` seconds."""
         params: list[tuple[str, Any]] = [

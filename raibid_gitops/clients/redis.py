@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from raibid_gitops.errors import RedisUnavailable, shown
 
@@ -22,6 +23,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from raibid_gitops.settings import Settings
 
 T = TypeVar("T")
+
+# Replies as our clients get them. Every client is made by connect() with decode_responses=True,
+# so ids, keys and values are str; redis-py's own types also allow bytes (and RESP3 shapes), so
+# callers cast a reply to one of these where they read it.
+#: XRANGE, XREVRANGE: (entry id, fields), oldest (or newest) first.
+Entries = list[tuple[str, dict[str, str]]]
+#: XREAD, XREADGROUP of new entries (``>``): (stream, entries) per stream, or None when BLOCK ran out.
+StreamReads = list[tuple[str, Entries]] | None
 
 #: Environment variable holding Redis's password (the agent's pod gets it from the Secret).
 PASSWORD_ENV = "RAIBID_REDIS_PASSWORD"
@@ -134,11 +143,11 @@ def connect(url: str | None = None, *, settings: Settings | None = None, passwor
             "password": password, "socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": CONNECT_TIMEOUT,
             "decode_responses": True}, db=sentinel.db, **options)
         client = manager.master_for(sentinel.master, redis_class=redis.Redis)
-        client.raibid_sentinel = (manager, sentinel.master)  # type: ignore[attr-defined]
+        client.raibid_sentinel = (manager, sentinel.master)
     else:
         client = redis.Redis.from_url(url, **options)
     # Remember where it points, for error messages without the password.
-    client.raibid_address = describe(url)  # type: ignore[attr-defined]
+    client.raibid_address = describe(url)
     return client
 
 

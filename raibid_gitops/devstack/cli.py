@@ -23,7 +23,6 @@ from raibid_gitops.devstack.keda import start_keda
 from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
 from raibid_gitops.errors import RaibidError
 
-
 #: The Redis Service of a repository generated with default settings, and its port.
 DEFAULT_REDIS_HOST = "raibid-redis.raibid-ci.svc.cluster.local"
 REDIS_PORT = 6379
@@ -64,7 +63,8 @@ def up(workdir: Path) -> int:
         print(f"kube-apiserver  {kube.server}   (kubeconfig {kube.kubeconfig})")
         print(f"flux storage    {flux.storage_url}   receivers {flux.receiver_url}")
         print(f"keda-operator   metrics {keda.metrics_url}   cluster DNS {keda.hosts.path}")
-        print(f"gitea           {gitea.url}   (user {gitea.admin_user}, password {gitea.admin_password}, org {gitea.org})")
+        print(f"gitea           {gitea.url}   "
+              f"(user {gitea.admin_user}, password {gitea.admin_password}, org {gitea.org})")
         print(f"redis           {redis.url}   (password {redis.password}; "
               f"{DEFAULT_REDIS_HOST}:{REDIS_PORT} for KEDA: create Secret raibid-redis in raibid-ci)")
         print()

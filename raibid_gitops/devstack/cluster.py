@@ -20,6 +20,7 @@ import json
 import re
 import ssl
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from raibid_gitops import contract
@@ -29,7 +30,7 @@ from raibid_gitops.devstack.processes import (
     KubeStack,
     Process,
     StackNotBuilt,
-    _http_get,
+    _http_ok,
     binary,
     free_port,
     wait_until,
@@ -58,7 +59,7 @@ class NodeShape:
 DGX_SPARK = NodeShape()
 
 
-def _kube_component(name: str, kube: KubeStack, logs: Path, extra: list[str]) -> tuple[Process, str]:
+def _kube_component(name: str, kube: KubeStack, logs: Path, extra: list[str | Path]) -> tuple[Process, str]:
     """Start kube-controller-manager or kube-scheduler; returns the process and its /healthz URL.
 
     Each serves HTTPS on its own free port (a self-signed cert in its cert dir); /healthz is
@@ -106,7 +107,7 @@ def start_control_plane(kube: KubeStack, *, timeout: float = DEFAULT_TIMEOUT) ->
     insecure.check_hostname = False
     insecure.verify_mode = ssl.CERT_NONE  # their self-signed serving certs; loopback only
     for proc, url in ((cm, cm_health), (sched, sched_health)):
-        wait_until(f"{proc.name} /healthz", lambda url=url: _http_get(url, context=insecure)[0] == 200,
+        wait_until(f"{proc.name} /healthz", partial(_http_ok, url, context=insecure),
                    watch=started, timeout=timeout)
     return started
 

@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from raibid_gitops.devstack import versions
@@ -210,6 +211,11 @@ def _http_get(url: str, *, headers: dict[str, str] | None = None, context: ssl.S
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def _http_ok(url: str, *, context: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` answers 200: a readiness check for :func:`wait_until`."""
+    return _http_get(url, context=context)[0] == 200
 
 
 def _run(argv: Sequence[str | os.PathLike[str]], *, what: str, env: dict[str, str] | None = None,
@@ -470,11 +476,10 @@ def start_flux(kube: KubeStack, workdir: Path, *, timeout: float = DEFAULT_TIMEO
             started.append(proc)
             health.append((proc, health_addr))
             if name == "notification-controller":
-                wait_until(f"{name} /readyz", lambda addr=health_addr: _http_get(f"http://{addr}/readyz")[0] == 200,
+                wait_until(f"{name} /readyz", partial(_http_ok, f"http://{health_addr}/readyz"),
                            watch=started, timeout=timeout)
         for proc, addr in health[1:]:
-            wait_until(f"{proc.name} /readyz",
-                       lambda addr=addr: _http_get(f"http://{addr}/readyz")[0] == 200,
+            wait_until(f"{proc.name} /readyz", partial(_http_ok, f"http://{addr}/readyz"),
                        watch=started, timeout=timeout)
         return FluxControllers(storage_url=f"http://{storage}", receiver_url=f"http://{receiver}",
                                events_url=events, workdir=workdir, processes=tuple(started))
@@ -648,7 +653,7 @@ def start_gitea(workdir: Path, *, timeout: float = DEFAULT_TIMEOUT, org: str = "
     ini.write_text(_gitea_ini(workdir, port))
     # Gitea runs git, which reads $HOME/.gitconfig; keep the user's out of the way.
     env = {**os.environ, "GITEA_WORK_DIR": str(workdir), "HOME": str(workdir / "home")}
-    cli = [gitea_bin, "--config", ini, "--work-path", workdir]
+    cli: list[str | Path] = [gitea_bin, "--config", ini, "--work-path", workdir]
     user, password = "raibid-admin", secrets.token_urlsafe(16)
 
     _run([*cli, "migrate"], what="gitea migrate", env=env)

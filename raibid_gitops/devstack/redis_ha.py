@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from raibid_gitops.devstack.redis_server import free_port
 from raibid_gitops.errors import RedisUnavailable
@@ -62,8 +63,9 @@ class HaServer:
         log = open(self.workdir / "server.log", "ab")
         try:
             # The script execs redis-server: its pid is the server's, so a SIGKILL is a crash.
-            self.proc = subprocess.Popen(["sh", str(scripts_dir() / self.script)], env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(["sh", str(scripts_dir() / self.script)], env=self.env,
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         finally:
             log.close()
 
@@ -122,7 +124,9 @@ class SentinelSet:
             c = redis.Redis(host=s.host, port=s.port, password=self.password, socket_timeout=2,
                             decode_responses=True)
             try:
-                host, port = c.sentinel_get_master_addr_by_name(self.master_name) or (None, None)
+                # A client of one Sentinel gets the reply; redis-py types the Sentinel manager's bool.
+                addr = cast("tuple[str, int] | None", c.sentinel_get_master_addr_by_name(self.master_name))
+                host, port = addr or (None, None)
                 if host:
                     seen[f"{host}:{port}"] = seen.get(f"{host}:{port}", 0) + 1
             except redis.RedisError:
@@ -174,7 +178,7 @@ class SentinelSet:
                     c = redis.Redis(host=s.host, port=s.port, password=self.password, socket_timeout=2,
                                     decode_responses=True)
                     try:
-                        m = c.sentinel_master(self.master_name)
+                        m = cast("dict[str, Any]", c.sentinel_master(self.master_name))  # the reply: see primary()
                         views.add(f"{m['ip']}:{m['port']}")
                         peers.append(int(m.get("num-other-sentinels", 0)))
                     finally:

@@ -116,7 +116,8 @@ class RedisServer:
                 except redis.RedisError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RedisUnavailable(f"redis-server on port {self.port} did not answer within {START_TIMEOUT:.0f}s",
+                    raise RedisUnavailable(f"redis-server on port {self.port} did not answer within "
+                                           f"{START_TIMEOUT:.0f}s",
                                            hint=f"see {self.workdir / 'redis.log'}")
                 time.sleep(0.05)
         finally:

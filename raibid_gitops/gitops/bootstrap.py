@@ -27,6 +27,7 @@ import base64
 import secrets as secrets_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -278,7 +279,7 @@ class Bootstrap:
             raise ConfigRepoError(f"{path} not found", hint="run the config phase first")
         for obj in build_objects(path):
             ref = ObjectRef.of(obj)
-            self._do(rep, f"apply {ref}", lambda obj=obj: self.kube.apply(obj, field_manager=FIELD_MANAGER))
+            self._do(rep, f"apply {ref}", partial(self.kube.apply, obj, field_manager=FIELD_MANAGER))
 
     # -- webhook ---------------------------------------------------------------------------------
 

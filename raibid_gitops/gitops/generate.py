@@ -16,7 +16,7 @@ from typing import Any
 
 from raibid_gitops import settings as settings_mod
 from raibid_gitops.errors import ConfigRepoError, VerifyFailed
-from raibid_gitops.gitops import generated, layout, settingsdoc, setters
+from raibid_gitops.gitops import generated, layout, setters, settingsdoc
 from raibid_gitops.settings import Settings
 
 CONFIG_README = """# raibid-ci config repository
@@ -98,7 +98,8 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
         # rename() would replace the link itself (or fail on a dangling one); either way not
         # what was asked. Resolving it silently would write somewhere the user did not name.
         pointee = os.readlink(target)
-        raise ConfigRepoError(f"{target} is a symbolic link (to {pointee})" + ("" if target.exists() else ", which is dangling"),
+        raise ConfigRepoError(f"{target} is a symbolic link (to {pointee})"
+                              + ("" if target.exists() else ", which is dangling"),
                               hint="give the directory it should point at, or remove the link")
     if target.exists() and not target.is_dir():
         raise ConfigRepoError(f"{target} exists and is not a directory")
@@ -107,7 +108,8 @@ def init(target: Path, *, assignments: list[str] | None = None, remote: str | No
     except OSError as exc:
         raise ConfigRepoError(f"cannot read {target}: {exc.strerror or exc}") from exc
     if non_empty and not force:
-        raise ConfigRepoError(f"{target} is not empty", hint="choose an empty or new directory, or pass --force to replace it")
+        raise ConfigRepoError(f"{target} is not empty",
+                              hint="choose an empty or new directory, or pass --force to replace it")
     parent = target.parent
     if not parent.is_dir():
         raise ConfigRepoError(f"{parent} does not exist", hint="create the parent directory first")

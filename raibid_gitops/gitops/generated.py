@@ -76,7 +76,8 @@ def topology_component(settings: Settings) -> str:
                 f"      apiVersion: apps/v1\n      kind: StatefulSet\n      metadata:\n        name: {name}\n"
                 f"      spec:\n        template:\n          spec:\n            containers:\n"
                 f"              - name: {container}\n                env:\n"
-                f"                  - name: RAIBID_MASTER_NAME\n                    value: {_q(q.sentinel.master_name)}\n")
+                "                  - name: RAIBID_MASTER_NAME\n"
+                f"                    value: {_q(q.sentinel.master_name)}\n")
     else:
         patches.append(_patch(
             "ScaledJob", "raibid-agent", "KEDA reaches Redis itself (queue.mode: single).",

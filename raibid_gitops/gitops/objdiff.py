@@ -111,7 +111,7 @@ def _walk(old: Any, new: Any, path: str) -> Iterator[FieldChange]:
                 yield from _walk(old_named.get(name, MISSING), new_named.get(name, MISSING), f"{path}[name={name}]")
             return
         if len(old) == len(new):
-            for i, (a, b) in enumerate(zip(old, new)):
+            for i, (a, b) in enumerate(zip(old, new, strict=True)):
                 yield from _walk(a, b, f"{path}[{i}]")
             return
     if isinstance(old, str) and isinstance(new, str) and ("\n" in old or "\n" in new):

@@ -176,7 +176,8 @@ class Sources:
         for patch in self.patches:  # in kustomize's order: a later patch wins
             if not self._targets(patch, obj, source_name):
                 continue
-            line = self._in_json6902(patch.node, obj, path) if patch.json6902 else _line_of(patch.node, obj, path, full=True)
+            line = (self._in_json6902(patch.node, obj, path) if patch.json6902
+                    else _line_of(patch.node, obj, path, full=True))
             if line is not None:
                 found = self._origin(patch.file, line)
         if found is not None:
@@ -243,10 +244,12 @@ def _line_of(node: Any, rendered: Any, path: Path_, *, full: bool) -> int | None
             index = _index_in(node, rendered, step)
             if index is None:
                 return None if full else line
-            try:
-                line = int(node.lc.item(index)[0])
-            except (AttributeError, KeyError, TypeError, IndexError):
-                pass
+            lc = getattr(node, "lc", None)  # ruamel's CommentedSeq has line numbers, a plain list none
+            if lc is not None:
+                try:
+                    line = int(lc.item(index)[0])
+                except (AttributeError, KeyError, TypeError, IndexError):
+                    pass
             rendered = rendered[step] if isinstance(rendered, list) and step < len(rendered) else None
             node = node[index]
         else:

@@ -91,7 +91,7 @@ def _start(repo: Path | None, assignments: list[str]) -> None:
     # miss): ruamel's pure-Python parser would cost this head start most of its lead.
     import yaml
 
-    from raibid_gitops.gitops import kustomize, rendercache, settingsdoc, setters
+    from raibid_gitops.gitops import kustomize, rendercache, setters, settingsdoc
 
     root = layout.find_repo_root(repo)
     if "agents.gpus" in {a.partition("=")[0] for a in assignments}:
@@ -133,8 +133,8 @@ def _start(repo: Path | None, assignments: list[str]) -> None:
             rel = d.relative_to(real_root)
             shutil.copytree(d, tmp / rel, symlinks=True, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns(".git"))
-        for rel, content in new_files.items():
-            target = tmp / rel
+        for rel_file, content in new_files.items():
+            target = tmp / rel_file
             if target.parent.exists():  # a marked file outside the overlay's directories: not read
                 target.write_text(content, encoding="utf-8")
         rendercache.offer(tmp / layout.OVERLAY_DIR, cmd, tmp, git)

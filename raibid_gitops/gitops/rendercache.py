@@ -438,11 +438,12 @@ def start(paths: Sequence[Path], *, objects: bool = True, root: Path | None = No
         cmd_error = None
     except KustomizeError as exc:
         cmd, cmd_error = None, exc
-    out = Builds([], store, objects, root)
+    builds: list[Build] = []
+    running: list[tuple[Build, Any, _Offered | None]] = []
     graphs = _Graphs(store)
     for path in paths:
         build = Build(path)
-        out.builds.append(build)
+        builds.append(build)
         if cmd is None:
             build.error = cmd_error
             continue
@@ -453,15 +454,15 @@ def start(paths: Sequence[Path], *, objects: bool = True, root: Path | None = No
                 if entry is not None:
                     build.text, build.cached = entry["text"], True
                     if entry.get("objects") is not None:
-                        build._objects = entry["objects"]
+                        build._objects = entry["objects"]  # noqa: SLF001 - this module's Build: parsed before
                     continue
                 offered = _OFFERED.pop(build.key, None)
                 if offered is not None:
-                    out._running.append((build, offered.handle, offered))
+                    running.append((build, offered.handle, offered))
                     continue
-        out._running.append((build, kustomize.start(path, cmd, root=root), None))
+        running.append((build, kustomize.start(path, cmd, root=root), None))
     graphs.save()
-    return out
+    return Builds(builds, store, objects, root, running)
 
 
 def build_all(paths: Sequence[Path], *, objects: bool = True, root: Path | None = None) -> list[Build]:
@@ -587,10 +588,10 @@ def _code_identity() -> str:
         spec = importlib.util.find_spec(lib)
         origin = spec.origin if spec is not None else None
         try:
-            st = os.stat(origin) if origin else None
+            lib_st = os.stat(origin) if origin else None
         except OSError:
-            st = None
-        parts.append(f"{lib}\0{origin}\0{st.st_size if st else '-'}\0{st.st_mtime_ns if st else '-'}")
+            lib_st = None
+        parts.append(f"{lib}\0{origin}\0{lib_st.st_size if lib_st else '-'}\0{lib_st.st_mtime_ns if lib_st else '-'}")
     parts.append(schema_identity())
     return "\n".join(parts)
 
@@ -634,7 +635,7 @@ def load_report(root: Path, key: str) -> dict[str, Any] | None:
     entry = _read_json(git / CACHE_DIR / "reports" / f"{key}.json")
     if entry is None or entry.get("format") != FORMAT or not isinstance(entry.get("report"), dict):
         return None
-    return entry["report"]  # type: ignore[no-any-return]
+    return entry["report"]
 
 
 def store_report(root: Path, key: str, report: dict[str, Any]) -> None:

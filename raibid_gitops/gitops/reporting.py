@@ -8,9 +8,10 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
-    #: True when the reader watches live (a terminal): flows then refresh about once a second
-    #: even while nothing changes, so an elapsed counter stays current.
-    live: bool
+    @property
+    def live(self) -> bool:
+        """True when the reader watches live (a terminal): flows then refresh about once a second
+        even while nothing changes, so an elapsed counter stays current. Read only."""
 
     def update(self, stage: str, text: str) -> None:
         """The current state of ``stage`` (may be replaced by the next update)."""

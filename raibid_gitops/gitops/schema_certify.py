@@ -15,7 +15,9 @@ mutations of them.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 #: Keywords that never make an instance invalid here: annotations (``format`` too: nothing
 #: asserts formats), and ``$defs``, which only holds what ``$ref`` points at.
@@ -94,12 +96,12 @@ class _Certifier:
             return False
         if not isinstance(schema, dict):
             raise Unsure
-        checks = []
+        checks: list[Callable[[], bool]] = []
         for key, value in schema.items():
             if key in _ANNOTATIONS or key.startswith("x-"):
                 continue
             handler = _KEYWORDS.get(key, _kw_unknown)
-            checks.append(lambda h=handler, v=value: h(self, instance, v, schema))
+            checks.append(partial(handler, self, instance, value, schema))
         return _all(checks)
 
 
@@ -118,7 +120,7 @@ def _kw_properties(c: _Certifier, instance: Any, value: Any, schema: dict[str, A
         return True
     if not isinstance(value, dict):
         raise Unsure
-    return _all([lambda k=k: c.check(instance[k], value[k]) for k in value if k in instance])
+    return _all([partial(c.check, instance[k], value[k]) for k in value if k in instance])
 
 
 def _kw_additional(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) -> bool:
@@ -130,7 +132,7 @@ def _kw_additional(c: _Certifier, instance: Any, value: Any, schema: dict[str, A
     extra = [k for k in instance if k not in known]
     if value is False:
         return not extra
-    return _all([lambda k=k: c.check(instance[k], value) for k in extra])
+    return _all([partial(c.check, instance[k], value) for k in extra])
 
 
 def _kw_required(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) -> bool:
@@ -146,7 +148,7 @@ def _kw_items(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) 
         return True
     if not isinstance(value, (dict, bool)):
         raise Unsure
-    return _all([lambda item=item: c.check(item, value) for item in instance])
+    return _all([partial(c.check, item, value) for item in instance])
 
 
 def _kw_ref(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) -> bool:
@@ -158,13 +160,13 @@ def _kw_ref(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) ->
 def _kw_all_of(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) -> bool:
     if not isinstance(value, list):
         raise Unsure
-    return _all([lambda s=s: c.check(instance, s) for s in value])
+    return _all([partial(c.check, instance, s) for s in value])
 
 
 def _kw_any_of(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) -> bool:
     if not isinstance(value, list):
         raise Unsure
-    verdicts = [_tri(lambda s=s: c.check(instance, s)) for s in value]
+    verdicts = [_tri(partial(c.check, instance, s)) for s in value]
     if True in verdicts:
         return True
     if all(v is False for v in verdicts):
@@ -175,7 +177,7 @@ def _kw_any_of(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any])
 def _kw_one_of(c: _Certifier, instance: Any, value: Any, schema: dict[str, Any]) -> bool:
     if not isinstance(value, list):
         raise Unsure
-    verdicts = [_tri(lambda s=s: c.check(instance, s)) for s in value]
+    verdicts = [_tri(partial(c.check, instance, s)) for s in value]
     if None in verdicts:
         raise Unsure
     return verdicts.count(True) == 1

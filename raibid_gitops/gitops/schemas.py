@@ -5,9 +5,10 @@ scripts/gen_schemas.py from pinned upstream sources."""
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from raibid_gitops.problems import Problem
 
@@ -19,12 +20,12 @@ def _index() -> dict[str, str]:
     return json.loads((SCHEMA_DIR / "index.json").read_text())["kinds"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(filename: str) -> dict[str, Any]:
-    return json.loads((SCHEMA_DIR / filename).read_text())  # type: ignore[no-any-return]
+    return json.loads((SCHEMA_DIR / filename).read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(filename: str):
     from jsonschema import Draft202012Validator
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from raibid_gitops.settings import Settings
@@ -126,14 +127,14 @@ def _field_paths_fast(text: str) -> dict[int, str] | None:
             patch_path = data.get("path") if "op" in data and "path" in data else None
             if patch_path is not None and not isinstance(patch_path, str):
                 raise _Unsure
-            for (key_node, value_node), k in zip(node.value, data):
+            for (key_node, value_node), k in zip(node.value, data, strict=True):
                 line = key_node.start_mark.line + 1
                 sub = f"{path}.{k}" if path else k
                 if line not in out:
                     out[line] = patch_path if patch_path and k == "value" else sub
                 walk(value_node, data[k], sub, depth + 1)
         elif isinstance(data, list):
-            for i, (item_node, item) in enumerate(zip(node.value, data)):
+            for i, (item_node, item) in enumerate(zip(node.value, data, strict=True)):
                 walk(item_node, item, f"{path}[{i}]", depth + 1)
 
     try:
@@ -153,8 +154,9 @@ def _field_paths(text: str) -> dict[int, str]:
 
 def _field_paths_rt(text: str) -> dict[int, str]:
     """:func:`_field_paths` by a round-trip load (the reference for the fast walk)."""
-    from raibid_gitops.yamlio import load_all_rt
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    from raibid_gitops.yamlio import load_all_rt
 
     out: dict[int, str] = {}
 

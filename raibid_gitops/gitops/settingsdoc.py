@@ -17,8 +17,8 @@ refused, naming them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raibid_gitops import yamlio
@@ -64,7 +64,7 @@ def _ruamel_events(text: str) -> Iterable[Any]:
         return fast
     from ruamel.yaml import YAML
 
-    return YAML(typ="rt").parse(text)  # type: ignore[no-any-return]
+    return YAML(typ="rt").parse(text)
 
 
 def _scan(text: str, parse: Callable[[str], Iterable[Any]] | None = None) -> tuple[dict[str, _Span], bool]:
@@ -134,7 +134,7 @@ def update_text(text: str, changes: dict[str, Any], file: str = "settings.yaml",
     anything else (through an anchor) is refused with the settings it would drag along."""
     try:
         spans, uses_anchors = _scan(text, parse)
-    except Exception:  # noqa: BLE001 - malformed text: load_rt below reports it with its line
+    except Exception:  # malformed text: load_rt below reports it with its line
         yamlio.load_rt(text, file)
         raise
     out = text

@@ -27,9 +27,8 @@ CONTEXT = "raibid/verify"
 
 def resolve_target(root: Path | None = None, *, url: str | None = None, remote: str = "origin") -> RepoRef:
     """The Gitea repository of the config repository at ``root`` (or the one ``url`` names)."""
-    from raibid_gitops.clients.gitea import RepoRef, parse_repo_url
-
     from raibid_gitops.clients.git import refuse_credentials
+    from raibid_gitops.clients.gitea import RepoRef, parse_repo_url
 
     env_url = os.environ.get("RAIBID_GITEA_URL", "").strip().rstrip("/")
     if url:

@@ -230,7 +230,8 @@ def verify(root: Path, *, render: bool = True, builds: rendercache.Builds | None
     except SettingsError as exc:
         if builds is not None:
             builds.cancel()
-        report.problems.extend(exc.problems or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
+        report.problems.extend(exc.problems
+                               or [Problem(file=layout.SETTINGS_PATH, field="(file)", message=exc.message)])
         return report
     report.settings = settings
     report.settings_hash = settings.hash()

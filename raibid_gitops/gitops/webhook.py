@@ -70,8 +70,9 @@ def ensure_hook(client: Gitea, repo: RepoRef | str, *, receiver_url: str, path: 
                 dry_run: bool = False) -> HookResult:
     """Make ``repo`` have exactly one hook for this receiver, posting to ``receiver_url + path``."""
     url = receiver_url.rstrip("/") + path
+    hook_prefix = receiver_url.rstrip("/") + "/hook/"
     ours: list[dict[str, Any]] = [h for h in client.hooks(repo)
-                                  if str((h.get("config") or {}).get("url", "")).startswith(receiver_url.rstrip("/") + "/hook/")]
+                                  if str((h.get("config") or {}).get("url", "")).startswith(hook_prefix)]
     exact = [h for h in ours if (h.get("config") or {}).get("url") == url and h.get("active")
              and "push" in (h.get("events") or [])]
     if exact:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from raibid_gitops import contract as c
-from raibid_gitops.clients.redis import redis_errors
+from raibid_gitops.clients.redis import Entries, redis_errors
 from raibid_gitops.errors import JobNotFound
 from raibid_gitops.queue.scripts import scripts_for
 
@@ -58,7 +58,8 @@ def _parse(eid: str, f: dict[str, str]) -> DeadLetter:
 
 def list_dead(client: redis.Redis, settings: Settings, *, limit: int = 100) -> list[DeadLetter]:
     with redis_errors(client, f"reading {settings.queue.dead_letter_stream}"):
-        return [_parse(eid, f) for eid, f in client.xrevrange(settings.queue.dead_letter_stream, count=limit)]
+        entries = cast(Entries, client.xrevrange(settings.queue.dead_letter_stream, count=limit))
+        return [_parse(eid, f) for eid, f in entries]
 
 
 def _find(client: redis.Redis, settings: Settings, job_id: str) -> DeadLetter:
@@ -66,7 +67,7 @@ def _find(client: redis.Redis, settings: Settings, job_id: str) -> DeadLetter:
 
     check_job_id(job_id)
     with redis_errors(client, f"reading {settings.queue.dead_letter_stream}"):
-        for eid, f in client.xrange(settings.queue.dead_letter_stream):
+        for eid, f in cast(Entries, client.xrange(settings.queue.dead_letter_stream)):
             if f.get(c.FIELD_JOB_ID) == job_id:
                 return _parse(eid, f)
     raise JobNotFound(f"job {job_id} is not in the dead-letter stream {settings.queue.dead_letter_stream}",

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from raibid_gitops import contract as c
 from raibid_gitops import names
-from raibid_gitops.clients.redis import redis_errors
+from raibid_gitops.clients.redis import Entries, StreamReads, redis_errors
 from raibid_gitops.errors import JobNotFound, QueueError, shown
 from raibid_gitops.queue.scripts import scripts_for
 
@@ -212,7 +213,7 @@ def submit(client: redis.Redis, settings: Settings, spec: JobSpec, *, job_id: st
 def get_job(client: redis.Redis, job_id: str) -> Job:
     check_job_id(job_id)
     with redis_errors(client, f"reading job {job_id}"):
-        rec = client.hgetall(c.job_key(job_id))
+        rec = cast("dict[str, str]", client.hgetall(c.job_key(job_id)))
     if not rec:
         raise JobNotFound(f"job {job_id} not found", hint="`raibid queue list` shows the known jobs")
     return Job.from_record(job_id, rec)
@@ -222,12 +223,12 @@ def list_jobs(client: redis.Redis, *, limit: int = 50, state: str | None = None)
     """Newest first; ``state`` filters (the filter is applied to the newest ``limit * 4`` ids)."""
     with redis_errors(client, "listing jobs"):
         scan = limit * 4 if state else limit
-        ids = client.zrevrange(c.JOBS_INDEX, 0, scan - 1)
+        ids = cast("list[str]", client.zrevrange(c.JOBS_INDEX, 0, scan - 1))
         pipe = client.pipeline(transaction=False)
         for jid in ids:
             pipe.hgetall(c.job_key(jid))
         recs = pipe.execute()
-    jobs = [Job.from_record(jid, rec) for jid, rec in zip(ids, recs) if rec]
+    jobs = [Job.from_record(jid, rec) for jid, rec in zip(ids, recs, strict=True) if rec]
     if state:
         jobs = [j for j in jobs if j.state == state]
     return jobs[:limit]
@@ -285,7 +286,7 @@ def _log_lines(entries: list[tuple[str, dict[str, str]]]) -> list[LogLine]:
 def read_logs(client: redis.Redis, job_id: str) -> list[LogLine]:
     get_job(client, job_id)  # a clear "not found" rather than an empty log
     with redis_errors(client, f"reading logs of job {job_id}"):
-        return _log_lines(client.xrange(c.job_logs_key(job_id)))
+        return _log_lines(cast(Entries, client.xrange(c.job_logs_key(job_id))))
 
 
 def follow_logs(client: redis.Redis, job_id: str, *, poll_ms: int = 1000) -> Iterator[LogLine]:
@@ -295,7 +296,7 @@ def follow_logs(client: redis.Redis, job_id: str, *, poll_ms: int = 1000) -> Ite
     last = "0-0"
     while True:
         with redis_errors(client, f"following logs of job {job_id}"):
-            got = client.xread({key: last}, count=500, block=poll_ms)
+            got = cast(StreamReads, client.xread({key: last}, count=500, block=poll_ms))
             state = client.hget(c.job_key(job_id), c.REC_STATE)
         for _stream, entries in got or []:
             for line in _log_lines(entries):

@@ -419,7 +419,7 @@ class Scripts:
     def start_attempt(self, settings: Settings, job_id: str, entry_id: str, agent: str, now: float,
                       settings_hash: str) -> list[Any]:
         """START: the job runs as ``agent``'s next attempt; returns [status, detail]."""
-        return self.start_durable(settings, job_id, entry_id, agent, now, settings_hash)[0]  # type: ignore[no-any-return]
+        return self.start_durable(settings, job_id, entry_id, agent, now, settings_hash)[0]
 
     def start_durable(self, settings: Settings, job_id: str, entry_id: str, agent: str, now: float,
                       settings_hash: str) -> tuple[list[Any], int | None]:
@@ -434,7 +434,7 @@ class Scripts:
                        exit_code: int, reason: str, now: float, *, commit: str = "") -> str:
         """FINISH: store the result (and the commit checked out, if known) and XACK, unless
         another attempt owns the job now."""
-        return self.finish_durable(settings, job_id, entry_id, attempt, state, exit_code, reason, now,  # type: ignore[no-any-return]
+        return self.finish_durable(settings, job_id, entry_id, attempt, state, exit_code, reason, now,
                                    commit=commit)[0]
 
     def finish_durable(self, settings: Settings, job_id: str, entry_id: str, attempt: str, state: str,
@@ -474,5 +474,5 @@ def scripts_for(client: redis.Redis) -> Scripts:
     cached = getattr(client, "_raibid_scripts", None)
     if cached is None:
         cached = Scripts(client)
-        client._raibid_scripts = cached  # type: ignore[attr-defined]
+        client._raibid_scripts = cached  # type: ignore[attr-defined]  # noqa: SLF001 - our own attribute on the client
     return cached

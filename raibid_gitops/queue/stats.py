@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from raibid_gitops import contract as c
-from raibid_gitops.clients.redis import primary_address, redis_errors
+from raibid_gitops.clients.redis import Entries, primary_address, redis_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     import redis
@@ -132,7 +132,7 @@ def topology(client: redis.Redis, settings: Settings) -> RedisTopology:
         info = client.info("replication")
         failovers = tuple(
             Failover(float(f.get("at", 0) or 0), _clip(f.get("from", "")), _clip(f.get("to", "")))
-            for _id, f in client.xrange(c.FAILOVERS_STREAM, count=c.FAILOVERS_KEPT * 2))
+            for _id, f in cast(Entries, client.xrange(c.FAILOVERS_STREAM, count=c.FAILOVERS_KEPT * 2)))
     replicas = []
     for key, value in sorted(info.items()):
         if key.startswith("slave") and key[5:].isdigit() and isinstance(value, dict):

@@ -24,9 +24,10 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from raibid_gitops import names
 from raibid_gitops.errors import QueueError, RaibidError, WebhookRejected, shown

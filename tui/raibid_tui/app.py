@@ -5,7 +5,7 @@ banner in its own tab."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from textual.app import App, ComposeResult
@@ -47,7 +47,7 @@ class RaibidApp(App[int]):
         super().__init__()
         self.sources = sources or Sources()
         self.live = live
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         #: Hash of the live ConfigMap's settings, from the Changes tab; agents on another are stale.
         self.expected_hash: str | None = None
         #: An unexpected error that ended the app (the CLI prints it, one line, no traceback).

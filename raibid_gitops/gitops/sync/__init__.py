@@ -162,7 +162,7 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Reporter | 
     t = time.monotonic()
     kube.annotate(src_ref, {flux.REQUESTED_AT: token})
     same = [source_ref_of(ks) == src_ref for ks in kss]
-    for ks, is_same in zip(kss, same):
+    for ks, is_same in zip(kss, same, strict=True):
         if not is_same:
             kube.annotate(ObjectRef.of(ks), {flux.REQUESTED_AT: token})
     progress.done("request", f"asked Flux to fetch {branch}@{target[:12]} into {src_ref}")
@@ -174,7 +174,7 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Reporter | 
     if not artifact_changed:
         # The source had the commit already: no artifact event will come, so ask each
         # Kustomization that has not applied it yet (one that failed at this commit retries).
-        for ks, is_same in zip(kss, same):
+        for ks, is_same in zip(kss, same, strict=True):
             if not is_same:
                 continue
             now = kube.get(ObjectRef.of(ks))
@@ -184,7 +184,7 @@ def sync(repo_dir: Path, kube: Kube, options: SyncOptions, progress: Reporter | 
     t = time.monotonic()
     applied: dict[str, str] = {}
     final: dict[str, Any] = target_ks
-    for i, (ks, is_same) in enumerate(zip(kss, same)):
+    for i, (ks, is_same) in enumerate(zip(kss, same, strict=True)):
         final = wait_kustomization(kube, ks, ancestry if is_same else None, token, deadline, progress, timeout_text,
                                    fresh_artifact=is_same and artifact_changed, scalers=scaler_watch)
         applied[flux.name_of(final)] = flux.applied_revision(final) or ""

@@ -79,7 +79,8 @@ def collect_kustomizations(kube: Kube, name: str, namespace: str) -> list[dict[s
 
     def visit(ns: str, n: str, chain: tuple[tuple[str, str], ...]) -> None:
         if (ns, n) in chain:
-            raise SyncFailed(f"Kustomization {ns}/{n} depends on itself: {' -> '.join(f'{a}/{b}' for a, b in (*chain, (ns, n)))}")
+            cycle = " -> ".join(f"{a}/{b}" for a, b in (*chain, (ns, n)))
+            raise SyncFailed(f"Kustomization {ns}/{n} depends on itself: {cycle}")
         if (ns, n) in seen:
             return
         try:
@@ -142,7 +143,8 @@ def wait_source(kube: Kube, ref: ObjectRef, ancestry: Ancestry, token: str, dead
     for obj in _watch(kube, ref, deadline, progress):
         if obj is None:
             if last is not None:
-                progress.update("source", f"{ref.namespace}/{ref.name} at {flux.format_revision(flux.artifact_revision(last))}, "
+                progress.update("source", f"{ref.namespace}/{ref.name} at "
+                                          f"{flux.format_revision(flux.artifact_revision(last))}, "
                                           f"waiting for {target[:12]}")
             continue
         last = obj
@@ -161,7 +163,8 @@ def wait_source(kube: Kube, ref: ObjectRef, ancestry: Ancestry, token: str, dead
             )
         progress.update("source", f"{ref.namespace}/{ref.name} at {flux.format_revision(art) or '(no artifact)'}, "
                                   f"waiting for {target[:12]}")
-    state = f"it is at {flux.format_revision(flux.artifact_revision(last)) or '(no artifact)'}; {_cond_text(last)}" if last else ""
+    state = (f"it is at {flux.format_revision(flux.artifact_revision(last)) or '(no artifact)'}; {_cond_text(last)}"
+             if last else "")
     hint = "is the commit pushed to the branch Flux watches? `raibid gitops status` shows Flux's view"
     if last is not None and flux.last_handled(last) == token and not flux.failure(last):
         # The fetch that handled our request started after the push and still did not see it.

@@ -12,7 +12,6 @@ from textual.widgets import Footer, Markdown, Static
 
 from raibid_tui.sources.changes import PullRow
 
-
 #: The longest description shown: a PR body is anyone-with-write-access's text, and Markdown
 #: parsing is linear but not free; the change table and diff `set` writes are far shorter.
 MAX_BODY = 20_000

@@ -13,11 +13,11 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
 from raibid_gitops.gitops.flux import TRANSIENT_REASONS
-
 from raibid_tui.sources.flux import KUSTOMIZATION, Condition, EventRow, FluxRow
 
 if TYPE_CHECKING:
     from raibid_tui.app import RaibidApp
+    from raibid_tui.sources import FluxReader
 
 
 def condition_status(c: Condition) -> Text:
@@ -92,15 +92,16 @@ class FluxDetailScreen(ModalScreen[None]):
             conditions.add_row(c.type, condition_status(c), c.reason, c.message, c.last_transition)
         events = self.query_one("#detail-events", DataTable)
         events.add_columns("TIME", "TYPE", "REASON", "FROM", "MESSAGE")
-        if getattr(self.app.sources, "flux", None) is not None:
-            self._load_events()
+        source = getattr(self.app.sources, "flux", None)
+        if source is not None:
+            self._load_events(source)
         else:
             self.show_events((), None)
 
     @work(thread=True, exclusive=True, group="flux-events", exit_on_error=False)
-    def _load_events(self) -> None:
+    def _load_events(self, source: FluxReader) -> None:
         try:
-            events = self.app.sources.flux.events(self.row)
+            events = source.events(self.row)
         except Exception as exc:  # noqa: BLE001 - shown in place of the events
             self.app.call_from_thread(self.app.guarded, self.show_events, (), exc)
             return

@@ -18,7 +18,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from raibid_gitops.errors import KubeError
     from raibid_gitops.gitops.keda import Pool
-
     from raibid_tui.sources.agents import AgentRow
     from raibid_tui.sources.changes import ChangesSnapshot, PullRow
     from raibid_tui.sources.flux import EventRow, FluxRow, FluxUpdate

@@ -4,10 +4,9 @@ agent disappears by itself), with the settings hash it runs compared to the expe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from raibid_gitops import contract
-
 from raibid_tui.sources.redisconn import RedisConn, redis_errors
 
 #: Heartbeat fields (names from the contract the agent writes with).
@@ -46,12 +45,12 @@ def parse_time(value: str) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        return datetime.fromtimestamp(float(value), tz=UTC)
     except ValueError:
         pass
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        return t if t.tzinfo else t.replace(tzinfo=UTC)
     except ValueError:
         return None
 

@@ -13,7 +13,6 @@ from typing import Any
 from raibid_gitops import contract
 from raibid_gitops.errors import ConfigRepoError, GiteaError, RaibidError
 from raibid_gitops.gitops.layout import SETTINGS_PATH
-
 from raibid_tui.sources.kube import KubeConn
 
 #: The commit-status context `raibid gitops verify` reports on a PR's head commit.

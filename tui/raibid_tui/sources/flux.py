@@ -8,13 +8,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from raibid_gitops.errors import KubeError
 from raibid_gitops.gitops import flux as fluxlib
 from raibid_gitops.gitops.flux import parse_revision
-
 from raibid_tui.sources.kube import KubeConn
 
 
@@ -315,7 +314,7 @@ class FluxSource:
                      or (ev.get("metadata") or {}).get("creationTimestamp"))
             when = _parse_time(stamp)
             src = ((ev.get("source") or {}).get("component") or "") or (ev.get("reportingComponent") or "")
-            out.append((when or datetime.min.replace(tzinfo=timezone.utc),
+            out.append((when or datetime.min.replace(tzinfo=UTC),
                         EventRow(time=when.strftime("%Y-%m-%d %H:%M:%S") if when else "", type=ev.get("type") or "",
                                  reason=ev.get("reason") or "", message=(ev.get("message") or "").strip(),
                                  source=src)))

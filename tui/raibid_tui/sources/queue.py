@@ -13,7 +13,6 @@ from typing import Any
 
 from raibid_gitops.errors import RaibidError, RedisUnavailable
 from raibid_gitops.queue.jobs import Job
-
 from raibid_tui.sources.redisconn import RedisConn, redis_errors
 
 #: Samples kept for the sparkline (with a 2 s refresh: the last 2 minutes).
@@ -85,7 +84,8 @@ class QueueSource:
         with redis_errors(self.conn, f"reading the queue {q.stream}"):
             s = stats(client, settings)
             if s.group_exists:
-                group: dict[str, Any] = next((g for g in client.xinfo_groups(q.stream) if g.get("name") == q.consumer_group), {})
+                group: dict[str, Any] = next((g for g in client.xinfo_groups(q.stream)
+                                              if g.get("name") == q.consumer_group), {})
                 read = group.get("entries-read")
                 if read is not None:
                     done = int(read) - int(group.get("pending") or 0)

@@ -36,12 +36,14 @@ class RedisConn:
 @contextmanager
 def redis_errors(conn: RedisConn, what: str) -> Iterator[None]:
     """Every failure as :class:`RedisUnavailable` naming the address (never the password)."""
-    from raibid_gitops.clients.redis import describe, redis_errors as translate
+    from raibid_gitops.clients.redis import describe
+    from raibid_gitops.clients.redis import redis_errors as translate
 
     try:
         with translate(conn.client(), what):
             yield
     except RedisUnavailable:
         raise
-    except Exception as exc:  # noqa: BLE001 - the boundary: anything else is translated too
-        raise RedisUnavailable(f"Redis at {describe(conn.url)} failed while {what}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # the boundary: anything else is translated too
+        raise RedisUnavailable(f"Redis at {describe(conn.url)} failed while {what}: "
+                               f"{type(exc).__name__}: {exc}") from exc

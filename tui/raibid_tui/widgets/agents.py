@@ -25,7 +25,8 @@ def refused_cell(a: AgentRow) -> Text:
     if not a.refused:
         return Text("-", style="dim")
     version = "?" if a.refused == "?" else fmt.short_hash(a.refused)
-    return Text(f"✘ {version}: {fmt.clip(fmt.first_problem(a.settings_error) or 'no reason given', REFUSAL_WIDTH)}", style="bold red")
+    reason = fmt.clip(fmt.first_problem(a.settings_error) or "no reason given", REFUSAL_WIDTH)
+    return Text(f"✘ {version}: {reason}", style="bold red")
 
 
 def cells(a: AgentRow, now) -> tuple[object, ...]:

@@ -16,7 +16,6 @@ from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from raibid_gitops.errors import RaibidError
-
 from raibid_tui.sources.flux import GIT_REPOSITORY, KUSTOMIZATION, FluxRow, FluxUpdate, short_revision
 from raibid_tui.widgets import formatting as fmt
 from raibid_tui.widgets.banner import Banner
@@ -24,6 +23,7 @@ from raibid_tui.widgets.table import KeyedTable
 
 if TYPE_CHECKING:
     from raibid_tui.app import RaibidApp
+    from raibid_tui.sources import FluxReader
 
 COLUMNS = (
     ("kind", "KIND"), ("namespace", "NAMESPACE"), ("name", "NAME"), ("status", "READY"),
@@ -115,8 +115,8 @@ class FluxPanel(Vertical):
             self.query_one(Banner).show("Flux: not configured", "no Kubernetes connection was given")
             return
         if self.live:
-            self._watch_gitrepositories()
-            self._watch_kustomizations()
+            self._watch_gitrepositories(source)
+            self._watch_kustomizations(source)
             self.set_interval(AGE_REFRESH, self.refresh_ages)
 
     def on_unmount(self) -> None:
@@ -125,14 +125,14 @@ class FluxPanel(Vertical):
     # -- watches (thread workers) -----------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="flux-watch-gitrepositories", exit_on_error=False)
-    def _watch_gitrepositories(self) -> None:
-        self._watch(GIT_REPOSITORY.kind)
+    def _watch_gitrepositories(self, source: FluxReader) -> None:
+        self._watch(source, GIT_REPOSITORY.kind)
 
     @work(thread=True, exclusive=True, group="flux-watch-kustomizations", exit_on_error=False)
-    def _watch_kustomizations(self) -> None:
-        self._watch(KUSTOMIZATION.kind)
+    def _watch_kustomizations(self, source: FluxReader) -> None:
+        self._watch(source, KUSTOMIZATION.kind)
 
-    def _watch(self, kind: str) -> None:
+    def _watch(self, source: FluxReader, kind: str) -> None:
         worker = get_current_worker()
 
         def emit(update: FluxUpdate) -> None:
@@ -144,7 +144,7 @@ class FluxPanel(Vertical):
                 self._from_thread(self.set_error, kind, error)
 
         try:
-            self.app.sources.flux.watch(kind, emit, on_error, self._stop)
+            source.watch(kind, emit, on_error, self._stop)
         except Exception as exc:  # noqa: BLE001 - a watch that dies shows why; never a traceback
             self._from_thread(self.set_error, kind, exc)
 
@@ -223,8 +223,8 @@ class FluxPanel(Vertical):
             self.app.push_screen(FluxDetailScreen(row))
 
     def action_reconcile(self) -> None:
-        row = self.selected()
-        if row is None or self.app.sources.flux is None:
+        row, source = self.selected(), self.app.sources.flux
+        if row is None or source is None:
             return
         from raibid_tui.screens.confirm import ConfirmScreen
 
@@ -233,14 +233,14 @@ class FluxPanel(Vertical):
         def done(yes: bool | None) -> None:
             if yes:
                 self.show_progress(f"reconciling {row.ref}…")
-                self._reconcile(row)
+                self._reconcile(source, row)
 
         self.app.push_screen(ConfirmScreen(f"Reconcile {row.ref} {what}?",
                                            "Waits until the source's newest commit is applied and Ready."), done)
 
     def action_suspend(self) -> None:
-        row = self.selected()
-        if row is None or self.app.sources.flux is None:
+        row, source = self.selected(), self.app.sources.flux
+        if row is None or source is None:
             return
         from raibid_tui.screens.confirm import ConfirmScreen
 
@@ -250,23 +250,23 @@ class FluxPanel(Vertical):
 
         def done(yes: bool | None) -> None:
             if yes:
-                self._suspend(row, not row.suspended)
+                self._suspend(source, row, not row.suspended)
 
         self.app.push_screen(ConfirmScreen(f"{verb} {row.ref}?", detail), done)
 
     @work(thread=True, exclusive=True, group="flux-action", exit_on_error=False)
-    def _reconcile(self, row: FluxRow) -> None:
+    def _reconcile(self, source: FluxReader, row: FluxRow) -> None:
         try:
-            revision = self.app.sources.flux.reconcile(row, progress=lambda m: self._from_thread(self.show_progress, m))
+            revision = source.reconcile(row, progress=lambda m: self._from_thread(self.show_progress, m))
         except Exception as exc:  # noqa: BLE001 - shown to the user, never raised
             self._from_thread(self._action_failed, f"Reconcile {row.ref} failed", exc)
             return
         self._from_thread(self._action_done, f"{row.ref} applied {short_revision(revision)} and is Ready")
 
     @work(thread=True, exclusive=True, group="flux-action", exit_on_error=False)
-    def _suspend(self, row: FluxRow, suspend: bool) -> None:
+    def _suspend(self, source: FluxReader, row: FluxRow, suspend: bool) -> None:
         try:
-            self.app.sources.flux.set_suspended(row, suspend)
+            source.set_suspended(row, suspend)
         except Exception as exc:  # noqa: BLE001
             self._from_thread(self._action_failed, f"{'Suspend' if suspend else 'Resume'} {row.ref} failed", exc)
             return

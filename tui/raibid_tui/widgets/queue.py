@@ -14,7 +14,6 @@ from textual.widgets import Sparkline, Static
 
 from raibid_gitops import contract
 from raibid_gitops.queue.jobs import Job
-
 from raibid_tui.sources.queue import MAX_JOBS, QueueStats
 from raibid_tui.widgets import formatting as fmt
 from raibid_tui.widgets.banner import Banner

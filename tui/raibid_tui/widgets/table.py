@@ -36,7 +36,7 @@ class _Internals:
         self.table._update_count += 1  # noqa: SLF001 - see the class doc
 
     def order_rows(self, ordered: list[RowKey]) -> None:
-        from textual._two_way_dict import TwoWayDict  # noqa: PLC2701 - see the class doc
+        from textual._two_way_dict import TwoWayDict  # a private module: see the class doc
 
         self.table._row_locations = TwoWayDict({key: i for i, key in enumerate(ordered)})  # noqa: SLF001
         self.invalidate()
@@ -78,7 +78,7 @@ class KeyedTable(DataTable):
             return True
         row_key = RowKey(key)
         widen = []
-        for column, new, prev in zip(self.ordered_columns, cells, old):
+        for column, new, prev in zip(self.ordered_columns, cells, old, strict=False):
             if _identity(new) != _identity(prev):
                 self._internals.set_cell(row_key, column.key, new)
                 if column.auto_width and _width(new) > column.content_width:
