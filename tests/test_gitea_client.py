@@ -103,6 +103,23 @@ class TestRetries:
         assert client(srv.url).create_pull("o/r", head="b", base="main", title="t")["number"] == 3
         assert [m for m, *_ in srv.seen] == ["POST", "POST"]
 
+    def test_pull_waits_for_a_just_pushed_branch(self, serve):
+        """Gitea records a pushed branch from a queue: until then it answers 404 to the PR."""
+        srv = serve((404, {"message": "not found"}), (404, {"message": "not found"}), (201, {"number": 4}))
+        pull = client(srv.url).create_pull("o/r", head="b", base="main", title="t", head_pushed_within=5)
+        assert pull["number"] == 4 and [m for m, *_ in srv.seen] == ["POST"] * 3
+
+    def test_pull_404_is_final_without_a_push_and_bounded_after_one(self, serve):
+        srv = serve((404, {"message": "not found"}))
+        with pytest.raises(GiteaNotFound):
+            client(srv.url).create_pull("o/r", head="b", base="main", title="t")
+        assert len(srv.seen) == 1
+        srv = serve(*[(404, {"message": "not found"})] * 40)
+        t0 = time.monotonic()
+        with pytest.raises(GiteaNotFound, match="had not recorded the pushed branch b 0.6 s after the push"):
+            client(srv.url).create_pull("o/r", head="b", base="main", title="t", head_pushed_within=0.6)
+        assert 0.3 < time.monotonic() - t0 < 2 and 2 < len(srv.seen) < 40
+
     def test_unreachable(self):
         with socket.socket() as s:  # a port nothing listens on
             s.bind(("127.0.0.1", 0))

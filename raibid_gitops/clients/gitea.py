@@ -314,9 +314,31 @@ class Gitea:
 
     # -- pull requests -----------------------------------------------------------------------
 
-    def create_pull(self, repo: RepoRef | str, *, head: str, base: str, title: str, body: str = "") -> dict[str, Any]:
-        return self.request("POST", f"{self._repo(repo)}/pulls",
-                            json={"head": head, "base": base, "title": title, "body": body})
+    def create_pull(self, repo: RepoRef | str, *, head: str, base: str, title: str, body: str = "",
+                    head_pushed_within: float = 0.0) -> dict[str, Any]:
+        """Open a pull request from ``head`` into ``base``.
+
+        ``head_pushed_within``: the head branch was pushed just now, so wait up to that many
+        seconds for Gitea to know it. Gitea records a pushed branch in its database from a queue
+        after ``git push`` has returned, and the pull-request API looks the head branch up there:
+        right after a push it can answer 404 for a branch that git already has. A 404 creates
+        nothing, so asking again cannot open a second pull request."""
+        call = {"head": head, "base": base, "title": title, "body": body}
+        deadline = time.monotonic() + max(0.0, head_pushed_within)
+        delay = 0.05
+        while True:
+            try:
+                return self.request("POST", f"{self._repo(repo)}/pulls", json=call)
+            except GiteaNotFound as exc:
+                if time.monotonic() + delay > deadline:
+                    if head_pushed_within <= 0:
+                        raise
+                    raise GiteaNotFound(
+                        f"{exc.message} (Gitea had not recorded the pushed branch {head} "
+                        f"{head_pushed_within:g} s after the push)", status=404,
+                        hint="check that the repository exists and Gitea's queues are running, then retry") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
 
     def list_pulls(self, repo: RepoRef | str, state: str = "open", limit: int = 50) -> list[dict[str, Any]]:
         return self.request("GET", f"{self._repo(repo)}/pulls", params={"state": state, "limit": limit}) or []

@@ -69,6 +69,9 @@ RETRY_PAUSE = 0.1
 #: A subject longer than this is summarised (git tools show ~72 characters of a subject).
 SUBJECT_MAX = 72
 BRANCH_PREFIX = "raibid/set-"
+#: Seconds a pull request waits for Gitea to record the branch just pushed for it (Gitea does
+#: that from a queue after the push returns; on a busy 2-core machine it took over a second).
+PUSHED_BRANCH_WAIT = 15.0
 
 Progress = Callable[[str], None]
 
@@ -621,7 +624,8 @@ def _propose(g: Repo, co: _Checkout, client: Any, ref: Any, remote: str, target_
     title = result.message.splitlines()[0]
     try:
         pull = client.create_pull(ref, head=branch, base=target_branch, title=title,
-                                  body=pr_body(applied.changes, applied.diff, commit, applied.verify_summary, note))
+                                  body=pr_body(applied.changes, applied.diff, commit, applied.verify_summary, note),
+                                  head_pushed_within=PUSHED_BRANCH_WAIT)
     except GiteaError:
         # No PR, no stray branch: the remote stays as it was.
         try:
