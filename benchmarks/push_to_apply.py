@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = ap.parse_args(argv)
 
+    from raibid_gitops.cli.gitops_sync import duration
     from raibid_gitops.devstack import processes
     from raibid_gitops.devstack.keda import start_keda
     from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                 # GitRepository's requestedAt), source-controller fetching, kustomize-controller applying.
                 marks: dict[str, float] = {}
                 want = f"main@sha1:{sha}"
+                # Polling applies within one interval; both paths within a minute more, or never.
+                deadline = 3 * duration(args.interval) + 60
                 while "applied" not in marks:
+                    if time.monotonic() - t0 > deadline:
+                        raise SystemExit(f"{label} run: {sha[:12]} not applied {deadline:.0f} s after the push "
+                                         f"(seen: {marks or 'nothing'})")
                     requested, artifact, applied = state()
                     now = time.monotonic() - t0
                     if requested != requested_before:
@@ -112,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 if label == "webhook":
                     for phase in ("hook", "artifact"):
                         phases[phase].append(marks.get(phase, float("nan")))
-                print(f"{label} run {len(results[label])}: Receiver called {marks.get('hook', float('nan')):.2f}s, "
-                      f"artifact {marks.get('artifact', float('nan')):.2f}s, applied {marks['applied']:.2f}s "
-                      "after the push", file=sys.stderr)
+                seen = ", ".join(f"{name} {marks[key]:.2f}s" for key, name in
+                                 (("hook", "Receiver called"), ("artifact", "artifact"), ("applied", "applied"))
+                                 if key in marks)
+                print(f"{label} run {len(results[label])}: {seen} after the push", file=sys.stderr)
 
             for i in range(args.runs):
                 one("webhook", i)
