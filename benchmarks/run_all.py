@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from report import Row, load, table_lines  # noqa: E402
+from report import Row, compile_bytecode, load, table_lines  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,6 @@ def child_env() -> dict[str, str]:
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
-
-def compile_bytecode() -> None:
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "raibid_gitops"), str(ROOT / "agent"),
-                    str(ROOT / "tui"), str(HERE)], check=False, stdout=subprocess.DEVNULL)
 
 
 def stack_built() -> bool:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Row, emit, median
+from report import Row, compile_bytecode, emit, median
 
 from raibid_gitops.gitops import kustomize, layout
 from raibid_gitops.gitops.generate import init
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = ap.parse_args(argv)
+    print(compile_bytecode(), file=sys.stderr)
     emit(measure(args.runs), args.json, f"set / verify / render: medians of {args.runs} interleaved runs")
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import Row, emit, median
+from report import Row, compile_bytecode, emit, median
 
 CASES = {
     "python -c pass": [sys.executable, "-c", "pass"],
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=21)
     ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = ap.parse_args(argv)
+    print(compile_bytecode(), file=sys.stderr)
     emit(measure(args.runs), args.json, f"start-up: medians of {args.runs} interleaved runs")
     return 0
 
