@@ -112,6 +112,23 @@ class Submitter(threading.Thread):
             time.sleep(0.02)
 
 
+def test_a_started_set_can_fail_over_at_once(sentinel_set: SentinelSet) -> None:
+    """Ready means every Sentinel already knows the replica, healthy: a Sentinel learns of
+    replicas from the primary's INFO every 10 s, and a primary lost before that left the
+    Sentinels with nothing to promote (CI: `-failover-abort-no-good-slave` for two minutes)."""
+    ha = sentinel_set
+    views = ha.replica_views().splitlines()
+    assert len(views) == len(ha.sentinels)
+    for line in views:
+        assert "flags=slave link=ok" in line, ha.replica_views()
+    old = ha.primary()
+    t0 = time.monotonic()
+    ha.by_address(old).kill()
+    new = _wait_promotion(ha, old, timeout=60)
+    assert new != old
+    print(f"promoted {new} {time.monotonic() - t0:.1f} s after killing the primary right after start")
+
+
 def test_500_jobs_through_a_failover_finish_exactly_once(sentinel_set: SentinelSet, tmp_path: Path) -> None:
     ha = sentinel_set
     runs = tmp_path / "runs.log"

@@ -22,8 +22,9 @@ from typing import Any, cast
 from raibid_gitops.devstack.redis_server import free_port
 from raibid_gitops.errors import RedisUnavailable
 
-#: How long a server may take to answer after it was started (a loaded 2-core box).
-START_TIMEOUT = 30.0
+#: How long a server may take to answer after it was started, and a set to settle (the
+#: Sentinels learn of replicas from INFO every 10 s; a loaded 2-core box).
+START_TIMEOUT = 60.0
 #: The Sentinels' down-after-milliseconds here: short, so a failover test waits seconds, not
 #: the manifests' 10 s. Then the first attempt often finds the replica's INFO too old (see
 #: sentinel-start.sh) and aborts; a short failover-timeout makes the next attempt come 2 x 5 s
@@ -164,8 +165,13 @@ class SentinelSet:
                    and v.get("state") == "online")
 
     def wait_ready(self, replicas: int, timeout: float = START_TIMEOUT) -> None:
-        """Until every Sentinel names the same primary, knows the other two and ``replicas``
-        replicas are online."""
+        """Until every Sentinel names the same primary, knows the other two, and knows
+        ``replicas`` replicas in good health, and the primary counts them online.
+
+        A Sentinel learns of a replica only from the primary's INFO, which it reads every 10 s.
+        A primary lost before that leaves the Sentinels with no replica to promote
+        (``-failover-abort-no-good-slave``, again and again), so a set is ready only once
+        every Sentinel could carry out a failover."""
         import redis
 
         deadline = time.monotonic() + timeout
@@ -174,6 +180,7 @@ class SentinelSet:
             try:
                 views = set()
                 peers = []
+                known = []
                 for s in self.sentinels:
                     c = redis.Redis(host=s.host, port=s.port, password=self.password, socket_timeout=2,
                                     decode_responses=True)
@@ -181,11 +188,15 @@ class SentinelSet:
                         m = cast("dict[str, Any]", c.sentinel_master(self.master_name))  # the reply: see primary()
                         views.add(f"{m['ip']}:{m['port']}")
                         peers.append(int(m.get("num-other-sentinels", 0)))
+                        reps = c.sentinel_slaves(self.master_name)
+                        known.append(sum(1 for r in reps if r.get("flags") == "slave"
+                                         and r.get("master-link-status") == "ok"))
                     finally:
                         c.close()
-                if len(views) == 1 and min(peers) >= len(self.sentinels) - 1 and self.synced_replicas() >= replicas:
+                if (len(views) == 1 and min(peers) >= len(self.sentinels) - 1 and min(known) >= replicas
+                        and self.synced_replicas() >= replicas):
                     return
-                last = f"views {views}, peers {peers}"
+                last = f"views {views}, peers {peers}, healthy replicas known {known}"
             except (redis.RedisError, StopIteration) as exc:
                 last = str(exc)
             if time.monotonic() > deadline:
@@ -193,8 +204,30 @@ class SentinelSet:
                                        hint=self.logs())
             time.sleep(0.1)
 
+    def replica_views(self) -> str:
+        """What each Sentinel knows of the replicas (flags, link, age of its INFO): what a
+        failover's choice of replica rests on."""
+        import redis
+
+        lines = []
+        for s in self.sentinels:
+            c = redis.Redis(host=s.host, port=s.port, password=self.password, socket_timeout=2,
+                            decode_responses=True)
+            try:
+                reps = c.sentinel_slaves(self.master_name)
+                seen = "; ".join(f"{r.get('ip')}:{r.get('port')} flags={r.get('flags')} "
+                                 f"link={r.get('master-link-status')} info-refresh={r.get('info-refresh')}ms"
+                                 for r in reps) or "no replica known"
+            except redis.RedisError as exc:
+                seen = f"unreachable ({exc})"
+            finally:
+                c.close()
+            lines.append(f"{s.name}: {seen}")
+        return "\n".join(lines)
+
     def logs(self) -> str:
-        return "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in (*self.data, *self.sentinels))
+        tails = "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in (*self.data, *self.sentinels))
+        return f"--- the Sentinels' replicas ---\n{self.replica_views()}\n{tails}"
 
     def stop(self) -> None:
         for s in (*self.sentinels, *self.data):
