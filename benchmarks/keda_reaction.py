@@ -28,7 +28,10 @@ import time
 import uuid
 from pathlib import Path
 
-REDIS_PORT = 6379
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pool_stack import pool_stack
+from report import Row, emit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,30 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     intervals = [int(x) for x in args.intervals.split(",") if x.strip()]
 
     from raibid_gitops.clients.redis import connect
-    from raibid_gitops.devstack import processes
-    from raibid_gitops.devstack.keda import start_keda
-    from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
 
     results: dict[int, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="raibid-bench-keda-") as tmp:
         work = Path(tmp)
-        print("starting the local stack ...", file=sys.stderr)
-        kube = processes.start_kube(work / "kube")
-        stops = [kube.stop]
-        try:
-            fluxc = processes.start_flux(kube, work / "flux")
-            stops.append(fluxc.stop)
-            keda = start_keda(kube, work / "keda")
-            stops.append(keda.stop)
-            gitea = processes.start_gitea(work / "gitea")
-            stops.append(gitea.stop)
-            redis = start_redis(work / "redis", port=REDIS_PORT, host=free_loopback_address(REDIS_PORT))
-            stops.append(redis.stop)
-            ns = "raibid-ci"
-            keda.hosts.add(f"raibid-redis.{ns}.svc.cluster.local", redis.host)
-            kube.kubectl("create", "namespace", ns)
-            kube.kubectl("-n", ns, "create", "secret", "generic", "raibid-redis",
-                         f"--from-literal=password={redis.password}")
+        with pool_stack(work) as st:
+            kube, gitea, redis, ns = st.kube, st.gitea, st.redis, st.namespace
             kube.kubectl("-n", "flux-system", "create", "secret", "generic", "raibid-config-auth",
                          f"--from-literal=username={gitea.admin_user}", f"--from-literal=password={gitea.token}")
             name = "bench-" + uuid.uuid4().hex[:6]
@@ -110,17 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                     kube.kubectl("delete", "jobs", "-n", ns, "--all", "--wait=true", "--timeout=60s")
                     # Land the next submit at a random point of KEDA's polling cycle.
                     time.sleep(p * ((i * 0.37) % 1))
-        finally:
-            for stop in reversed(stops):
-                stop()
 
     print(f"KEDA reaction: job submitted -> first agent Job ({args.runs} runs per interval, seconds)")
     print(f"{'pollingInterval':>16}  {'median':>7}  {'max':>7}  {'baseline mean P/2':>18}  {'baseline max P':>15}")
     for p, vals in results.items():
         print(f"{p:>16}  {statistics.median(vals):7.2f}  {max(vals):7.2f}  {p / 2:18.2f}  {p:15.2f}")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from report import Row, emit
-
     emit([Row(f"KEDA reaction: submit -> first agent Job (pollingInterval {p} s)", statistics.median(vals), p / 2,
               "s", "expected P/2 (KEDA polls every P)") for p, vals in results.items()], args.json)
     return 0

@@ -25,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REDIS_PORT = 6379
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pool_stack import pool_stack
+from report import Row, emit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,30 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from raibid_gitops.cli.gitops_sync import duration
-    from raibid_gitops.devstack import processes
-    from raibid_gitops.devstack.keda import start_keda
-    from raibid_gitops.devstack.redis_server import free_loopback_address, start_redis
 
     results: dict[str, list[float]] = {"webhook": [], "polling": []}
     phases: dict[str, list[float]] = {"hook": [], "artifact": []}
     with tempfile.TemporaryDirectory(prefix="raibid-bench-push-") as tmp:
         work = Path(tmp)
-        print("starting the local stack ...", file=sys.stderr)
-        kube = processes.start_kube(work / "kube")
-        stops = [kube.stop]
-        try:
-            flux = processes.start_flux(kube, work / "flux")
-            stops.append(flux.stop)
-            keda = start_keda(kube, work / "keda")
-            stops.append(keda.stop)
-            gitea = processes.start_gitea(work / "gitea")
-            stops.append(gitea.stop)
-            redis = start_redis(work / "redis", port=REDIS_PORT, host=free_loopback_address(REDIS_PORT))
-            stops.append(redis.stop)
-            keda.hosts.add("raibid-redis.raibid-ci.svc.cluster.local", redis.host)
-            kube.kubectl("create", "namespace", "raibid-ci")
-            kube.kubectl("-n", "raibid-ci", "create", "secret", "generic", "raibid-redis",
-                         f"--from-literal=password={redis.password}")
+        with pool_stack(work) as st:
+            kube, flux, gitea = st.kube, st.flux, st.gitea
             env = {**os.environ, "RAIBID_GITEA_TOKEN": gitea.token, "RAIBID_GITEA_USER": gitea.admin_user,
                    "KUBECONFIG": str(kube.kubeconfig), "GIT_TERMINAL_PROMPT": "0"}
             repo = work / "config"
@@ -129,9 +115,6 @@ def main(argv: list[str] | None = None) -> int:
                 gitea.api("DELETE", f"/repos/raibid/raibid-config/hooks/{hook['id']}")
             for i in range(args.runs):
                 one("polling", args.runs + i)
-        finally:
-            for stop in reversed(stops):
-                stop()
 
     print(f"push -> applied ({args.runs} runs each, seconds; polling at flux.interval={args.interval})")
     print(f"{'':>22}  {'median':>7}  {'max':>7}")
@@ -143,9 +126,6 @@ def main(argv: list[str] | None = None) -> int:
           "   (source-controller fetched the commit)")
     w, p = statistics.median(results["webhook"]), statistics.median(results["polling"])
     print(f"webhook is {p / w:.0f}x faster (median)")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from report import Row, emit
-
     emit([Row("plain git push -> applied (webhook to Flux's Receiver)", w, p, "s",
               f"interval polling at flux.interval={args.interval}")], args.json)
     return 0
