@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures_redis import wait_until
 
 from raibid_gitops.devstack.cluster import mark_ready
 from raibid_gitops.devstack.processes import FluxControllers, GiteaServer, KubeStack, StackError, free_port
@@ -92,14 +93,7 @@ class Pool:
         return self.get("scaledjob", "raibid-agent", "-n", self.namespace)
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 120) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{self.diagnostics()}")
-            time.sleep(0.25)
+        return wait_until(check, timeout, 0.25, what, detail=self.diagnostics)
 
     def job_count_over(self, seconds: float) -> set[int]:
         """Every agent-Job count seen while watching for ``seconds`` (several KEDA polls)."""

@@ -133,13 +133,15 @@ def agents(redis_server: RedisServer, settings_dir: Path, tmp_path: Path) -> Ite
     pool.stop_all()
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until truthy; fail the test naming ``what`` after ``timeout`` s."""
+def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition",  # type: ignore[no-untyped-def]
+               detail=None):
+    """Poll ``predicate`` until truthy; fail the test naming ``what`` after ``timeout`` s, with
+    ``detail()`` (what the system looked like then) when given."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}" + (f"\n{detail()}" if detail else ""))
         time.sleep(interval)
