@@ -11,11 +11,11 @@ from raibid_gitops.cli import main as cli_main
 from raibid_gitops.errors import JobNotFound, QueueError, RedisUnavailable
 from raibid_gitops.queue import JobSpec, cancel, get_job, list_jobs, stats, submit
 from raibid_gitops.queue.jobs import read_logs
-from raibid_gitops.settings import Settings
+from raibid_gitops.settings import defaults, validate_data
 
 pytestmark = pytest.mark.redis
 
-SMALL = Settings.model_validate({"queue": {"maxLen": 100}})
+SMALL = validate_data({"queue": {"maxLen": 100}})
 
 
 class TestSubmit:
@@ -207,7 +207,7 @@ class TestHostileInput:
         code, _, err = self._run(capsys, redis_server, "submit", *args)
         assert code == 2 and words in err, err
         assert "x" * 100 not in err
-        assert redis_client.exists(Settings().queue.stream) == 0
+        assert redis_client.exists(defaults().queue.stream) == 0
 
     def test_uppercase_commit_is_queued_lowercase(self, capsys, monkeypatch, redis_server, redis_client, tmp_path):
         monkeypatch.setenv("RAIBID_REDIS_PASSWORD", redis_server.password)

@@ -268,7 +268,7 @@ class TestScriptsAreSafeToRepeat:
     command whose connection broke): START only for the entry's owner, FINISH answers
     ``repeat`` for the same result, submit recognises its own job."""
 
-    SETTINGS = sm.Settings()
+    SETTINGS = sm.defaults()
 
     def test_start_only_for_the_consumer_the_entry_is_pending_for(self, redis_client):
         from raibid_gitops.queue.scripts import scripts_for

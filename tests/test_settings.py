@@ -26,11 +26,11 @@ flux.timeout""".split()
 def test_every_required_key_exists_and_template_equals_defaults():
     keys = set(sm.all_keys())
     assert set(REQUIRED_KEYS) <= keys
-    assert sm.load_path(TEMPLATE) == sm.Settings()
+    assert sm.load_path(TEMPLATE) == sm.defaults()
 
 
 def test_defaults_fit_a_dgx_spark():
-    s = sm.Settings()
+    s = sm.defaults()
     assert s.agents.max_replicas == 8 and s.agents.cpu == "2" and s.agents.memory == "4Gi"
     assert s.cluster.capacity.cpu == "20" and s.cluster.capacity.memory == "128Gi"
     assert s.queue.stream == "raibid:jobs" and s.queue.consumer_group == "raibid-agents"
@@ -127,9 +127,9 @@ def test_no_string_setting_takes_a_trailing_newline():
     """Issue 12 item 4, closed for the class: every string setting, given its own default plus a
     newline (what `$` instead of a whole-string match lets through), is refused."""
     from raibid_gitops.errors import SettingsError
-    from raibid_gitops.settings import Settings, all_keys, apply_assignments
+    from raibid_gitops.settings import all_keys, apply_assignments, defaults
 
-    base = Settings()
+    base = defaults()
     strings = [k for k in all_keys() if isinstance(base.get(k), str)]
     assert len(strings) >= 15
     for key in strings:
@@ -140,9 +140,9 @@ def test_no_string_setting_takes_a_trailing_newline():
 
 def test_integers_are_strict():
     from raibid_gitops.errors import SettingsError
-    from raibid_gitops.settings import Settings, all_keys, apply_assignments
+    from raibid_gitops.settings import all_keys, apply_assignments, defaults
 
-    base = Settings()
+    base = defaults()
     ints = [k for k in all_keys() if type(base.get(k)) is int]
     assert "queue.retention.finishedJobs" in ints
     for key in ints:

@@ -65,7 +65,7 @@ class TestNodeRules:
         assert (s.cluster.nodes.count, s.cluster.nodes.cpu, s.cluster.nodes.memory) == (1, "40", "256Gi")
 
     def test_the_template_is_one_dgx_spark(self):
-        s = sm.Settings()
+        s = sm.defaults()
         assert (s.cluster.nodes.count, s.cluster.nodes.cpu, s.cluster.nodes.memory, s.cluster.nodes.gpus) == \
                (1, "20", "128Gi", 1)
         assert s.queue.mode == "single"
@@ -85,10 +85,10 @@ class TestSentinelRules:
         assert sm.validate_data({"queue": {"sentinel": {"addresses": "s.other.svc.cluster.local:26379"}}})
 
     def test_url_for_follows_the_mode(self):
-        assert url_for(sm.Settings()) == "redis://raibid-redis.raibid-ci.svc.cluster.local:6379/0"
+        assert url_for(sm.defaults()) == "redis://raibid-redis.raibid-ci.svc.cluster.local:6379/0"
         s = sm.validate_data({"queue": {"mode": "sentinel"}})
         assert url_for(s) == "redis+sentinel://raibid-redis-sentinel.raibid-ci.svc.cluster.local:26379/raibid/0"
-        assert acks(sm.Settings()) == (0, 0) and acks(s) == (1, 5000)
+        assert acks(sm.defaults()) == (0, 0) and acks(s) == (1, 5000)
         assert acks(sm.validate_data({"queue": {"mode": "sentinel", "sentinel": {"ackReplicas": 0}}})) == (0, 0)
 
 

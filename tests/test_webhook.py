@@ -21,7 +21,7 @@ from raibid_gitops import contract as c
 from raibid_gitops.errors import QueueError, WebhookRejected
 from raibid_gitops.queue import get_job, submit
 from raibid_gitops.queue.webhooks import Limits, WebhookServer, parse_push, read_secret, sign
-from raibid_gitops.settings import Settings
+from raibid_gitops.settings import defaults
 
 SECRET = "s3cret-for-tests"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -159,7 +159,7 @@ class TestServer:
 
     @pytest.fixture
     def server(self, redis_client):
-        settings = Settings()
+        settings = defaults()
         srv = WebhookServer("127.0.0.1", 0, SECRET, lambda spec: submit(redis_client, settings, spec), TEST_LIMITS)
         srv.start()
         yield srv
@@ -185,7 +185,7 @@ class TestServer:
         assert self._post(endpoint, body, {"X-Gitea-Signature": "00" * 32})[0] == 401
         bad = b"{not json"
         assert self._post(endpoint, bad, {"X-Gitea-Signature": sign(SECRET, bad)})[0] == 400
-        assert redis_client.xlen(Settings().queue.stream) == 1  # only the good one
+        assert redis_client.xlen(defaults().queue.stream) == 1  # only the good one
 
     def test_healthz(self, server):
         with urllib.request.urlopen(f"http://127.0.0.1:{server.address[1]}/healthz", timeout=10) as resp:
@@ -195,7 +195,7 @@ class TestServer:
         """200 clients that send half a header and stall (what held 200 threads of the old
         server for over a minute): a good delivery is still served, and every stalled one is
         cut off (408) once request_seconds is over."""
-        settings = Settings()
+        settings = defaults()
         server = WebhookServer("127.0.0.1", 0, SECRET, lambda spec: submit(redis_client, settings, spec),
                                Limits(request_seconds=2.0))
         server.start()
@@ -223,7 +223,7 @@ class TestServer:
     def test_busy_workers_answer_503_and_lose_nothing(self, redis_client):
         """Deliveries waiting for the Redis workers are bounded: one more is answered 503
         (Gitea retries it), and the ones accepted are all queued."""
-        settings = Settings()
+        settings = defaults()
         release = threading.Event()
 
         def slow_submit(spec):
@@ -261,7 +261,7 @@ class TestServer:
                 pass
             got.append(_read_all(s))
         assert _parse(got[0])[0] == 408
-        assert redis_client.xlen(Settings().queue.stream) == 0
+        assert redis_client.xlen(defaults().queue.stream) == 0
 
     def test_connection_limit(self, server, redis_client):
         """Past Limits.connections, a connection is answered 503 at once; once the stalled ones
@@ -288,7 +288,7 @@ class TestServer:
         body = _body()
         got, data = _exchange(server.address, _request(body, {"X-Gitea-Signature": sign(SECRET, body), **headers}))
         assert got == status, data
-        assert redis_client.xlen(Settings().queue.stream) == 0
+        assert redis_client.xlen(defaults().queue.stream) == 0
 
     def test_oversized_headers(self, server, redis_client):
         body = _body()
@@ -297,13 +297,13 @@ class TestServer:
         assert _exchange(server.address, _request(body, huge))[0] == 431
         many = {f"X-H{i}": "v" * 50 for i in range(200)}
         assert _exchange(server.address, _request(body, {**many, "Content-Length": str(len(body))}))[0] == 431
-        assert redis_client.xlen(Settings().queue.stream) == 0
+        assert redis_client.xlen(defaults().queue.stream) == 0
 
     def test_oversized_chunked_body(self, server, redis_client):
         chunk = b"a" * 16384
         raw = _request(b"", {"Transfer-Encoding": "chunked"}) + (b"4000\r\n" + chunk + b"\r\n") * 6
         assert _exchange(server.address, raw)[0] == 413
-        assert redis_client.xlen(Settings().queue.stream) == 0
+        assert redis_client.xlen(defaults().queue.stream) == 0
 
     def test_garbage_request_line(self, server):
         status, data = _exchange(server.address, b"\x00\x01\x02 garbage\r\n\r\n")
@@ -318,13 +318,13 @@ class TestServer:
         status, data = _exchange(server.address, raw)
         assert status == 400 and "10000 characters" in data["error"] and len(data["error"]) < 400
         assert caplog.records and all(len(r.getMessage()) < 500 for r in caplog.records)
-        assert redis_client.xlen(Settings().queue.stream) == 0
+        assert redis_client.xlen(defaults().queue.stream) == 0
 
     def test_signed_ref_with_newline_is_refused(self, server, redis_client):
         status, data = _exchange(server.address, _signed({**PUSH, "ref": "refs/heads/main\n"}))
         assert status == 400 and "not a valid git ref" in data["error"]
         assert _exchange(server.address, _signed({**PUSH, "after": ""}))[0] == 400
-        assert redis_client.xlen(Settings().queue.stream) == 0
+        assert redis_client.xlen(defaults().queue.stream) == 0
 
 
 @pytest.mark.redis

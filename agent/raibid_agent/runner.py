@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from raibid_agent.logsink import LogSink
 from raibid_gitops import contract as c
 from raibid_gitops import names
-from raibid_gitops.settings import Step
+from raibid_gitops.settings import Step, model
 
 log = logging.getLogger("raibid.agent.runner")
 
@@ -51,7 +51,7 @@ class Pipeline(BaseModel):
     """``.raibid.yml``: the steps a repository asks for."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: tuple[Step, ...] = Field(min_length=1, max_length=100)
+    steps: tuple[model.Step, ...] = Field(min_length=1, max_length=100)
 
 
 @dataclass(frozen=True)
@@ -224,12 +224,14 @@ class Runner:
                 raise PipelineInvalid(f"{c.PIPELINE_FILE} is larger than {yamlio.MAX_SETTINGS_BYTES} bytes")
             data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
             yamlio.check_bounds(data, c.PIPELINE_FILE)
-            steps = Pipeline.model_validate(data, by_alias=True, by_name=False).steps
+            parsed = Pipeline.model_validate(data, by_alias=True, by_name=False).steps
         except SettingsError as exc:
             raise PipelineInvalid(exc.message) from exc
         except (YAMLError, ValidationError, UnicodeDecodeError, RecursionError, ValueError, OSError) as exc:
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {first[:200]}") from exc
+        # The settings' own Step: one type for a repository's steps and the default pipeline.
+        steps = tuple(Step(name=s.name, run=s.run, timeout_seconds=s.timeout_seconds) for s in parsed)
         sink.system(f"pipeline from {c.PIPELINE_FILE}: {', '.join(s.name for s in steps)}")
         return steps
 

@@ -108,8 +108,8 @@ def _patch(kind: str, name: str, comment: str, ops: list[tuple[str, str, str]]) 
 
 @lru_cache(maxsize=1)
 def schema_json() -> str:
-    """settings.schema.json: a function of the settings model alone (so made once per process)."""
-    return json.dumps(settings_mod.json_schema(), indent=2, sort_keys=False) + "\n"
+    """settings.schema.json: a function of the settings model alone, shipped written out."""
+    return settings_mod.schema_text()
 
 
 def generated_files(settings: Settings) -> dict[str, str]:
