@@ -172,3 +172,53 @@ class TestPullRequestNumbers:
         # Gitea at port 9 is not there: getting that far means the number was taken.
         r = raibid("gitops", "pr", "show", good, "-C", str(config_repo), *NO_GITEA, env={"RAIBID_GITEA_TOKEN": "x"})
         assert r.returncode == 2 and "cannot reach Gitea" in r.stderr, r.stderr
+
+
+class TestPartialParser:
+    """`raibid gitops set ...` builds only the parsers its words reach; what it parses must be
+    exactly what the whole parser parses, and anything else gets the whole parser."""
+
+    def test_the_command_map_is_what_the_areas_register(self):
+        import importlib
+
+        from raibid_gitops.cli import gitops
+
+        registered = {}
+        for area in gitops.AREAS:
+            sub = argparse.ArgumentParser().add_subparsers()
+            importlib.import_module(f"raibid_gitops.cli.{area}").register(sub)
+            registered.update(dict.fromkeys(sub.choices, area))
+        assert registered == gitops.COMMANDS
+
+    @pytest.mark.parametrize("argv", [
+        ["gitops", "set", "agents.maxReplicas=3", "--pr", "-m", "x"],
+        ["--debug", "gitops", "verify", "-C", "/tmp", "-o", "json"],
+        ["gitops", "pr", "merge", "7", "--style", "squash"],
+        ["gitops", "status", "-o", "wide"],
+        ["queue", "submit", "--repo", "a/b", "--ref", "main"],
+        ["tui", "-n", "x"],
+        ["bootstrap", "--gitea-url", "http://127.0.0.1:3000", "--dry-run"],
+    ])
+    def test_the_same_namespace_as_the_whole_parser(self, argv: list[str]):
+        whole = build_parser().parse_args(argv)
+        partial = build_parser(argv)
+        assert partial.parse_args(argv) == whole
+        groups = next(a for a in partial._actions if isinstance(a, argparse._SubParsersAction)).choices
+        assert list(groups) == [next(w for w in argv if not w.startswith("-"))]  # only the group named
+
+    @pytest.mark.parametrize("argv,words", [
+        (["gitops", "sett", "x=1"], "invalid choice: 'sett'"),
+        (["gitopz"], "invalid choice: 'gitopz'"),
+    ])
+    def test_a_word_naming_nothing_lists_every_choice(self, argv: list[str], words: str):
+        proc = raibid(*argv)
+        assert proc.returncode == 2 and words in proc.stderr
+        listed = proc.stderr.split(words, 1)[1]
+        expected = ("set", "verify", "sync") if argv[0] == "gitops" else ("gitops", "queue", "tui", "bootstrap")
+        assert all(f"'{w}'" in listed for w in expected), proc.stderr
+
+    def test_help_before_the_command_lists_everything(self):
+        proc = raibid("-h", "gitops")
+        assert proc.returncode == 0 and all(g in proc.stdout for g in ("gitops", "queue", "tui", "bootstrap"))
+        proc = raibid("gitops", "-h", "set")
+        assert proc.returncode == 0 and all(w in proc.stdout for w in ("set", "verify", "sync"))

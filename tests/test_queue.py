@@ -64,6 +64,35 @@ class TestSubmit:
         redis_client.client_kill_filter(_type="normal", skipme=False)
         assert submit(redis_client, SMALL, JobSpec("a/b", "main")).entry_id
 
+    def test_threads_share_a_client(self, redis_client):
+        """The short path keeps one connection for the client's scripts; a call that finds it busy
+        takes a pooled one. Threads never wait on each other nor read each other's replies."""
+        import threading
+
+        done: list = []
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                for _ in range(60):
+                    done.append(submit(redis_client, SMALL, JobSpec("a/b", "main")))
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors and len({d.job_id for d in done}) == 240
+        for d in done:
+            assert redis_client.hget(c.job_key(d.job_id), c.REC_ENTRY_ID) == d.entry_id
+        # The kept connection plus what busy moments borrowed (at most one per other thread),
+        # not one per call.
+        pool = redis_client.connection_pool
+        assert len(pool._in_use_connections) + len(pool._available_connections) <= 5, (
+            pool._in_use_connections, pool._available_connections)
+
     def test_scripts_loaded_again_after_a_flush(self, redis_client):
         """Redis forgets scripts on restart (or SCRIPT FLUSH): the next call loads them again."""
         submit(redis_client, SMALL, JobSpec("a/b", "main"))

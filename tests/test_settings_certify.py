@@ -194,3 +194,54 @@ def test_hostile_shapes_are_left_to_the_model():
     for data in ({"cluster": deep}, {"agents": {"defaultPipeline": loop}}, {1: 2}, {"agents": {"cpu": 10**400}},
                  {"agents": {"maxReplicas": 10**4000}}):
         assert certify.certify(data) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# A repository's .raibid.yml: the same promise for the agent's pipeline model
+
+STEP_VALUES: list[Any] = [
+    None, True, 0, 1, 1800, 86400, 86401, -1, 1.5, "", "t", "make test", "a" * 64, "a" * 65, "a\n", "a b", "ü",
+    "x" * 65536, "x" * 65537, [], {}, "timeoutSeconds",
+]
+
+
+def pipeline_verdict(data: Any) -> tuple[views.Step, ...] | None:
+    from pydantic import ValidationError
+
+    try:
+        steps = model.Pipeline.model_validate(data, by_alias=True, by_name=False).steps
+    except ValidationError:
+        return None
+    return tuple(views.Step(name=s.name, run=s.run, timeout_seconds=s.timeout_seconds) for s in steps)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_pipelines_never_looser_than_the_model(seed: int):
+    rng = random.Random(seed)
+    base = {"steps": [{"name": "build", "run": "make", "timeoutSeconds": 600}, {"name": "test", "run": "make test"}]}
+    both = refused = 0
+    for _ in range(1500):
+        data: Any = copy.deepcopy(base)
+        for _ in range(rng.choice((1, 1, 2))):
+            roll = rng.random()
+            steps = data.get("steps") if isinstance(data, dict) else None
+            if roll < 0.05:
+                data = rng.choice(([], None, "steps", {"steps": []}, {"steps": [{"name": "a", "run": "b"}] * 101}))
+            elif roll < 0.1 and isinstance(data, dict):
+                data[rng.choice(("Steps", "extra", "step"))] = []
+            elif isinstance(steps, list) and steps and isinstance(steps[0], dict):
+                step = rng.choice(steps)
+                key = rng.choice(("name", "run", "timeoutSeconds", "timeout_seconds", "bogus"))
+                if rng.random() < 0.15:
+                    step.pop(key, None)
+                else:
+                    step[key] = copy.deepcopy(rng.choice(STEP_VALUES))
+        fast, expected = certify.pipeline(copy.deepcopy(data)), pipeline_verdict(copy.deepcopy(data))
+        if fast is not None:
+            assert fast == expected, json.dumps(data, default=str)[:500]
+            both += 1
+        elif expected is None:
+            refused += 1
+        else:
+            assert False, f"a valid pipeline left to the model: {json.dumps(data, default=str)[:500]}"
+    assert both > 150 and refused > 300, (both, refused)

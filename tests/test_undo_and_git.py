@@ -139,3 +139,42 @@ class TestCredentialHelper:
     def test_an_unknown_operation_is_refused(self, tmp_path: Path) -> None:
         proc = raibid("gitops", "credential", "steal", cwd=tmp_path, env=self.env(RAIBID_GITEA_TOKEN="s3cret"))
         assert proc.returncode == 2 and "s3cret" not in proc.stdout + proc.stderr
+
+
+class TestWorkingState:
+    """Repo.state(): one `git status --porcelain=v2` read as rev-parse and status --porcelain
+    would read the same tree, on every kind of change git reports."""
+
+    def test_every_kind_of_change(self, tmp_path: Path) -> None:
+        from raibid_gitops.clients.git import Repo
+
+        g = Repo.init(tmp_path / "r")
+        r = g.path
+        state = g.state()
+        assert state == type(state)("main", None, ())  # before the first commit
+        for name in ("a.txt", "b.txt", "c.txt", "d e.txt"):
+            (r / name).write_text(name + "\n")
+        g.git("add", "-A")
+        g.git("-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "one")
+        assert g.state() == type(state)("main", g.head(), ())
+
+        (r / "a.txt").write_text("changed\n")  # modified, unstaged
+        g.git("mv", "b.txt", "b2.txt")  # renamed, staged
+        (r / "c.txt").unlink()  # deleted
+        (r / "new\nline.txt").write_text("x\n")  # untracked, a newline in its name
+        (r / "sub").mkdir()
+        (r / "sub" / "x").write_text("x\n")  # an untracked directory: shown as one entry
+        state = g.state()
+        assert state.branch == "main" and state.head == g.head()
+        assert sorted(state.changed) == sorted(["a.txt", "b2.txt", "c.txt", "new\nline.txt", "sub/"])
+
+        g.git("checkout", "-q", "--detach")
+        assert g.state().branch == "HEAD" == g.git("rev-parse", "--abbrev-ref", "HEAD").strip()
+
+    def test_set_names_the_changes_it_refuses_to_commit(self, pushed_repo: Path) -> None:
+        from raibid_gitops.errors import ConfigRepoError
+        from raibid_gitops.gitops.change import set_settings
+
+        (pushed_repo / "evil\nname").write_text("x\n")
+        with pytest.raises(ConfigRepoError, match=r"uncommitted changes \(evil\\nname\)"):
+            set_settings(["agents.maxReplicas=6"], repo=pushed_repo)

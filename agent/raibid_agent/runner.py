@@ -26,13 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from raibid_agent.logsink import LogSink
 from raibid_gitops import contract as c
 from raibid_gitops import names
-from raibid_gitops.settings import Step, model
+from raibid_gitops.settings import Step
 
 log = logging.getLogger("raibid.agent.runner")
 
@@ -45,13 +44,6 @@ POLL_SECONDS = 0.1
 GIT_TIMEOUT_SECONDS = 600
 #: Environment variables never passed to a job's steps: the job runs untrusted code.
 SECRET_ENV = ("RAIBID_REDIS_PASSWORD", "RAIBID_WEBHOOK_SECRET", "RAIBID_GITEA_TOKEN")
-
-
-class Pipeline(BaseModel):
-    """``.raibid.yml``: the steps a repository asks for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: tuple[model.Step, ...] = Field(min_length=1, max_length=100)
 
 
 @dataclass(frozen=True)
@@ -128,6 +120,21 @@ def read_token(path: str | None) -> str | None:
         return Path(path).read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
         return None
+
+
+def _steps(data: Any) -> tuple[Step, ...]:
+    """The steps of a parsed .raibid.yml: certified without pydantic when certainly valid (the
+    agent then never imports it), else judged by the model, whose ValidationError words the
+    refusal. One type, the settings' Step, for a repository's steps and the default pipeline."""
+    from raibid_gitops.settings import certify
+
+    steps = certify.pipeline(data)
+    if steps is not None:
+        return steps
+    from raibid_gitops.settings import model
+
+    parsed = model.Pipeline.model_validate(data, by_alias=True, by_name=False).steps
+    return tuple(Step(name=s.name, run=s.run, timeout_seconds=s.timeout_seconds) for s in parsed)
 
 
 class Runner:
@@ -224,14 +231,13 @@ class Runner:
                 raise PipelineInvalid(f"{c.PIPELINE_FILE} is larger than {yamlio.MAX_SETTINGS_BYTES} bytes")
             data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
             yamlio.check_bounds(data, c.PIPELINE_FILE)
-            parsed = Pipeline.model_validate(data, by_alias=True, by_name=False).steps
+            steps = _steps(data)
         except SettingsError as exc:
             raise PipelineInvalid(exc.message) from exc
-        except (YAMLError, ValidationError, UnicodeDecodeError, RecursionError, ValueError, OSError) as exc:
+        except (YAMLError, UnicodeDecodeError, RecursionError, ValueError, OSError) as exc:
+            # pydantic's ValidationError is a ValueError: its first line names the field.
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise PipelineInvalid(f"{c.PIPELINE_FILE} is not valid: {first[:200]}") from exc
-        # The settings' own Step: one type for a repository's steps and the default pipeline.
-        steps = tuple(Step(name=s.name, run=s.run, timeout_seconds=s.timeout_seconds) for s in parsed)
         sink.system(f"pipeline from {c.PIPELINE_FILE}: {', '.join(s.name for s in steps)}")
         return steps
 

@@ -144,6 +144,40 @@ def _is_repository(path: Path) -> bool:
     return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
 
 
+@dataclass(frozen=True)
+class WorkingState:
+    """A working tree as `git status --porcelain=v2 --branch -z` describes it."""
+
+    #: The checked-out branch, or "HEAD" when detached (as `rev-parse --abbrev-ref HEAD`).
+    branch: str
+    #: The commit checked out; None before the first commit.
+    head: str | None
+    #: Paths with changes, staged or not, and untracked ones.
+    changed: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, out: str) -> WorkingState:
+        branch, head, changed = "HEAD", None, []
+        records = iter(out.split("\0"))
+        for rec in records:
+            if rec.startswith("# branch.head "):
+                name = rec[len("# branch.head "):]
+                branch = "HEAD" if name == "(detached)" else name
+            elif rec.startswith("# branch.oid "):
+                oid = rec[len("# branch.oid "):]
+                head = None if oid == "(initial)" else oid
+            elif rec.startswith("1 "):
+                changed.append(rec.split(" ", 8)[8])
+            elif rec.startswith("2 "):
+                changed.append(rec.split(" ", 9)[9])
+                next(records, None)  # the path it was renamed or copied from
+            elif rec.startswith("u "):
+                changed.append(rec.split(" ", 10)[10])
+            elif rec.startswith(("? ", "! ")):
+                changed.append(rec[2:])
+        return cls(branch, head, tuple(changed))
+
+
 class Repo:
     """A local clone of the config repository."""
 
@@ -202,8 +236,11 @@ class Repo:
     def is_dirty(self) -> bool:
         return bool(self.git("status", "--porcelain", "--untracked-files=normal").strip())
 
-    def status_lines(self) -> list[str]:
-        return self.git("status", "--porcelain").splitlines()
+    def state(self) -> WorkingState:
+        """Branch, HEAD and the changed paths in one `git status` (what `rev-parse HEAD`,
+        `rev-parse --abbrev-ref HEAD` and `status --porcelain` tell in three)."""
+        return WorkingState.parse(self.git("status", "--porcelain=v2", "--branch", "-z",
+                                           "--untracked-files=normal"))
 
     def remote_url(self, name: str = "origin") -> str | None:
         try:

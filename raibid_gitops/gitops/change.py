@@ -470,14 +470,16 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
     """The set flow in clone ``g``. ``seen``: the values the change was made against, when known
     up front (a revert undoes the values its commit set: a key changed again since is a
     conflict). ``revert_of``: (commit, subject) when the change reverts that commit."""
-    dirty = g.status_lines()
-    if dirty:
-        listed = ", ".join(line[3:] for line in dirty[:5]) + (" ..." if len(dirty) > 5 else "")
+    state = g.state()
+    if state.changed:
+        dirty = [json.dumps(path)[1:-1] for path in state.changed[:6]]  # a newline in a name stays escaped
+        listed = ", ".join(dirty[:5]) + (" ..." if len(dirty) > 5 else "")
         raise ConfigRepoError(
             f"{g.path} has uncommitted changes ({listed}); set commits only its own change",
             hint="commit, stash (`git stash -u`) or discard them, then run set again",
         )
-    co = _Checkout(repo=g, branch=g.branch(), head=g.head())
+    # No commit yet: g.head() raises git's own words for it.
+    co = _Checkout(repo=g, branch=state.branch, head=state.head or g.head())
     has_remote = g.remote_url(remote) is not None
     target_branch = _target_branch(g, co.head)
 

@@ -338,6 +338,67 @@ def _packed(*parts: Any) -> bytes:
     return b"".join(out)
 
 
+class _Line:
+    """The short path's connection: one of the client's pooled connections, kept by the client's
+    scripts instead of taken from the pool and given back on every call.
+
+    redis-py's pool hand-out and return (a readiness poll, locks, metrics and events) cost about
+    as much as the whole server side of a bare XADD. A call that finds the line busy (another
+    thread's call in flight) takes a pooled connection as before, so threads never queue behind
+    each other. Only for a client of one server: a Sentinel client's pool resolves the primary
+    per connection, and a kept connection would outlive a failover.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        import threading
+
+        from redis import ConnectionPool
+
+        self.pool = client.connection_pool
+        self.keep = type(self.pool) is ConnectionPool and getattr(client, "connection", None) is None
+        self.lock = threading.Lock()
+        self.conn: Any = None
+        self.pid = 0
+
+    def call(self, request: bytes) -> Any:
+        import os
+
+        if not self.keep or not self.lock.acquire(blocking=False):
+            return self._pooled(request)
+        try:
+            if self.conn is None or self.pid != os.getpid():
+                # After a fork the parent's connection is not ours to use or give back.
+                self.conn, self.pid = self.pool.get_connection(), os.getpid()
+            return self._exchange(self.conn, request, drop=self._drop)
+        finally:
+            self.lock.release()
+
+    def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        self.pool.release(conn)
+
+    def _pooled(self, request: bytes) -> Any:
+        conn = self.pool.get_connection()
+        try:
+            return self._exchange(conn, request)
+        finally:
+            self.pool.release(conn)
+
+    @staticmethod
+    def _exchange(conn: Any, request: bytes, drop: Any = None) -> Any:
+        try:
+            conn.send_packed_command([request])  # health-checks a connection idle too long, as redis-py does
+            return conn.read_response()  # raises an error reply; drops the connection on a socket error
+        except BaseException as exc:
+            from redis.exceptions import ResponseError
+
+            if not isinstance(exc, ResponseError):
+                conn.disconnect()  # a reply may still be on its way: never read it as another's
+                if drop is not None:
+                    drop()
+            raise
+
+
 class _Script:
     """One script, called as ``EVALSHA`` and loaded again when Redis does not know it (after a
     restart), as redis-py's Script does.
@@ -350,12 +411,13 @@ class _Script:
     a string or an integer, a client bound to one connection, a pipeline.
     """
 
-    def __init__(self, client: redis.Redis, text: str) -> None:
+    def __init__(self, client: redis.Redis, text: str, line: _Line | None = None) -> None:
         import hashlib
 
         from redis.client import Pipeline
 
         self.client = client
+        self.line = line or _Line(client)
         self.script = text
         self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
         self._pipeline_script = client.register_script(text) if isinstance(client, Pipeline) else None
@@ -382,20 +444,7 @@ class _Script:
     def _short(self, keys: list[Any], args: list[Any]) -> Any:
         if getattr(self.client, "connection", None) is not None:
             raise _NotPlain  # a single-connection client: its lock is redis-py's business
-        request = _packed("EVALSHA", self.sha, len(keys), *keys, *args)
-        pool = self.client.connection_pool
-        conn = pool.get_connection()
-        try:
-            conn.send_packed_command([request])
-            return conn.read_response()  # raises an error reply; drops the connection on a socket error
-        except BaseException as exc:
-            from redis.exceptions import ResponseError
-
-            if not isinstance(exc, ResponseError):
-                conn.disconnect()  # a reply may still be on its way: never read it as another's
-            raise
-        finally:
-            pool.release(conn)
+        return self.line.call(_packed("EVALSHA", self.sha, len(keys), *keys, *args))
 
 
 class Scripts:
@@ -403,15 +452,16 @@ class Scripts:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.submit = _Script(client, SUBMIT)
-        self.start = _Script(client, START)
-        self.finish = _Script(client, FINISH)
-        self.checked_out = _Script(client, CHECKED_OUT)
-        self.touch = _Script(client, TOUCH)
-        self.dead_letter = _Script(client, DEAD_LETTER)
-        self.requeue = _Script(client, REQUEUE)
-        self.cancel = _Script(client, CANCEL)
-        self.retire = _Script(client, RETIRE)
+        line = _Line(client)
+        self.submit = _Script(client, SUBMIT, line)
+        self.start = _Script(client, START, line)
+        self.finish = _Script(client, FINISH, line)
+        self.checked_out = _Script(client, CHECKED_OUT, line)
+        self.touch = _Script(client, TOUCH, line)
+        self.dead_letter = _Script(client, DEAD_LETTER, line)
+        self.requeue = _Script(client, REQUEUE, line)
+        self.cancel = _Script(client, CANCEL, line)
+        self.retire = _Script(client, RETIRE, line)
 
     # One place for the KEYS/ARGV layout of the scripts two processes call (the agent, and tests
     # that play a stale agent): a change of layout cannot leave a caller behind.

@@ -167,3 +167,17 @@ def certify(data: Any) -> views.Settings | None:
     except Exception:  # noqa: BLE001
         return None
     return settings
+
+
+def pipeline(data: Any) -> tuple[views.Step, ...] | None:
+    """The steps of a repository's ``.raibid.yml`` (``{steps: [...]}``, as
+    :class:`.model.Pipeline` takes it) when they are certainly valid; None when the model must
+    judge."""
+    walker = _walker()
+    if walker is None or type(data) is not dict or data.keys() != {"steps"}:
+        return None
+    steps = {"type": "array", "minItems": 1, "maxItems": rules.MAX_STEPS, "items": {"$ref": "#/$defs/Step"}}
+    try:
+        return tuple(views.Step.from_data(item) for item in walker.value(steps, data["steps"]))
+    except Exception:  # noqa: BLE001 - "not sure", as in certify()
+        return None

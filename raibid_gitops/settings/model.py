@@ -36,7 +36,7 @@ from pydantic.alias_generators import to_camel
 from raibid_gitops.errors import SettingsError, shown
 from raibid_gitops.problems import Problem
 from raibid_gitops.settings import did_you_mean, rules
-from raibid_gitops.settings.rules import MAX_NODES, MAX_SENTINEL_ADDRESSES
+from raibid_gitops.settings.rules import MAX_NODES, MAX_SENTINEL_ADDRESSES, MAX_STEPS
 
 # Patterns of string settings. pydantic runs them with Rust's regex engine, where ``$`` is
 # the end of the text (no trailing newline slips through), and they go into the JSON schema
@@ -183,6 +183,13 @@ class Step(_Model):
     timeout_seconds: StrictInt = Field(1800, ge=1, le=86400)
 
 
+class Pipeline(BaseModel):
+    """A repository's ``.raibid.yml``: the steps it asks for (the agent's, not settings.yaml's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=MAX_STEPS)
+
+
 class Agents(_Model):
     image: str = Field("gitea.raibid-ci.svc.cluster.local:3000/raibid/agent:0.1.0", min_length=1, max_length=512,
                        pattern=r"^[^\s]+$", description="Agent image (arm64), built from agent/Containerfile.")
@@ -201,7 +208,7 @@ class Agents(_Model):
                                             description="A --once agent exits 0 when no job comes within this.")
     log_max_len: StrictInt = Field(10000, ge=100, le=1_000_000, description="Log lines kept per job (MAXLEN ~).")
     default_pipeline: tuple[Step, ...] = Field(
-        (Step(name="test", run="make test", timeout_seconds=1800),), max_length=100,
+        (Step(name="test", run="make test", timeout_seconds=1800),), max_length=MAX_STEPS,
         description="Steps run when a repository has no .raibid.yml.",
     )
 

@@ -29,6 +29,8 @@ CLAIM_HEARTBEAT_FACTOR = 3
 MAX_NODES = 64
 #: Sentinels one address list may name: three is the usual set, five the most anyone runs.
 MAX_SENTINEL_ADDRESSES = 5
+#: Steps of one pipeline (agents.defaultPipeline, a repository's .raibid.yml).
+MAX_STEPS = 100
 
 
 class CrossFieldError(ValueError):
