@@ -37,8 +37,12 @@ from raibid_gitops.gitops import kustomize, layout
 from raibid_gitops.gitops.generate import init
 
 PATCH = f"{layout.OVERLAY_DIR}/agent-scaledjob-patch.yaml"
-#: Never the default 8 (that would be no change) nor twice in a row; 10 x 2 CPU fits 20.
-VALUES = (2, 3, 4, 5, 6, 7, 9, 10)
+#: Agents of a quarter CPU and 1 GiB, so that every maxReplicas up to 64 fits the node: each run
+#: sets a value no run before it set, so `set` never finds the new tree's build in its render
+#: cache (a repeated value would be a cache hit, faster than any real change).
+AGENT_SIZE = ("agents.cpu=250m", "agents.memory=1Gi")
+#: Never the default 8 (that would be no change).
+VALUES = tuple(v for v in range(64, 0, -1) if v != 8)
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -50,7 +54,7 @@ def make_repo(parent: Path, name: str, push: bool) -> Path:
     if push:
         remote = str(parent / f"{name}.git")
         subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", remote], check=True)
-    path = init(parent / name, remote=remote).path
+    path = init(parent / name, remote=remote, assignments=list(AGENT_SIZE)).path
     if push:
         git(path, "push", "--quiet", "origin", "main")
     return path
@@ -92,7 +96,7 @@ def measure(runs: int) -> list[Row]:
         # The render cache (.git/raibid/cache), cleared for the cold verify.
         cache = repos["check"] / ".git" / "raibid"
         for i in range(runs):
-            value = VALUES[i % len(VALUES)]
+            value = VALUES[i]
             cols["set"].append(timed(lambda v=value: cli(repos["cli"], "set", f"agents.maxReplicas={v}")))
             cols["set floor"].append(timed(lambda v=value: floor(repos["floor"], v, False)))
             cols["set push"].append(timed(lambda v=value: cli(repos["cli-push"], "set", f"agents.maxReplicas={v}")))
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--json", help="also write the rows to this file (for python -m benchmarks)")
     args = ap.parse_args(argv)
+    if not 1 <= args.runs <= len(VALUES):
+        ap.error(f"--runs must be from 1 to {len(VALUES)} (each run sets a value no run before it set)")
     print(compile_bytecode(), file=sys.stderr)
     emit(measure(args.runs), args.json, f"set / verify / render: medians of {args.runs} interleaved runs")
     return 0

@@ -5,7 +5,7 @@
 parsing a third of `raibid gitops set` (issue 14). libyaml (PyYAML's C parser) composes the
 same nodes some ten times faster, but PyYAML *resolves* plain scalars by YAML 1.1 rules
 (``yes``, ``on``, ``0777``, ``1:30`` ...). So only libyaml's parser is used here: each plain
-scalar is resolved with ruamel's own YAML 1.2 table (read from ruamel, not copied), and
+scalar is resolved with ruamel's own YAML 1.2 table (copied, and tested equal to ruamel's), and
 constructed only where the result is certain to be the reference's:
 
 - ``null``/``~``/empty, ``true``/``false`` (the 1.2 spellings), plain decimal integers, and
@@ -53,19 +53,62 @@ _table: dict[str | None, list[tuple[str, Any]]] | None = None
 _loader: Any = None
 
 
+#: ruamel's YAML 1.2 implicit resolvers (tag, pattern, flags, first characters), in its order,
+#: copied, because importing ruamel costs about 10 ms a process, and held equal to ruamel's own
+#: table by tests/test_yaml12.py (a ruamel upgrade that changes it fails there, not here).
+RESOLVERS_1_2: list[tuple[str, str, int, list[str]]] = [
+    ('tag:yaml.org,2002:bool',
+     '^(?:true|True|TRUE|false|False|FALSE)$',
+     re.X, ['t', 'T', 'f', 'F']),
+    ('tag:yaml.org,2002:float',
+     '^(?:\n'
+     '         [-+]?(?:[0-9][0-9_]*)\\.[0-9_]*(?:[eE][-+]?[0-9]+)?\n'
+     '        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)\n'
+     '        |[-+]?\\.[0-9_]+(?:[eE][-+][0-9]+)?\n'
+     '        |[-+]?\\.(?:inf|Inf|INF)\n'
+     '        |\\.(?:nan|NaN|NAN))$',
+     re.X, ['-', '+', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '.']),
+    ('tag:yaml.org,2002:int',
+     '^(?:[-+]?0b[0-1_]+\n'
+     '        |[-+]?0o?[0-7_]+\n'
+     '        |[-+]?[0-9_]+\n'
+     '        |[-+]?0x[0-9a-fA-F_]+)$',
+     re.X, ['-', '+', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']),
+    ('tag:yaml.org,2002:merge',
+     '^(?:<<)$',
+     0, ['<']),
+    ('tag:yaml.org,2002:null',
+     '^(?: ~\n'
+     '        |null|Null|NULL\n'
+     '        | )$',
+     re.X, ['~', 'n', 'N', '']),
+    ('tag:yaml.org,2002:timestamp',
+     '^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]\n'
+     '        |[0-9][0-9][0-9][0-9] -[0-9][0-9]? -[0-9][0-9]?\n'
+     '        (?:[Tt]|[ \\t]+)[0-9][0-9]?\n'
+     '        :[0-9][0-9] :[0-9][0-9] (?:\\.[0-9]*)?\n'
+     '        (?:[ \\t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$',
+     re.X, ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']),
+    ('tag:yaml.org,2002:value',
+     '^(?:=)$',
+     0, ['=']),
+    ('tag:yaml.org,2002:yaml',
+     '^(?:!|&|\\*)$',
+     0, ['!', '&', '*']),
+]
+
+
 def _resolvers() -> dict[str | None, list[tuple[str, Any]]]:
-    """ruamel's YAML 1.2 implicit resolvers, by first character, in ruamel's order (as its
-    VersionedResolver builds them)."""
+    """:data:`RESOLVERS_1_2` by first character, in ruamel's order (as its VersionedResolver
+    builds them)."""
     global _table
     if _table is None:
-        from ruamel.yaml.resolver import implicit_resolvers
-
         table: dict[str | None, list[tuple[str, Any]]] = {}
-        for versions, tag, regexp, first in implicit_resolvers:
-            if (1, 2) in versions:
-                chars: list[str | None] = list(first) if first else [None]
-                for ch in chars:
-                    table.setdefault(ch, []).append((tag, regexp))
+        for tag, pattern, flags, first in RESOLVERS_1_2:
+            regexp = re.compile(pattern, flags)
+            chars: list[str | None] = list(first) if first else [None]
+            for ch in chars:
+                table.setdefault(ch, []).append((tag, regexp))
         _table = table
     return _table
 
@@ -152,8 +195,9 @@ def load_all_reference(text: str) -> list[Any]:
 
 def plain_text(text: str) -> bool:
     """Whether ``text`` is free of what makes libyaml and ruamel's YAML 1.2 reading part ways
-    (see the module doc): then their parsers give the same events."""
-    from ruamel.yaml.reader import Reader
+    (see the module doc): then their parsers give the same events. Only with PyYAML loaded
+    (its reader's NON_PRINTABLE is ruamel's, tests/test_yaml12.py checks: one import fewer)."""
+    from yaml.reader import Reader
 
     return not (_FALLBACK_CHARS.search(text) or _DIRECTIVE.search(text) or _DEEP_INDENT.search(text)
                 or text.count("[") + text.count("{") > _MAX_FLOW_OPENERS or Reader.NON_PRINTABLE.search(text))

@@ -132,6 +132,20 @@ def load_rt(text: str, file: str, *, max_nodes: int = MAX_SETTINGS_NODES,
     return doc
 
 
+def load_plain(text: str, file: str) -> Any:
+    """One document as plain data, as ``to_plain(load_rt(text, file))`` gives it and bounded
+    like it: read by libyaml where :mod:`raibid_gitops.yaml12` promises ruamel's result (a
+    command that reads a kustomization then needs no ruamel at all), else by ruamel."""
+    from raibid_gitops import yaml12
+
+    docs = yaml12.documents(text)
+    if docs is not None and len(docs) == 1:
+        data = docs[0][1]
+        check_bounds(data, file)
+        return data
+    return to_plain(load_rt(text, file))
+
+
 def load_all_rt(text: str, file: str) -> list[Any]:
     """Every document of a manifest file, bounded like :func:`load_rt` with manifest limits."""
     from ruamel.yaml.error import YAMLError

@@ -243,5 +243,5 @@ def test_pipelines_never_looser_than_the_model(seed: int):
         elif expected is None:
             refused += 1
         else:
-            assert False, f"a valid pipeline left to the model: {json.dumps(data, default=str)[:500]}"
+            raise AssertionError(f"a valid pipeline left to the model: {json.dumps(data, default=str)[:500]}")
     assert both > 150 and refused > 300, (both, refused)

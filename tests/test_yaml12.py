@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,37 @@ SCALARS = [
     "2024-01-01", "2024-01-01T10:00:00Z", "2001-12-14 21:59:43.10 -5", "=", "<<", "0.", "1.", "12abc",
     "abc", "a b", "-", "--", "3Gi", "500m", "0x", "0o", "1__0", "9" * 30, "9" * 1200,
 ]
+
+
+class TestResolverTable:
+    def test_the_copy_is_ruamels_table(self) -> None:
+        """yaml12 resolves plain scalars with a copy of ruamel's YAML 1.2 table (importing ruamel
+        costs every command about 10 ms): it must be the table of the ruamel installed."""
+        from ruamel.yaml.resolver import implicit_resolvers
+
+        ruamels = [(str(tag), regexp.pattern, regexp.flags, list(first))
+                   for versions, tag, regexp, first in implicit_resolvers if (1, 2) in versions]
+        ours = [(tag, pattern, re.compile(pattern, flags).flags, first)
+                for tag, pattern, flags, first in yaml12.RESOLVERS_1_2]
+        assert ours == ruamels
+
+    def test_the_printable_characters_are_ruamels(self) -> None:
+        from ruamel.yaml.reader import Reader as RuamelReader
+        from yaml.reader import Reader
+
+        assert Reader.NON_PRINTABLE.pattern == RuamelReader.NON_PRINTABLE.pattern
+        assert Reader.NON_PRINTABLE.flags == RuamelReader.NON_PRINTABLE.flags
+
+    def test_loading_needs_no_ruamel(self) -> None:
+        import subprocess
+        import sys
+
+        code = ("import sys; from raibid_gitops import yaml12; "
+                "docs = yaml12.load_all('a: 1\\nb: [true, ~, x]\\nc:\\n'); "
+                "assert docs == [{'a': 1, 'b': [True, None, 'x'], 'c': None}], docs; "
+                "print(sorted(m for m in sys.modules if m.startswith('ruamel')))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "[]"
 
 
 class TestScalars:
@@ -274,3 +306,45 @@ class TestEvents:
                 used += 1
                 assert settingsdoc._scan(text, lambda _t, evs=fast: evs) == want, text
         assert used > 100
+
+
+class TestLoadPlain:
+    """yamlio.load_plain (libyaml where certain) gives what to_plain(load_rt()) gives, or the same
+    refusal: on every kustomization of the templates and on texts that must fall back."""
+
+    @staticmethod
+    def both(text: str) -> tuple[Any, Any]:
+        from raibid_gitops import yamlio
+        from raibid_gitops.errors import SettingsError
+
+        out = []
+        for load in (lambda t: yamlio.load_plain(t, "k.yaml"), lambda t: yamlio.to_plain(yamlio.load_rt(t, "k.yaml"))):
+            try:
+                out.append(("ok", load(text)))
+            except SettingsError as exc:
+                out.append(("error", exc.message))
+        return out[0], out[1]
+
+    def test_templates_and_fallbacks(self) -> None:
+        import os
+
+        texts = [Path(top, "kustomization.yaml").read_text(encoding="utf-8")
+                 for top, _dirs, names in os.walk(layout.templates_dir(), followlinks=True)
+                 if "kustomization.yaml" in names]
+        assert len(texts) >= 3
+        texts += [
+            "components: [topology]\nresources:\n  - ../../base\n",
+            "a: &x [1, 2]\nb: *x\n",  # an alias: ruamel reads it
+            "a: 1.5\nb: 0x10\nc: 2001-12-14\n",  # floats, hex, timestamps: ruamel's types
+            "a:\n\t- b\n",  # a tab
+            "<<: {a: 1}\nb: 2\n",  # a merge key
+            "a: 1\na: 2\n",  # a duplicate key: ruamel's refusal
+            "a: [\n",  # malformed
+            "",  # no document
+            "x: " + "[" * 40 + "]" * 40 + "\n",  # nesting beyond the bound
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+        ]
+        for text in texts:
+            fast, reference = self.both(text)
+            assert fast == reference, text

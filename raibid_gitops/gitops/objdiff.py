@@ -11,7 +11,6 @@ Used by ``raibid gitops set`` and reusable by ``raibid gitops diff``.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -123,6 +122,8 @@ def _walk(old: Any, new: Any, path: str) -> Iterator[FieldChange]:
 
 def _text_lines(old: str, new: str, path: str) -> Iterator[FieldChange]:
     """Changed lines of a multi-line string, each as ``path@line N`` (N in the new text)."""
+    import difflib  # only for a changed multi-line value: not on every command's start
+
     a, b = old.splitlines(), new.splitlines()
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
         if tag == "equal":

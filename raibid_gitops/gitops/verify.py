@@ -101,12 +101,12 @@ def check_generated(root: Path, settings: Settings) -> list[Problem]:
 def _locator(root: Path, rel: str) -> schemas.Locator:
     """Finds a rendered object's field in the sources of the kustomization ``rel``; the
     sources are read only when a schema error needs them."""
-    from raibid_gitops.gitops.origins import Sources
-
-    sources: list[Sources] = []
+    sources: list[Any] = []
 
     def locate(obj: dict[str, Any], path: list[Any]) -> tuple[str, int | None] | None:
         if not sources:
+            from raibid_gitops.gitops.origins import Sources  # only when a problem needs placing
+
             sources.append(Sources(root, root / rel))
         origin = sources[0].locate(obj, path)
         return None if origin is None else (origin.file, origin.line)
@@ -121,7 +121,7 @@ def check_topology_included(root: Path) -> list[Problem]:
 
     rel = f"{layout.OVERLAY_DIR}/kustomization.yaml"
     try:
-        data = yamlio.to_plain(yamlio.load_rt((root / rel).read_text(encoding="utf-8"), rel))
+        data = yamlio.load_plain((root / rel).read_text(encoding="utf-8"), rel)
     except (OSError, SettingsError):
         return []  # kustomize build reports a missing or broken kustomization.yaml
     components = data.get("components") if isinstance(data, dict) else None
