@@ -125,6 +125,20 @@ class TestSubmit:
         # ... and the acknowledged ones did get trimmed (the stream is bounded).
         assert first[0].entry_id not in ids
 
+    def test_a_backlog_past_max_len_is_kept_whole_and_trimmed_once_delivered(self, redis_client):
+        """With no agent running, a backlog grows past maxLen and every entry stays (the cut
+        never passes the group's last-delivered id). Once agents take and ack entries, the next
+        submit trims what they acknowledged, and no more."""
+        q = SMALL.queue
+        jobs = [submit(redis_client, SMALL, JobSpec("a/b", "main")) for _ in range(350)]
+        assert redis_client.xlen(q.stream) == 350
+        got = redis_client.xreadgroup(q.consumer_group, "c1", {q.stream: ">"}, count=300)[0][1]
+        redis_client.xack(q.stream, q.consumer_group, *[e[0] for e in got])
+        jobs.append(submit(redis_client, SMALL, JobSpec("a/b", "main")))
+        ids = [e[0] for e in redis_client.xrange(q.stream)]
+        assert len(ids) < 351 and jobs[0].entry_id not in ids  # acknowledged entries went
+        assert all(j.entry_id in ids for j in jobs[300:])  # nothing undelivered did
+
     def test_redis_down_is_a_clear_error(self):
         from raibid_gitops.clients.redis import connect
 
