@@ -171,6 +171,26 @@ class TestWorkingState:
         g.git("checkout", "-q", "--detach")
         assert g.state().branch == "HEAD" == g.git("rev-parse", "--abbrev-ref", "HEAD").strip()
 
+    def test_head_as_git_reads_it(self, tmp_path: Path) -> None:
+        """Repo.head() reads a detached HEAD from .git/HEAD and asks git otherwise: the same
+        answer as rev-parse on a branch, detached, and in a linked worktree (.git is a file)."""
+        from raibid_gitops.clients.git import Repo
+
+        g = Repo.init(tmp_path / "r")
+        (g.path / "a").write_text("a\n")
+        g.git("add", "-A")
+        g.git("-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "one")
+
+        def rev_parse(repo: Repo) -> str:
+            return repo.git("rev-parse", "HEAD").strip()
+
+        assert g.head() == rev_parse(g)
+        g.git("checkout", "-q", "--detach")
+        assert (g.path / ".git" / "HEAD").read_text().strip() == g.head() == rev_parse(g)
+        g.git("worktree", "add", "-q", "--detach", str(tmp_path / "wt"))
+        wt = Repo(tmp_path / "wt")
+        assert (wt.path / ".git").is_file() and wt.head() == rev_parse(wt) == g.head()
+
     def test_set_names_the_changes_it_refuses_to_commit(self, pushed_repo: Path) -> None:
         from raibid_gitops.errors import ConfigRepoError
         from raibid_gitops.gitops.change import set_settings

@@ -481,7 +481,7 @@ def _set_in(g: Repo, requested: dict[str, Any], *, message: str | None, pr: bool
     # No commit yet: g.head() raises git's own words for it.
     co = _Checkout(repo=g, branch=state.branch, head=state.head or g.head())
     has_remote = g.remote_url(remote) is not None
-    target_branch = _target_branch(g, co.head)
+    target_branch = _target_branch(g)
 
     client = ref = None
     if pr and not dry_run:
@@ -594,14 +594,15 @@ def _refuse_unpushed(g: Repo, head: str, remote: str, branch: str) -> None:
     )
 
 
-def _target_branch(g: Repo, rev: str) -> str:
-    """The branch Flux watches (settings gitea.branch at ``rev``); main if that cannot be read
-    (the settings problem itself is then reported by the apply step)."""
+def _target_branch(g: Repo) -> str:
+    """The branch Flux watches (settings gitea.branch at HEAD); main if that cannot be read (the
+    settings problem itself is then reported by the apply step). Read from the working tree: set
+    has just found it clean, so it is HEAD's file, and the apply step reads the same text."""
     from raibid_gitops import settings as settings_mod
 
     try:
-        return settings_mod.load_text(g.show(rev, layout.SETTINGS_PATH), layout.SETTINGS_PATH).gitea.branch
-    except (GitError, SettingsError):
+        return settings_mod.load_path(g.path / layout.SETTINGS_PATH, layout.SETTINGS_PATH).gitea.branch
+    except SettingsError:
         return "main"
 
 
