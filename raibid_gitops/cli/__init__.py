@@ -45,8 +45,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", metavar="{gitops,queue,tui,bootstrap}")
     import importlib
 
-    wanted = first_word(argv) if argv is not None else None
-    rest = list(argv[list(argv).index(wanted) + 1:]) if argv is not None and wanted in GROUPS else None
+    words = list(argv) if argv is not None else []
+    wanted = first_word(words)
+    # The words after the group, when argv names one: only its parsers are built.
+    rest = words[words.index(wanted) + 1:] if argv is not None and wanted in GROUPS else None
     for name in GROUPS:
         if rest is not None and name != wanted:
             continue

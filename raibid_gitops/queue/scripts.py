@@ -358,7 +358,7 @@ class _Line:
         from redis import ConnectionPool
 
         self.pool = client.connection_pool
-        self.keep = type(self.pool) is ConnectionPool and getattr(client, "connection", None) is None
+        self.keep = type(self.pool) is ConnectionPool
         self.lock = threading.Lock()
         self.conn: Any = None
         self.pid = 0

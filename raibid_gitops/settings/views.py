@@ -30,7 +30,6 @@ class View:
     Not a dataclass: building a dozen dataclasses costs ~9 ms at import (code generation per
     class), a tenth of what this package saves by not importing pydantic."""
 
-    __slots__ = ("__dict__",)
     #: field name -> the view class of a nested section, or of the items of a tuple field.
     NESTED: ClassVar[dict[str, type[View]]] = {}
 
