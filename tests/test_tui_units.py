@@ -194,6 +194,40 @@ class TestInPlaceRows:
 
         run(body())
 
+    def test_cursor_stays_on_its_row_when_rows_move(self):
+        """DataTable keeps the cursor's line, not its row: a GitRepository arriving (sorted
+        first), a row removed above, or a re-sort would put the cursor, and Enter, on another
+        row. CI caught it: the detail view opened the GitRepository the user had not picked."""
+        from raibid_tui.screens.flux_detail import FluxDetailScreen
+
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                panel = app.query_one("#flux-panel")
+                panel.apply(FluxUpdate("Kustomization", rows=tuple(
+                    flux_row(f"u{i}", f"app-{i}") for i in range(5)), reset=True))
+                await pilot.pause()
+                table = panel.table
+                table.move_cursor(row=table.get_row_index("u3"))
+                repo = FluxRow(uid="g", kind="GitRepository", namespace="ns", name="config",
+                               status="Ready", reason="Succeeded", message="ok", revision=A,
+                               attempted=A, created=NOW)
+                panel.apply(FluxUpdate("GitRepository", rows=(repo,), reset=True))
+                assert table.get_row_index("g") == 0 and table.selected_key() == "u3"
+                panel.apply(FluxUpdate("Kustomization", deleted=("u0", "u1")))
+                assert table.selected_key() == "u3"
+                table.sort_by_key(lambda key: key, reverse=True)
+                assert table.get_row_index("u3") == 1 and table.selected_key() == "u3"
+                # The row under the cursor itself removed: the cursor stays on its line.
+                panel.apply(FluxUpdate("Kustomization", deleted=("u3",)))
+                assert table.selected_key() == "u2"
+                await pilot.pause()
+                await pilot.press("enter")
+                await pilot.pause()
+                assert isinstance(app.screen, FluxDetailScreen) and app.screen.row.uid == "u2"
+
+        run(body())
+
     def test_colour_only_change_repaints(self):
         """A cell whose text stays but whose colour changes is updated (rich's Text equality
         ignores the style, so comparing with == would keep the old colour on screen)."""

@@ -95,14 +95,36 @@ class KeyedTable(DataTable):
 
     def discard(self, key: str) -> None:
         if self._shown.pop(key, None) is not None:
+            chosen = self.selected_key()
             self.remove_row(key)
+            self._follow(chosen)
+
+    def sort(self, *columns: ColumnKey | str, key: Callable[[Any], Any] | None = None,
+             reverse: bool = False) -> KeyedTable:
+        chosen = self.selected_key()
+        super().sort(*columns, key=key, reverse=reverse)
+        self._follow(chosen)
+        return self
 
     def sort_by_key(self, rank: Callable[[str], Any], reverse: bool = False) -> None:
         """Order the rows by ``rank(row key)``: ``DataTable.sort`` only sees cell values, and a
         cell may be cut (a long job id) or not hold the order at all (a submission time)."""
+        chosen = self.selected_key()
         ordered = sorted(self.rows, key=lambda row_key: rank(str(row_key.value)), reverse=reverse)
         self._internals.order_rows(ordered)
         self.refresh()
+        self._follow(chosen)
+
+    def _follow(self, key: str | None) -> None:
+        """Put the cursor back on the row ``key`` after rows moved under it. DataTable keeps the
+        cursor's line, not its row: a re-sort or a removal above it would leave the cursor on
+        another row, and Enter or an action would then open or act on a row the user did not
+        pick (a watch event can land between the keypress that moved the cursor and Enter)."""
+        if key is None or key not in self._shown or self.cursor_type != "row":
+            return
+        index = self.get_row_index(RowKey(key))
+        if index != self.cursor_row:
+            self.move_cursor(row=index)
 
     def keys(self) -> list[str]:
         return list(self._shown)
