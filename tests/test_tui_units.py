@@ -228,6 +228,21 @@ class TestInPlaceRows:
 
         run(body())
 
+    def test_jobs_list_keeps_its_line_as_jobs_arrive(self):
+        """The jobs list only shows, newest on top: its cursor keeps its line (the top) as jobs
+        arrive, so the view does not drift down with an old job."""
+        async def body():
+            app = RaibidApp(Sources(), live=False, clock=lambda: NOW)
+            async with app.run_test(size=(160, 40)) as pilot:
+                table = app.query_one("#jobs-table")
+                for n in range(3):
+                    table.upsert(f"j{n}", (f"j{n}", "queued", "-", "-", "-", "-", "-"))
+                    table.sort_by_key(lambda key: key, reverse=True)
+                await pilot.pause()
+                assert table.cursor_row == 0 and table.selected_key() == "j2"
+
+        run(body())
+
     def test_colour_only_change_repaints(self):
         """A cell whose text stays but whose colour changes is updated (rich's Text equality
         ignores the style, so comparing with == would keep the old colour on screen)."""

@@ -118,7 +118,9 @@ class QueuePanel(PollingPanel):
                 yield Static("Throughput (jobs finished per sample)", classes="section")
                 yield Sparkline([], id="queue-sparkline", summary_function=max)
         yield Static(f"Jobs (newest {MAX_JOBS})", classes="section", id="jobs-title")
-        table = KeyedTable(id="jobs-table")
+        # Newest first and nothing to act on: a cursor following its job would scroll the view
+        # down, away from the jobs arriving on top.
+        table = KeyedTable(id="jobs-table", follow_row=False)
         for key, label in (("id", "JOB"), ("state", "STATE"), ("repo", "REPO"), ("ref", "REF"),
                            ("commit", "COMMIT"), ("agent", "AGENT"), ("age", "AGE")):
             table.add_column(label, key=key)

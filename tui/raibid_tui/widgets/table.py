@@ -57,10 +57,13 @@ def _width(value: object) -> int:
 class KeyedTable(DataTable):
     """Rows set by :meth:`upsert` (add or change) and :meth:`discard` (remove)."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, *, follow_row: bool = True, **kwargs: object) -> None:
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", False)
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        #: Keep the cursor on its row when rows move (see :meth:`_follow`); off for a live list
+        #: that only shows, where following would scroll the view away from the newest rows.
+        self.follow_row = follow_row
         self._internals = _Internals(self)
         self._shown: dict[str, tuple[object, ...]] = {}
         #: Rows repainted by in-place updates (the benchmark reads it).
@@ -120,7 +123,7 @@ class KeyedTable(DataTable):
         cursor's line, not its row: a re-sort or a removal above it would leave the cursor on
         another row, and Enter or an action would then open or act on a row the user did not
         pick (a watch event can land between the keypress that moved the cursor and Enter)."""
-        if key is None or key not in self._shown or self.cursor_type != "row":
+        if not self.follow_row or key is None or key not in self._shown or self.cursor_type != "row":
             return
         index = self.get_row_index(RowKey(key))
         if index != self.cursor_row:
