@@ -193,21 +193,15 @@ def agent_fits_a_node(s: Any) -> None:
 
 def fits_capacity(s: Any) -> None:
     n = s.agents.max_replicas
-    cap = s.cluster.capacity
-    need_cpu = parse_quantity(s.agents.cpu) * n
-    if need_cpu > parse_quantity(cap.cpu):
-        raise CrossFieldError(
-            f"agents.maxReplicas ({n}) x agents.cpu ({s.agents.cpu}) = {format_cpu(need_cpu)} CPU "
-            f"exceeds cluster.capacity.cpu ({cap.cpu})",
-            "agents.maxReplicas", "agents.cpu", "cluster.capacity.cpu",
-        )
-    need_mem = parse_quantity(s.agents.memory) * n
-    if need_mem > parse_quantity(cap.memory):
-        raise CrossFieldError(
-            f"agents.maxReplicas ({n}) x agents.memory ({s.agents.memory}) = {format_bytes(need_mem)} "
-            f"exceeds cluster.capacity.memory ({cap.memory})",
-            "agents.maxReplicas", "agents.memory", "cluster.capacity.memory",
-        )
+    for resource, show in (("cpu", lambda q: f"{format_cpu(q)} CPU"), ("memory", format_bytes)):
+        each, cap = getattr(s.agents, resource), getattr(s.cluster.capacity, resource)
+        need = parse_quantity(each) * n
+        if need > parse_quantity(cap):
+            raise CrossFieldError(
+                f"agents.maxReplicas ({n}) x agents.{resource} ({each}) = {show(need)} "
+                f"exceeds cluster.capacity.{resource} ({cap})",
+                "agents.maxReplicas", f"agents.{resource}", f"cluster.capacity.{resource}",
+            )
 
 
 def fits_nodes(s: Any) -> None:

@@ -4,7 +4,8 @@ and a watch event per second is most of the TUI's CPU."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.text import Text
@@ -61,7 +62,7 @@ class KeyedTable(DataTable):
         kwargs.setdefault("cursor_type", "row")
         kwargs.setdefault("zebra_stripes", False)
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        #: Keep the cursor on its row when rows move (see :meth:`_follow`); off for a live list
+        #: Keep the cursor on its row when rows move (see :meth:`_keeping_cursor`); off for a live list
         #: that only shows, where following would scroll the view away from the newest rows.
         self.follow_row = follow_row
         self._internals = _Internals(self)
@@ -98,36 +99,35 @@ class KeyedTable(DataTable):
 
     def discard(self, key: str) -> None:
         if self._shown.pop(key, None) is not None:
-            chosen = self.selected_key()
-            self.remove_row(key)
-            self._follow(chosen)
+            with self._keeping_cursor():
+                self.remove_row(key)
 
     def sort(self, *columns: ColumnKey | str, key: Callable[[Any], Any] | None = None,
              reverse: bool = False) -> KeyedTable:
-        chosen = self.selected_key()
-        super().sort(*columns, key=key, reverse=reverse)
-        self._follow(chosen)
+        with self._keeping_cursor():
+            super().sort(*columns, key=key, reverse=reverse)
         return self
 
     def sort_by_key(self, rank: Callable[[str], Any], reverse: bool = False) -> None:
         """Order the rows by ``rank(row key)``: ``DataTable.sort`` only sees cell values, and a
         cell may be cut (a long job id) or not hold the order at all (a submission time)."""
-        chosen = self.selected_key()
         ordered = sorted(self.rows, key=lambda row_key: rank(str(row_key.value)), reverse=reverse)
-        self._internals.order_rows(ordered)
+        with self._keeping_cursor():
+            self._internals.order_rows(ordered)
         self.refresh()
-        self._follow(chosen)
 
-    def _follow(self, key: str | None) -> None:
-        """Put the cursor back on the row ``key`` after rows moved under it. DataTable keeps the
+    @contextmanager
+    def _keeping_cursor(self) -> Iterator[None]:
+        """Put the cursor back on its row after the rows moved under it. DataTable keeps the
         cursor's line, not its row: a re-sort or a removal above it would leave the cursor on
         another row, and Enter or an action would then open or act on a row the user did not
         pick (a watch event can land between the keypress that moved the cursor and Enter)."""
-        if not self.follow_row or key is None or key not in self._shown or self.cursor_type != "row":
-            return
-        index = self.get_row_index(RowKey(key))
-        if index != self.cursor_row:
-            self.move_cursor(row=index)
+        key = self.selected_key() if self.follow_row and self.cursor_type == "row" else None
+        yield
+        if key is not None and key in self._shown:
+            index = self.get_row_index(RowKey(key))
+            if index != self.cursor_row:
+                self.move_cursor(row=index)
 
     def keys(self) -> list[str]:
         return list(self._shown)
